@@ -1,0 +1,18 @@
+"""Calibrate model/converted on the calibration split and write the oneDNN int8 checkpoint model/quantized.
+
+The recipe's script name; it is `ssdq quantize` with the same flags:
+
+    python scripts/convert_model.py
+    python scripts/quantize_ssd.py
+    python scripts/eval_ssd.py --model-prefix model/converted --batch-size=64 --num-workers=1
+    python scripts/eval_ssd.py --model-prefix model/quantized --batch-size=64 --num-workers=1
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from ssdq.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(["quantize"] + sys.argv[1:]))

@@ -1,0 +1,35 @@
+"""ssdq: reproduce Intel's int8 results for GluonCV SSD-VGG16 on Xeon CPUs."""
+import pathlib
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+
+
+def pins():
+    """name -> exact version, from constraints.txt (the one place versions are written)."""
+    found = {}
+    for line in (HERE / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            found[name.lower()] = version
+    return found
+
+
+PINS = pins()
+RUNTIME = ["mxnet", "numpy", "gluoncv", "pycocotools", "opencv-python", "psutil",
+           "threadpoolctl", "tqdm", "matplotlib"]
+
+setup(
+    name="ssdq",
+    version="0.1.0",
+    description=__doc__,
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires="==3.11.*",
+    packages=find_packages(include=["ssdq", "ssdq.*"]),
+    install_requires=["%s==%s" % (name, PINS[name]) for name in RUNTIME],
+    extras_require={"test": ["pytest==%s" % PINS["pytest"]]},
+    entry_points={"console_scripts": ["ssdq=ssdq.cli:main"]},
+)

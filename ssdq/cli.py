@@ -1,0 +1,178 @@
+"""Command line: ``ssdq {data,convert,quantize,eval,reproduce}``; parses flags, calls the library.
+
+Threads are pinned before anything imports mxnet, so every stage module is imported inside its
+handler. A ``SsdqError`` becomes one line on stderr and exit status 2; Ctrl-C exits 130.
+"""
+import argparse
+import os
+import sys
+
+from .errors import SsdqError
+
+DEFAULT_DATA_ROOT = os.path.join("data", "synthetic")
+
+
+def _runtime_flags():
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("threads")
+    g.add_argument("--cores", help="CPU cores to pin to, e.g. 0-3,6 (default: one per physical core)")
+    g.add_argument("--threads", type=int, help="OpenMP threads (default: one per pinned core)")
+    g.add_argument("--gpus", default="", help="GPU ids; ssdq runs on CPU only, so leave empty")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _data_flags(split="val"):
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("data")
+    g.add_argument("--data-root", default=DEFAULT_DATA_ROOT,
+                   help="COCO- or VOC-format dataset folder (default: the embedded synthetic set)")
+    g.add_argument("--dataset-format", default="auto", choices=("auto", "coco", "voc"))
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--num-workers", type=int, default=1, help="image decoding threads")
+    return p
+
+
+def _quant_flags():
+    from .quantize import CALIB_MODES, DEFAULT_EXCLUDE_MATCH
+
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("quantization")
+    g.add_argument("--calib-mode", default="naive", choices=CALIB_MODES)
+    g.add_argument("--num-calib-batches", type=int, default=5)
+    g.add_argument("--calib-split", default="train", help="split to calibrate on (not the eval split)")
+    g.add_argument("--exclude-match", nargs="*", default=list(DEFAULT_EXCLUDE_MATCH),
+                   help="leave in fp32 every layer whose name contains one of these")
+    return p
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="ssdq", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    rt, data, quant = _runtime_flags(), _data_flags(), _quant_flags()
+
+    p = sub.add_parser("data", help="make or fetch a dataset")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SOURCE")
+    s = data_sub.add_parser("synthetic", help="generate the embedded COCO-format shapes dataset")
+    s.add_argument("--root", default=DEFAULT_DATA_ROOT)
+    s.add_argument("--train", type=int, default=None, help="train images (default 2500)")
+    s.add_argument("--val", type=int, default=None, help="val images (default 500)")
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--quiet", action="store_true")
+    c = data_sub.add_parser("coco", help="download COCO val2017 + annotations (resumable)")
+    c.add_argument("--root", default=os.path.join("data", "coco"))
+    c.add_argument("--base-url", default="http://images.cocodataset.org")
+    c.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("convert", parents=[rt], help="Gluon SSD -> symbolic checkpoint")
+    p.add_argument("--model", default="reference",
+                   help="'reference' (embedded) or a gluoncv zoo name, e.g. ssd_300_vgg16_atrous_coco")
+    p.add_argument("--params", help="weights file to load instead of the zoo's/reference's")
+    p.add_argument("--out", "--model-prefix", dest="out", default=os.path.join("model", "converted"))
+
+    p = sub.add_parser("quantize", parents=[rt, data, quant], help="calibrate and quantize to int8")
+    p.add_argument("--model-prefix", default=os.path.join("model", "converted"))
+    p.add_argument("--out", default=os.path.join("model", "quantized"))
+
+    p = sub.add_parser("eval", parents=[rt, data], help="evaluate a checkpoint")
+    p.add_argument("--model-prefix", default=os.path.join("model", "converted"))
+    p.add_argument("--split", default="val")
+    p.add_argument("--out", help="also write the result as JSON here")
+
+    p = sub.add_parser("reproduce", parents=[rt, data, quant],
+                       help="convert, quantize, evaluate fp32 and int8, write the report")
+    p.add_argument("--model", default="reference")
+    p.add_argument("--params")
+    p.add_argument("--split", default="val")
+    p.add_argument("--model-dir", default="model")
+    p.add_argument("--out-dir", default="reports")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except SsdqError as exc:
+        print("ssdq: error: %s" % exc, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ssdq: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args):
+    from . import runtime
+
+    runtime.check_numpy()
+    if getattr(args, "gpus", ""):
+        raise SsdqError("GPU context requested (--gpus %s), but ssdq runs on CPU only: its "
+                        "MXNet build has no CUDA; drop --gpus" % args.gpus)
+    if args.command == "data":
+        return _data(args)
+    for flag in ("batch_size", "num_workers", "num_calib_batches"):
+        if getattr(args, flag, 1) < 1:
+            raise SsdqError("--%s must be at least 1" % flag.replace("_", "-"))
+    os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
+    threads = runtime.pin_threads(args.cores, args.threads)
+    progress = not args.quiet
+    if args.command == "convert":
+        from .convert import convert
+
+        print("wrote %s" % convert(args.out, model=args.model, params_file=args.params))
+    elif args.command == "quantize":
+        from .data.dataset import open_dataset
+        from .quantize import quantize
+
+        calib_set = open_dataset(args.data_root, args.calib_split, args.dataset_format)
+        quantize(args.model_prefix, args.out, calib_set, calib_mode=args.calib_mode,
+                 num_calib_batches=args.num_calib_batches, batch_size=args.batch_size,
+                 exclude_match=args.exclude_match, num_workers=args.num_workers,
+                 progress=progress)
+        print("wrote %s" % args.out)
+    elif args.command == "eval":
+        from .checkpoint import load_checkpoint, resolve_prefix
+        from .data.dataset import open_dataset
+        from .evaluate import evaluate_checkpoint, format_result
+        from .fileio import write_json
+
+        prefix = resolve_prefix(args.model_prefix)
+        classes = load_checkpoint(prefix).classes if args.dataset_format != "coco" else None
+        dataset = open_dataset(args.data_root, args.split, args.dataset_format, classes=classes)
+        result = evaluate_checkpoint(prefix, dataset, args.batch_size, args.num_workers, progress)
+        print(format_result(result))
+        if args.out:
+            write_json(args.out, dict(result, threads=threads))
+    elif args.command == "reproduce":
+        from .reproduce import reproduce
+
+        reproduce(model=args.model, params_file=args.params, data_root=args.data_root,
+                  eval_split=args.split, calib_split=args.calib_split,
+                  calib_mode=args.calib_mode, num_calib_batches=args.num_calib_batches,
+                  batch_size=args.batch_size, num_workers=args.num_workers,
+                  exclude_match=args.exclude_match, model_dir=args.model_dir,
+                  out_dir=args.out_dir, threads=threads, progress=progress)
+    return 0
+
+
+def _data(args):
+    if args.data_command == "synthetic":
+        from .data import synthetic
+
+        splits = dict(synthetic.DEFAULT_SPLITS)
+        if args.train is not None:
+            splits["train"] = args.train
+        if args.val is not None:
+            splits["val"] = args.val
+        if any(n < 1 for n in splits.values()):
+            raise SsdqError("each split needs at least one image")
+        seed = synthetic.DEFAULT_SEED if args.seed is None else args.seed
+        paths = synthetic.ensure_synthetic(args.root, splits, seed=seed, progress=not args.quiet)
+        for split, path in paths.items():
+            print("%s: %s" % (split, path))
+    else:
+        from .data.coco import download_coco
+
+        print("COCO val2017 ready in %s" % download_coco(args.root, base_url=args.base_url,
+                                                        progress=not args.quiet))
+    return 0

@@ -1,0 +1,54 @@
+"""The main job: convert -> calibrate/quantize -> evaluate fp32 and int8 -> report.
+
+Stages hand each other checkpoint prefixes (``model/converted``, ``model/quantized``) and the
+report is written last, so every intermediate file can be inspected or reused by the single-stage
+commands. On the embedded default the synthetic dataset is generated first if it is missing.
+"""
+import os
+
+from .convert import convert
+from .data.dataset import open_dataset
+from .data.synthetic import DEFAULT_ROOT, ensure_synthetic
+from .evaluate import evaluate_checkpoint, format_result
+from .quantize import DEFAULT_EXCLUDE_MATCH, quantize
+from .report import build_report, comparison_table, write_report
+
+
+def reproduce(model="reference", params_file=None, data_root=DEFAULT_ROOT, eval_split="val",
+              calib_split="train", calib_mode="naive", num_calib_batches=5, batch_size=64,
+              num_workers=1, exclude_match=DEFAULT_EXCLUDE_MATCH, model_dir="model",
+              out_dir="reports", threads=None, progress=True, echo=print):
+    from . import runtime
+
+    if os.path.normpath(data_root) == os.path.normpath(DEFAULT_ROOT):
+        ensure_synthetic(data_root, progress=progress)
+    eval_set = open_dataset(data_root, eval_split)
+    calib_set = open_dataset(data_root, calib_split)
+
+    fp32_prefix = os.path.join(model_dir, "converted")
+    int8_prefix = os.path.join(model_dir, "quantized")
+    echo("[1/4] convert %s -> %s" % (model, fp32_prefix))
+    convert(fp32_prefix, model=model, params_file=params_file)
+    echo("[2/4] calibrate (%s, %d x %d images of %r) and quantize -> %s"
+         % (calib_mode, num_calib_batches, batch_size, calib_split, int8_prefix))
+    quantize(fp32_prefix, int8_prefix, calib_set, calib_mode=calib_mode,
+             num_calib_batches=num_calib_batches, batch_size=batch_size,
+             exclude_match=exclude_match, num_workers=num_workers, progress=progress)
+    results = {}
+    for step, (precision, prefix) in enumerate((("fp32", fp32_prefix), ("int8", int8_prefix)), 3):
+        echo("[%d/4] evaluate %s on %d images of %r" % (step, precision, len(eval_set), eval_split))
+        results[precision] = evaluate_checkpoint(prefix, eval_set, batch_size, num_workers,
+                                                 progress=progress)
+        echo(format_result(results[precision]))
+
+    environment = runtime.environment_report()
+    calibration = {"mode": calib_mode, "batches": num_calib_batches, "batch_size": batch_size,
+                   "images": num_calib_batches * batch_size,
+                   "dataset": calib_set.subset(num_calib_batches * batch_size).describe(),
+                   "same_split_as_eval": calib_split == eval_split}
+    report = build_report(results["fp32"], results["int8"], environment, threads, calibration,
+                          eval_set.describe())
+    json_path, md_path = write_report(out_dir, report, runtime.format_environment(environment))
+    echo("\n" + comparison_table(report))
+    echo("\nwrote %s and %s" % (json_path, md_path))
+    return report

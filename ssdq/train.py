@@ -1,0 +1,163 @@
+"""Train the embedded reference model (thin SSD300 VGG16-atrous with BatchNorm) from scratch.
+
+Recipe, chosen for a 2-core CPU: Adam (lr 1e-3, linear warm-up, cosine decay), batch 32,
+gluoncv's SSD target generator and MultiBox loss (3:1 hard negative mining), and a light
+augmentation (constrained random crop, horizontal flip, colour jitter) with no zoom-out, since
+the synthetic objects already span 32-320 pixels. Loss is logged every ``log_every`` iterations
+and val mAP every ``eval_every`` epochs to ``LOG`` (JSON lines) and the terminal.
+"""
+import json
+import logging
+import os
+import random
+import time
+
+import cv2
+import mxnet as mx
+import numpy as np
+from gluoncv.data.transforms.experimental.bbox import random_crop_with_constraints
+from gluoncv.loss import SSDMultiBoxLoss
+from gluoncv.model_zoo.ssd.target import SSDTargetGenerator
+from mxnet import autograd, gluon
+
+from .data.dataset import open_dataset, read_image
+from .data.transforms import INPUT_SIZE, normalize
+from .evaluate import detect
+from .fileio import atomic_path
+from .metrics import COCOEvaluator
+from .model import reference_ssd
+
+log = logging.getLogger("ssdq.train")
+MAX_OBJECTS = 16
+
+
+class AugmentedDetection(gluon.data.Dataset):
+    """Train records -> (CHW float32 image, (MAX_OBJECTS, 5) padded x1y1x2y2+class in pixels)."""
+
+    def __init__(self, dataset, seed):
+        self.records = dataset.records
+        self.seed = seed
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, i):
+        rng = np.random.default_rng((self.seed, i, random.getrandbits(32)))
+        rec = self.records[i]
+        img = read_image(rec.path)
+        keep = ~rec.ignore
+        boxes, labels = rec.boxes[keep].copy(), rec.labels[keep]
+        h, w = img.shape[:2]
+        if len(boxes) and rng.random() < 0.7:
+            np.random.seed(int(rng.integers(2**31)))  # gluoncv's crop draws from np.random
+            boxes_lab = np.concatenate([boxes, labels[:, None]], 1)
+            cropped, (x, y, cw, ch) = random_crop_with_constraints(boxes_lab, (w, h), min_scale=0.4)
+            img = img[y:y + ch, x:x + cw]
+            boxes, labels = cropped[:, :4], cropped[:, 4].astype(np.int64)
+            h, w = ch, cw
+        if rng.random() < 0.5:
+            img = img[:, ::-1]
+            boxes = boxes.copy()
+            boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
+        img = cv2.resize(np.ascontiguousarray(img), (INPUT_SIZE, INPUT_SIZE),
+                         interpolation=[cv2.INTER_LINEAR, cv2.INTER_AREA, cv2.INTER_CUBIC][rng.integers(3)])
+        img = img.astype(np.float32) * rng.uniform(0.7, 1.3) + rng.uniform(-25, 25)
+        img = np.clip(img, 0, 255)
+        boxes = boxes * np.array([INPUT_SIZE / w, INPUT_SIZE / h] * 2, np.float32)
+        target = -np.ones((MAX_OBJECTS, 5), np.float32)
+        n = min(len(boxes), MAX_OBJECTS)
+        target[:n, :4], target[:n, 4] = boxes[:n], labels[:n]
+        return normalize(img), target
+
+
+def _lr_at(it, total, base_lr, warmup):
+    if it < warmup:
+        return base_lr * (it + 1) / warmup
+    progress = (it - warmup) / max(1, total - warmup)
+    return base_lr * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
+def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, seed=0,
+                    val_images=300, eval_every=4, log_every=20, log_file=None, num_workers=1):
+    """Train and save the best-by-val-mAP weights to ``out_params``; return the final log."""
+    random.seed(seed)
+    np.random.seed(seed)
+    mx.random.seed(seed)
+    train_set = open_dataset(data_root, "train")
+    val_set = open_dataset(data_root, "val").subset(val_images)
+    net = reference_ssd(train_set.classes)
+    net.initialize()
+    net.hybridize(static_alloc=True, static_shape=True)
+    with autograd.train_mode():
+        _, _, anchors = net(mx.nd.zeros((1, 3, INPUT_SIZE, INPUT_SIZE)))
+    target_generator = SSDTargetGenerator(iou_thresh=0.5, stds=(0.1, 0.1, 0.2, 0.2),
+                                          negative_mining_ratio=-1)
+    loss_fn = SSDMultiBoxLoss()
+    loader = gluon.data.DataLoader(AugmentedDetection(train_set, seed), batch_size, shuffle=True,
+                                   last_batch="discard", num_workers=num_workers)
+    total_iters = epochs * len(loader)
+    trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": lr, "wd": 5e-5,
+                                                                 "clip_gradient": 10.0})
+    history, best_map, it = [], -1.0, 0
+    start = time.time()
+    log_fh = open(log_file, "a") if log_file else None
+
+    def record(entry):
+        entry["elapsed_min"] = round((time.time() - start) / 60, 2)
+        history.append(entry)
+        log.info(json.dumps(entry))
+        if log_fh:
+            log_fh.write(json.dumps(entry) + "\n")
+            log_fh.flush()
+
+    for epoch in range(1, epochs + 1):
+        cls_sum = box_sum = 0.0
+        seen = 0
+        for data, targets in loader:
+            trainer.set_learning_rate(_lr_at(it, total_iters, lr, warmup=300))
+            data, targets = data.as_in_context(mx.cpu()), targets.as_in_context(mx.cpu())
+            gt_boxes, gt_ids = targets[:, :, :4], targets[:, :, 4:5]
+            cls_targets, box_targets, _ = target_generator(anchors, None, gt_boxes, gt_ids)
+            with autograd.record():
+                cls_preds, box_preds, _ = net(data)
+                sum_loss, cls_loss, box_loss = loss_fn([cls_preds], [box_preds],
+                                                       [cls_targets], [box_targets])
+            batch_cls = float(cls_loss[0].mean().asscalar())
+            batch_box = float(box_loss[0].mean().asscalar())
+            if not np.isfinite(batch_cls + batch_box):
+                # Never let one degenerate batch poison the weights: skip its update.
+                record({"epoch": epoch, "iter": it, "skipped": "non-finite loss"})
+                mx.nd.save(os.path.join(os.path.dirname(os.path.abspath(out_params)),
+                                        "nonfinite-batch.nd"), {"data": data, "targets": targets})
+                it += 1
+                continue
+            autograd.backward(sum_loss)
+            trainer.step(1)
+            cls_sum += batch_cls
+            box_sum += batch_box
+            seen += 1
+            it += 1
+            if it % log_every == 0:
+                record({"epoch": epoch, "iter": it, "lr": round(trainer.learning_rate, 6),
+                        "cls_loss": round(cls_sum / seen, 4), "box_loss": round(box_sum / seen, 4)})
+        if epoch % eval_every == 0 or epoch == epochs:
+            metrics, _ = detect(_gluon_forward(net), val_set, COCOEvaluator(val_set),
+                                batch_size=32, progress=False)
+            entry = {"epoch": epoch, "iter": it, "val_map": round(metrics["map"], 2),
+                     "val_ap50": round(metrics["ap50"], 2)}
+            if metrics["map"] > best_map:
+                best_map = metrics["map"]
+                with atomic_path(out_params) as tmp:
+                    net.save_parameters(tmp)
+                entry["saved"] = out_params
+            record(entry)
+    if log_fh:
+        log_fh.close()
+    return history
+
+
+def _gluon_forward(net):
+    def forward(batch):
+        ids, scores, boxes = net(mx.nd.array(batch))
+        return ids.asnumpy(), scores.asnumpy(), boxes.asnumpy()
+    return forward

@@ -1,0 +1,71 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from ssdq.checkpoint import load_checkpoint
+from ssdq.data.dataset import open_dataset
+from ssdq.errors import SsdqError
+from ssdq.evaluate import iterate_batches
+from ssdq.predictor import Predictor
+from ssdq.quantize import op_histogram, quantize, quantized_conv_nodes
+
+
+def test_int8_graph_runs_quantized_convolutions(int8_prefix):
+    ckpt = load_checkpoint(int8_prefix)
+    ops = op_histogram(ckpt.symbol)
+    assert len(quantized_conv_nodes(ckpt.symbol)) >= 30  # of 35 convolutions
+    assert ops.get("_contrib_quantize_v2", 0) >= 1 and "BatchNorm" not in ops
+    q = ckpt.meta["quantization"]
+    assert ckpt.precision == "int8" and q["calibration"]["images"] == 32
+    assert q["calibration"]["dataset"]["split"] == "train"
+    assert any("concat" in name for name in q["excluded_layers"])
+    thresholds = json.load(open(int8_prefix + "-calib.json"))
+    assert len(thresholds) >= 30 and all(lo <= hi for lo, hi in thresholds.values())
+
+
+def _top_detections(pred, batch, k=5):
+    ids, scores, boxes = pred(batch)
+    return [(ids[i, :k, 0], scores[i, :k, 0], boxes[i, :k]) for i in range(len(batch))]
+
+
+def test_int8_outputs_differ_from_fp32_a_little(fp32_prefix, int8_prefix, tiny_data):
+    batch, _ = next(iterate_batches(open_dataset(tiny_data, "val").subset(16), 16))
+    fp32 = _top_detections(Predictor(load_checkpoint(fp32_prefix), 16), batch)
+    int8 = _top_detections(Predictor(load_checkpoint(int8_prefix), 16), batch)
+    diffs, matched, total = [], 0, 0
+    for (fi, fs, fb), (ii, is_, ib) in zip(fp32, int8):
+        for cls, score, box in zip(fi, fs, fb):
+            if score < 0.3:
+                continue
+            total += 1
+            same = (ii == cls) & (np.abs(ib - box).max(1) < 6)  # pixels at 300x300
+            if same.any():
+                matched += 1
+                diffs.append(abs(is_[same][0] - score))
+    assert total >= 16 and matched >= 0.9 * total
+    assert 0 < np.mean(diffs) < 0.05  # int8 really ran: close to fp32, not equal
+
+
+def test_more_calibration_batches_than_data(fp32_prefix, tiny_data, tmp_path):
+    with pytest.raises(SsdqError, match="holds only 32 images"):
+        quantize(fp32_prefix, str(tmp_path / "q"), open_dataset(tiny_data, "train"),
+                 num_calib_batches=3, batch_size=16, progress=False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_excluding_layers_keeps_them_fp32(fp32_prefix, tiny_data, tmp_path):
+    prefix = quantize(fp32_prefix, str(tmp_path / "q"), open_dataset(tiny_data, "train"),
+                      num_calib_batches=1, batch_size=8, calib_mode="entropy",
+                      exclude_match=["flatten", "concat", "extra"], progress=False)
+    ckpt = load_checkpoint(prefix)
+    names = quantized_conv_nodes(ckpt.symbol)
+    assert names and not any("extra" in n for n in names)
+    assert ckpt.meta["quantization"]["calibration"]["mode"] == "entropy"
+
+
+def test_refuses_to_requantize(int8_prefix, tiny_data, tmp_path):
+    with pytest.raises(SsdqError, match="already int8"):
+        quantize(int8_prefix, str(tmp_path / "q"), open_dataset(tiny_data, "train"),
+                 num_calib_batches=1, batch_size=8, progress=False)
