@@ -1,17 +1,11 @@
-"""Convert a Gluon SSD (default: the embedded reference model) into model/converted-{symbol.json,0000.params,meta.json}.
+"""Convert a Gluon SSD into a symbolic checkpoint (the recipe's step 1); same flags as `ssdq convert`.
 
-The recipe's script name; it is `ssdq convert` with the same flags:
-
-    python scripts/convert_model.py
-    python scripts/quantize_ssd.py
-    python scripts/eval_ssd.py --model-prefix model/converted --batch-size=64 --num-workers=1
-    python scripts/eval_ssd.py --model-prefix model/quantized --batch-size=64 --num-workers=1
+    python scripts/convert_model.py                     # the reference model -> model/converted
 """
-import os
 import sys
+from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ssdq.cli import main  # noqa: E402
 
 if __name__ == "__main__":

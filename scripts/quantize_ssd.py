@@ -1,17 +1,11 @@
-"""Calibrate model/converted on the calibration split and write the oneDNN int8 checkpoint model/quantized.
+"""Calibrate and quantize to oneDNN int8 (the recipe's step 2); same flags as `ssdq quantize`.
 
-The recipe's script name; it is `ssdq quantize` with the same flags:
-
-    python scripts/convert_model.py
-    python scripts/quantize_ssd.py
-    python scripts/eval_ssd.py --model-prefix model/converted --batch-size=64 --num-workers=1
-    python scripts/eval_ssd.py --model-prefix model/quantized --batch-size=64 --num-workers=1
+    python scripts/quantize_ssd.py                      # model/converted -> model/quantized
 """
-import os
 import sys
+from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ssdq.cli import main  # noqa: E402
 
 if __name__ == "__main__":

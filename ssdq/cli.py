@@ -1,4 +1,4 @@
-"""Command line: ``ssdq {data,convert,quantize,eval,reproduce}``; parses flags, calls the library.
+"""Command line: ``ssdq {data,convert,quantize,sensitivity,tune,eval,reproduce}``: flags only.
 
 Threads are pinned before anything imports mxnet, so every stage module is imported inside its
 handler. A ``SsdqError`` becomes one line on stderr and exit status 2; Ctrl-C exits 130.
@@ -34,20 +34,23 @@ def _data_flags(split="val"):
 
 
 def _quant_flags():
-    from .quantize import CALIB_MODES, DEFAULT_EXCLUDE_MATCH
+    from .quantize import CALIB_MODES, DEFAULT_EXCLUDE_MATCH, DEFAULT_PERCENTILE
 
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("quantization")
     g.add_argument("--calib-mode", default="naive", choices=CALIB_MODES)
     g.add_argument("--num-calib-batches", type=int, default=5)
     g.add_argument("--calib-split", default="train", help="split to calibrate on (not the eval split)")
+    g.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
+                   help="for --calib-mode percentile: the percentile of |x| kept (default 99.99)")
     g.add_argument("--exclude-match", nargs="*", default=list(DEFAULT_EXCLUDE_MATCH),
                    help="leave in fp32 every layer whose name contains one of these")
     return p
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="ssdq", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ssdq", description="Reproduce Intel's int8 results for GluonCV SSD-VGG16 on Xeon CPUs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     rt, data, quant = _runtime_flags(), _data_flags(), _quant_flags()
 
@@ -73,6 +76,28 @@ def build_parser():
     p = sub.add_parser("quantize", parents=[rt, data, quant], help="calibrate and quantize to int8")
     p.add_argument("--model-prefix", default=os.path.join("model", "converted"))
     p.add_argument("--out", default=os.path.join("model", "quantized"))
+    p.add_argument("--exclude-layers", nargs="*", default=[],
+                   help="layer names to keep in fp32 (fused or original conv names)")
+    p.add_argument("--exclude-ops", nargs="*", default=[], help="operator types to keep in fp32")
+    p.add_argument("--preset", choices=("first-last",),
+                   help="first-last: keep the first and the prediction-head convolutions in fp32")
+    p.add_argument("--recipe", help="rebuild the graph a `ssdq tune` recipe describes (no calibration)")
+
+    for name, text in (("sensitivity", "rank layers by how much int8 costs them"),
+                       ("tune", "find the fewest fp32 layers that meet an mAP budget")):
+        p = sub.add_parser(name, parents=[rt, data, quant], help=text)
+        p.add_argument("--model-prefix", default=os.path.join("model", "converted"))
+        p.add_argument("--split", default="val")
+        p.add_argument("--eval-images", type=int, default=None,
+                       help="score on the first N images of the split (default: all)")
+        p.add_argument("--out-dir", default="reports")
+    p.add_argument("--max-relative-drop", type=float, default=0.5,
+                   help="budget: int8 mAP within this many percent (relative) of fp32")
+    p.add_argument("--max-trials", type=int, default=40)
+    p.add_argument("--time-limit", type=float, default=1800, help="seconds")
+    p.add_argument("--out", default=os.path.join("model", "tuned"))
+    sub.choices["sensitivity"].add_argument("--no-map", action="store_true",
+                                            help="only the label-free SNR proxy (fast)")
 
     p = sub.add_parser("eval", parents=[rt, data], help="evaluate a checkpoint")
     p.add_argument("--model-prefix", default=os.path.join("model", "converted"))
@@ -120,6 +145,10 @@ def _run(args):
         from .convert import convert
 
         print("wrote %s" % convert(args.out, model=args.model, params_file=args.params))
+    elif args.command == "quantize" and args.recipe:
+        from .quantize import quantize_from_recipe
+
+        print("wrote %s" % quantize_from_recipe(args.model_prefix, args.out, args.recipe))
     elif args.command == "quantize":
         from .data.dataset import open_dataset
         from .quantize import quantize
@@ -127,9 +156,12 @@ def _run(args):
         calib_set = open_dataset(args.data_root, args.calib_split, args.dataset_format)
         quantize(args.model_prefix, args.out, calib_set, calib_mode=args.calib_mode,
                  num_calib_batches=args.num_calib_batches, batch_size=args.batch_size,
-                 exclude_match=args.exclude_match, num_workers=args.num_workers,
-                 progress=progress)
+                 exclude_layers=args.exclude_layers, exclude_match=args.exclude_match,
+                 exclude_ops=args.exclude_ops, percentile=args.percentile, preset=args.preset,
+                 num_workers=args.num_workers, progress=progress)
         print("wrote %s" % args.out)
+    elif args.command in ("sensitivity", "tune"):
+        _accuracy_tools(args, progress)
     elif args.command == "eval":
         from .checkpoint import load_checkpoint, resolve_prefix
         from .data.dataset import open_dataset
@@ -153,6 +185,49 @@ def _run(args):
                   exclude_match=args.exclude_match, model_dir=args.model_dir,
                   out_dir=args.out_dir, threads=threads, progress=progress)
     return 0
+
+
+def _accuracy_tools(args, progress):
+    from .checkpoint import resolve_prefix
+    from .data.dataset import open_dataset
+    from .fileio import write_json, write_text
+    from .sensitivity import Int8Variants
+
+    eval_set = open_dataset(args.data_root, args.split, args.dataset_format)
+    if args.eval_images:
+        eval_set = eval_set.subset(args.eval_images)
+    variants = Int8Variants(resolve_prefix(args.model_prefix),
+                            open_dataset(args.data_root, args.calib_split, args.dataset_format),
+                            eval_set, num_calib_batches=args.num_calib_batches,
+                            batch_size=args.batch_size, exclude_match=args.exclude_match,
+                            num_workers=args.num_workers, progress=progress)
+    out = args.out_dir
+    if args.command == "sensitivity":
+        from .sensitivity import analyse, markdown_table, plot
+
+        report = analyse(variants, args.calib_mode, with_map=not args.no_map, progress=progress)
+        write_json(os.path.join(out, "sensitivity.json"), report)
+        table = markdown_table(report)
+        write_text(os.path.join(out, "sensitivity.md"), "# int8 sensitivity per layer\n\n"
+                   "fp32 mAP %s, all-int8 mAP %s (%s calibration)\n\n%s\n" % (
+                       report["fp32_map"], report["int8_map"], report["calib_mode"], table))
+        plot(report, os.path.join(out, "sensitivity.png"))
+        print(markdown_table(report, top=10))
+        print("wrote %s/sensitivity.{json,md,png}" % out)
+        return
+    from .tune import calibration_markdown, tune, tune_markdown
+
+    report = tune(variants, args.out, args.max_relative_drop, max_trials=args.max_trials,
+                  time_limit_s=args.time_limit, progress=progress)
+    write_json(os.path.join(out, "tune.json"), report)
+    write_text(os.path.join(out, "tune.md"), tune_markdown(report))
+    write_json(os.path.join(out, "calibration.json"),
+               {"fp32_map": report["fp32"]["map"], "methods": report["calibration_methods"],
+                "eval_images": report["eval_images"]})
+    write_text(os.path.join(out, "calibration.md"), "# Calibration methods\n\n%s\n"
+               % calibration_markdown(report))
+    print(tune_markdown(report))
+    print("wrote %s, %s/tune.{json,md}, %s/calibration.{json,md}" % (args.out, out, out))
 
 
 def _data(args):

@@ -87,7 +87,13 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
     val_set = open_dataset(data_root, "val").subset(val_images)
     net = reference_ssd(train_set.classes)
     net.initialize()
-    net.hybridize(static_alloc=True, static_shape=True)
+
+    def retrace():
+        # Gluon traces the graph in the mode (train or predict) of its first call, and SSD
+        # returns different outputs in each: drop the cached graph whenever the mode changes.
+        net.hybridize(static_alloc=True, static_shape=True)
+
+    retrace()
     with autograd.train_mode():
         _, _, anchors = net(mx.nd.zeros((1, 3, INPUT_SIZE, INPUT_SIZE)))
     target_generator = SSDTargetGenerator(iou_thresh=0.5, stds=(0.1, 0.1, 0.2, 0.2),
@@ -111,6 +117,7 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
             log_fh.flush()
 
     for epoch in range(1, epochs + 1):
+        retrace()
         cls_sum = box_sum = 0.0
         seen = 0
         for data, targets in loader:
@@ -118,6 +125,10 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
             data, targets = data.as_in_context(mx.cpu()), targets.as_in_context(mx.cpu())
             gt_boxes, gt_ids = targets[:, :, :4], targets[:, :, 4:5]
             cls_targets, box_targets, _ = target_generator(anchors, None, gt_boxes, gt_ids)
+            # gluoncv's box encoder writes log(0) for an image with no box left (all crowd, or
+            # cropped away); its anchors are all negatives, so their box targets are unused.
+            box_targets = mx.nd.where(mx.nd.contrib.isfinite(box_targets), box_targets,
+                                      mx.nd.zeros_like(box_targets))
             with autograd.record():
                 cls_preds, box_preds, _ = net(data)
                 sum_loss, cls_loss, box_loss = loss_fn([cls_preds], [box_preds],
@@ -125,7 +136,7 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
             batch_cls = float(cls_loss[0].mean().asscalar())
             batch_box = float(box_loss[0].mean().asscalar())
             if not np.isfinite(batch_cls + batch_box):
-                # Never let one degenerate batch poison the weights: skip its update.
+                # A last guard: never let one degenerate batch poison the weights.
                 record({"epoch": epoch, "iter": it, "skipped": "non-finite loss"})
                 mx.nd.save(os.path.join(os.path.dirname(os.path.abspath(out_params)),
                                         "nonfinite-batch.nd"), {"data": data, "targets": targets})
@@ -141,6 +152,7 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
                 record({"epoch": epoch, "iter": it, "lr": round(trainer.learning_rate, 6),
                         "cls_loss": round(cls_sum / seen, 4), "box_loss": round(box_sum / seen, 4)})
         if epoch % eval_every == 0 or epoch == epochs:
+            retrace()
             metrics, _ = detect(_gluon_forward(net), val_set, COCOEvaluator(val_set),
                                 batch_size=32, progress=False)
             entry = {"epoch": epoch, "iter": it, "val_map": round(metrics["map"], 2),

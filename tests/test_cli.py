@@ -85,3 +85,10 @@ def test_recipe_scripts_run_with_their_defaults(tmp_path, tiny_data):
         lines = proc.stdout.splitlines()
         block = lines.index("~~~~ MeanAP @ IoU=[0.50,0.95] ~~~~")
         assert float(lines[block + 1]) > 30
+
+
+def test_bad_recipe_file(tmp_path, fp32_prefix):
+    bad = tmp_path / "recipe.json"
+    bad.write_text('{"thresholds": 3}')
+    assert_clean_error(run_cli("quantize", "--model-prefix", fp32_prefix, "--recipe", str(bad),
+                               "--out", str(tmp_path / "q")), "not an ssdq tune recipe")

@@ -69,3 +69,35 @@ def test_refuses_to_requantize(int8_prefix, tiny_data, tmp_path):
     with pytest.raises(SsdqError, match="already int8"):
         quantize(int8_prefix, str(tmp_path / "q"), open_dataset(tiny_data, "train"),
                  num_calib_batches=1, batch_size=8, progress=False)
+
+
+def test_calibration_methods_clip_an_outlier_differently():
+    from ssdq.quantize import thresholds_for
+
+    rng = np.random.default_rng(0)
+    values = np.abs(rng.normal(0, 1, 200_000))
+    values[0] = 40.0  # one outlier
+    top = values.max()
+    hist, edges = np.histogram(values, bins=8001, range=(-top, top))
+    stats = {"layer": (hist, edges, 0.0, top, top)}
+    naive = thresholds_for(stats, "naive")["layer"]
+    pct = thresholds_for(stats, "percentile", percentile=99.9)["layer"]
+    mse = thresholds_for(stats, "mse")["layer"]
+    entropy = thresholds_for(stats, "entropy")["layer"]
+    assert naive == (0.0, 40.0)
+    assert pct[0] == 0.0 and 3.0 < pct[1] < 3.6  # |N(0,1)| 99.9th percentile is 3.29
+    assert 2.0 < mse[1] < 10.0 and 0 < entropy[1] < 40.0
+
+
+def test_first_last_preset_keeps_first_and_head_convs_fp32(fp32_prefix, tiny_data, tmp_path):
+    prefix = quantize(fp32_prefix, str(tmp_path / "q"), open_dataset(tiny_data, "train"),
+                      num_calib_batches=1, batch_size=8, preset="first-last", progress=False)
+    ckpt = load_checkpoint(prefix)
+    assert len(quantized_conv_nodes(ckpt.symbol)) == 35 - 1 - 12
+    assert ckpt.meta["quantization"]["preset"] == "first-last"
+
+
+def test_unknown_layer_name_is_refused(fp32_prefix, tiny_data, tmp_path):
+    with pytest.raises(SsdqError, match="no layer named 'conv99'"):
+        quantize(fp32_prefix, str(tmp_path / "q"), open_dataset(tiny_data, "train"),
+                 num_calib_batches=1, batch_size=8, exclude_layers=["conv99"], progress=False)

@@ -1,0 +1,172 @@
+"""Per-layer quantization sensitivity: which convolutions lose accuracy when they run in int8.
+
+One calibration pass gives every layer's ranges; after that each variant is rebuilt from those
+ranges without data (``quantize.build_int8``), so probing 35 layers costs 35 graph builds and
+evaluations, not 35 calibrations. Two measures per layer:
+
+* ``map_recovered``: mAP of the int8 model with only this layer left in fp32, minus the mAP of
+  the fully quantized model (needs labels; the ground truth of what the layer costs).
+* ``snr_db`` / ``cosine``: the raw class and box predictions (before decoding and NMS) of a model
+  with *only* this layer quantized, against fp32 (needs no labels, a fast proxy).
+"""
+import json
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from .checkpoint import Checkpoint, load_checkpoint
+from .data.dataset import check_classes
+from .errors import SsdqError
+from .evaluate import detect, iterate_batches
+from .metrics import evaluator_for
+from .predictor import Predictor
+from .quantize import (DEFAULT_EXCLUDE_MATCH, build_int8, calibration_dataset,
+                       collect_statistics, conv_layers, fuse_for_quantization, matching_layers,
+                       thresholds_for)
+
+
+def raw_prediction_symbol(symbol):
+    """The class logits and box offsets (the inputs of softmax and box_decode) as a Group."""
+    import mxnet as mx
+
+    nodes = json.loads(symbol.tojson())["nodes"]
+    wanted = {}
+    for node in nodes:
+        if node["op"] == "softmax" and "cls" not in wanted:
+            wanted["cls"] = nodes[node["inputs"][0][0]]["name"]
+        elif node["op"] == "_contrib_box_decode":
+            wanted["box"] = nodes[node["inputs"][0][0]]["name"]
+    if len(wanted) != 2:
+        raise SsdqError("cannot find the class/box predictions in this graph")
+    internals = symbol.get_internals()
+    return mx.sym.Group([internals[wanted[k] + "_output"] for k in ("cls", "box")])
+
+
+def agreement(reference, test):
+    """SNR (dB) and cosine similarity of ``test`` outputs against ``reference`` outputs."""
+    ref = np.concatenate([r.ravel() for r in reference]).astype(np.float64)
+    out = np.concatenate([t.ravel() for t in test]).astype(np.float64)
+    noise = ((ref - out) ** 2).sum()
+    snr = 10 * np.log10((ref ** 2).sum() / noise) if noise > 0 else float("inf")
+    cosine = ref.dot(out) / (np.linalg.norm(ref) * np.linalg.norm(out) + 1e-12)
+    return {"snr_db": float(snr), "cosine": float(cosine)}
+
+
+class Int8Variants:
+    """Builds and scores int8 variants of one fp32 checkpoint from one calibration pass."""
+
+    def __init__(self, fp32_prefix, calib_set, eval_set, calib_mode="naive", num_calib_batches=5,
+                 batch_size=64, exclude_match=DEFAULT_EXCLUDE_MATCH, num_workers=1,
+                 progress=True):
+        self.ckpt = load_checkpoint(fp32_prefix)
+        if self.ckpt.precision != "fp32":
+            raise SsdqError("%s is %s; analyse an fp32 checkpoint" % (self.ckpt.prefix, self.ckpt.precision))
+        check_classes(calib_set, self.ckpt.classes)
+        check_classes(eval_set, self.ckpt.classes)
+        self.calib_set = calibration_dataset(calib_set, num_calib_batches, batch_size)
+        self.eval_set, self.batch_size, self.num_workers = eval_set, batch_size, num_workers
+        self.progress = progress
+        self.fused = fuse_for_quantization(self.ckpt.symbol)
+        self.base_excluded = matching_layers(self.fused, exclude_match)
+        self.layers = {f: o for f, o in conv_layers(self.fused).items() if f not in self.base_excluded}
+        self.stats = collect_statistics(self.fused, self.ckpt, self.calib_set, batch_size,
+                                        self.base_excluded, num_workers=num_workers,
+                                        progress=progress)
+        self._thresholds = {}
+        self.proxy_batch, _ = next(iterate_batches(self.calib_set, batch_size, num_workers))
+        self._fp32_raw = self._raw(self.ckpt)
+
+    def thresholds(self, mode, percentile=99.99):
+        key = (mode, percentile)
+        if key not in self._thresholds:
+            self._thresholds[key] = thresholds_for(self.stats, mode, percentile=percentile)
+        return self._thresholds[key]
+
+    def build(self, mode="naive", fp32_layers=(), percentile=99.99):
+        excluded = sorted(set(self.base_excluded) | set(fp32_layers))
+        qsym, qargs, auxs = build_int8(self.ckpt, self.fused, self.thresholds(mode, percentile),
+                                       excluded)
+        meta = dict(self.ckpt.meta, precision="int8")
+        return Checkpoint(self.ckpt.prefix + "[int8]", qsym, qargs, auxs, meta), excluded
+
+    def score(self, ckpt):
+        metrics, _ = detect(Predictor(ckpt, self.batch_size), self.eval_set,
+                            evaluator_for(self.eval_set), self.batch_size, self.num_workers,
+                            progress=False)
+        return metrics
+
+    def _raw(self, ckpt):
+        import mxnet as mx
+
+        group = raw_prediction_symbol(ckpt.symbol)
+        if ckpt.precision == "fp32":
+            group = group.get_backend_symbol("MKLDNN")
+        exe = group.simple_bind(mx.cpu(), grad_req="null", data=self.proxy_batch.shape)
+        exe.copy_params_from(ckpt.arg_params, ckpt.aux_params, allow_extra_params=True)
+        return [o.asnumpy() for o in exe.forward(is_train=False, data=mx.nd.array(self.proxy_batch))]
+
+    def proxy(self, ckpt):
+        return agreement(self._fp32_raw, self._raw(ckpt))
+
+
+def analyse(variants, mode="naive", with_map=True, progress=True):
+    """Rank the quantizable layers by sensitivity; return the sensitivity report dict."""
+    start = time.time()
+    fp32_map = variants.score(variants.ckpt)["map"] if with_map else None
+    full, _ = variants.build(mode)
+    int8_map = variants.score(full)["map"] if with_map else None
+    rows = []
+    for fused_name, original in tqdm(variants.layers.items(), desc="sensitivity", unit="layer",
+                                     disable=not progress, leave=False):
+        others = [l for l in variants.layers if l != fused_name]
+        only_this, _ = variants.build(mode, fp32_layers=others)
+        row = {"layer": fused_name, "conv": original, **variants.proxy(only_this)}
+        if with_map:
+            fallback, _ = variants.build(mode, fp32_layers=[fused_name])
+            row["map_with_layer_fp32"] = variants.score(fallback)["map"]
+            row["map_recovered"] = row["map_with_layer_fp32"] - int8_map
+        rows.append(row)
+    key = (lambda r: -r["map_recovered"]) if with_map else (lambda r: r["snr_db"])
+    rows.sort(key=key)
+    return {"calib_mode": mode, "fp32_map": fp32_map, "int8_map": int8_map,
+            "eval_images": len(variants.eval_set), "calib_images": len(variants.calib_set),
+            "ranked_by": "map_recovered" if with_map else "snr_db", "layers": rows,
+            "seconds": round(time.time() - start, 1)}
+
+
+def markdown_table(report, top=None):
+    rows = report["layers"][:top] if top else report["layers"]
+    lines = ["| rank | layer | conv | mAP recovered in fp32 | SNR only-this-int8 (dB) | cosine |",
+             "|---|---|---|---|---|---|"]
+    for i, r in enumerate(rows, 1):
+        recovered = "%+.2f" % r["map_recovered"] if "map_recovered" in r else "-"
+        lines.append("| %d | %s | %s | %s | %.1f | %.5f |" % (i, r["layer"], r["conv"], recovered,
+                                                            r["snr_db"], r["cosine"]))
+    return "\n".join(lines)
+
+
+def plot(report, path):
+    """Horizontal bar plot, most sensitive on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .fileio import atomic_path
+
+    rows = report["layers"]
+    key = "map_recovered" if report["ranked_by"] == "map_recovered" else "snr_db"
+    values = [r[key] for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 0.28 * len(rows) + 1.2))
+    ax.barh(range(len(rows))[::-1], values, color="#c0504d")
+    ax.set_yticks(range(len(rows))[::-1])
+    ax.set_yticklabels([r["conv"].replace("_fwd", "")[-32:] for r in rows], fontsize=7)
+    ax.set_xlabel("mAP recovered when kept in fp32 (points)" if key == "map_recovered"
+                  else "SNR of predictions with only this layer in int8 (dB)")
+    ax.set_title("int8 sensitivity per layer (%s calibration)" % report["calib_mode"])
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path

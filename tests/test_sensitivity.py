@@ -1,0 +1,75 @@
+"""A layer made hard to quantize on purpose must come out on top, and the tuner must spare it."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from ssdq.checkpoint import load_checkpoint, save_checkpoint
+from ssdq.data.dataset import open_dataset
+from ssdq.quantize import quantize_from_recipe, quantized_conv_nodes
+from ssdq.sensitivity import Int8Variants, agreement, analyse
+from ssdq.tune import tune
+
+HARD_CONV = "ssd0_convpredictor0_conv0_fwd"  # class head on the 38x38 map, most anchors
+
+
+@pytest.fixture(scope="module")
+def outlier_prefix(fp32_prefix, tmp_path_factory):
+    """The reference model with one output channel of a class head turned into an outlier.
+
+    The channel's logit becomes 100x its value minus 1000: in fp32 that class/anchor pair simply
+    never fires, but its range swamps the per-tensor int8 scale of the whole head.
+    """
+    ckpt = load_checkpoint(fp32_prefix)
+    args = dict(ckpt.arg_params)
+    weight, bias = (args[HARD_CONV.replace("_fwd", "_" + k)].asnumpy() for k in ("weight", "bias"))
+    weight[1] *= 100
+    bias[1] = -1000
+    import mxnet as mx
+
+    args[HARD_CONV.replace("_fwd", "_weight")] = mx.nd.array(weight)
+    args[HARD_CONV.replace("_fwd", "_bias")] = mx.nd.array(bias)
+    prefix = str(tmp_path_factory.mktemp("outlier") / "converted")
+    meta = {k: v for k, v in ckpt.meta.items() if k != "files"}
+    return save_checkpoint(prefix, ckpt.symbol, args, ckpt.aux_params, meta)
+
+
+@pytest.fixture(scope="module")
+def variants(outlier_prefix, tiny_data):
+    return Int8Variants(outlier_prefix, open_dataset(tiny_data, "train"),
+                        open_dataset(tiny_data, "val").subset(32), num_calib_batches=2,
+                        batch_size=16, progress=False)
+
+
+def test_agreement_measures():
+    ref = [np.ones((2, 3)), np.arange(4.0)]
+    assert agreement(ref, ref)["snr_db"] == float("inf")
+    noisy = agreement(ref, [r + 0.01 for r in ref])
+    assert 30 < noisy["snr_db"] < 60 and noisy["cosine"] > 0.999
+
+
+def test_sensitivity_ranks_the_outlier_layer_first(variants):
+    report = analyse(variants, with_map=True, progress=False)
+    top = report["layers"][0]
+    assert top["conv"] == HARD_CONV, [(r["conv"], r.get("map_recovered")) for r in report["layers"][:3]]
+    assert top["map_recovered"] > 2.0
+    assert report["fp32_map"] - report["int8_map"] > 2.0
+    by_snr = sorted(report["layers"], key=lambda r: r["snr_db"])
+    assert by_snr[0]["conv"] == HARD_CONV  # the label-free proxy agrees
+
+
+def test_tuner_falls_the_outlier_layer_back(variants, tmp_path):
+    out = str(tmp_path / "tuned")
+    report = tune(variants, out, max_relative_drop=1.0, modes=("naive", "mse"), max_trials=8,
+                  progress=False)
+    assert HARD_CONV in [l["conv"] for l in report["fp32_layers"]]
+    assert report["met_budget"] and report["relative_drop_pct"] <= 1.0
+    assert set(report["calibration_methods"]) == {"naive", "mse"}
+    recipe = json.load(open(report["recipe"]))
+    assert recipe["fp32_convs"] == [l["conv"] for l in report["fp32_layers"]]
+    # The recipe rebuilds the very same graph.
+    again = quantize_from_recipe(variants.ckpt.prefix, str(tmp_path / "again"), report["recipe"])
+    assert (load_checkpoint(again).symbol.tojson() == load_checkpoint(out).symbol.tojson())
+    assert len(quantized_conv_nodes(load_checkpoint(out).symbol)) >= 30
+    assert os.path.isfile(out + "-calib.json")
