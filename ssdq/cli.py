@@ -1,4 +1,4 @@
-"""Command line: ``ssdq {data,convert,quantize,sensitivity,tune,eval,reproduce}``: flags only.
+"""Command line: ``ssdq {data,convert,quantize,sensitivity,tune,eval,compare,reproduce}``.
 
 Threads are pinned before anything imports mxnet, so every stage module is imported inside its
 handler. A ``SsdqError`` becomes one line on stderr and exit status 2; Ctrl-C exits 130.
@@ -104,6 +104,12 @@ def build_parser():
     p.add_argument("--split", default="val")
     p.add_argument("--out", help="also write the result as JSON here")
 
+    p = sub.add_parser("compare", help="CI gate: fail if a report regressed against a baseline")
+    p.add_argument("report", help="the new report.json")
+    p.add_argument("--baseline", help="the report.json to compare against")
+    p.add_argument("--max-map-drop", type=float, default=0.5, help="points of mAP")
+    p.add_argument("--min-speedup", type=float, help="minimum int8/fp32 images/s ratio")
+
     p = sub.add_parser("reproduce", parents=[rt, data, quant],
                        help="convert, quantize, evaluate fp32 and int8, write the report")
     p.add_argument("--model", default="reference")
@@ -135,6 +141,12 @@ def _run(args):
                         "MXNet build has no CUDA; drop --gpus" % args.gpus)
     if args.command == "data":
         return _data(args)
+    if args.command == "compare":
+        from .compare import compare
+
+        ok, lines = compare(args.report, args.baseline, args.max_map_drop, args.min_speedup)
+        print("\n".join(lines))
+        return 0 if ok else 1
     for flag in ("batch_size", "num_workers", "num_calib_batches"):
         if getattr(args, flag, 1) < 1:
             raise SsdqError("--%s must be at least 1" % flag.replace("_", "-"))

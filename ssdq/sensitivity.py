@@ -10,6 +10,7 @@ evaluations, not 35 calibrations. Two measures per layer:
   with *only* this layer quantized, against fp32 (needs no labels, a fast proxy).
 """
 import json
+import re
 import time
 
 import numpy as np
@@ -146,6 +147,14 @@ def markdown_table(report, top=None):
     return "\n".join(lines)
 
 
+def short_name(conv):
+    """ssd0_thinvggatrousextractor0_conv4_fwd -> conv4; ssd0_convpredictor2_conv0_fwd -> convpredictor2."""
+    name = re.sub(r"^ssd\d+_", "", conv)
+    name = re.sub(r"^\w*?extractor\d+_", "", name)
+    name = re.sub(r"_fwd$", "", name)
+    return re.sub(r"^(convpredictor\d+)_conv0$", r"\1", name)
+
+
 def plot(report, path):
     """Horizontal bar plot, most sensitive on top."""
     import matplotlib
@@ -161,7 +170,7 @@ def plot(report, path):
     fig, ax = plt.subplots(figsize=(8, 0.28 * len(rows) + 1.2))
     ax.barh(range(len(rows))[::-1], values, color="#c0504d")
     ax.set_yticks(range(len(rows))[::-1])
-    ax.set_yticklabels([r["conv"].replace("_fwd", "")[-32:] for r in rows], fontsize=7)
+    ax.set_yticklabels([short_name(r["conv"]) for r in rows], fontsize=7)
     ax.set_xlabel("mAP recovered when kept in fp32 (points)" if key == "map_recovered"
                   else "SNR of predictions with only this layer in int8 (dB)")
     ax.set_title("int8 sensitivity per layer (%s calibration)" % report["calib_mode"])

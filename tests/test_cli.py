@@ -92,3 +92,22 @@ def test_bad_recipe_file(tmp_path, fp32_prefix):
     bad.write_text('{"thresholds": 3}')
     assert_clean_error(run_cli("quantize", "--model-prefix", fp32_prefix, "--recipe", str(bad),
                                "--out", str(tmp_path / "q")), "not an ssdq tune recipe")
+
+
+def _report(path, fp32, int8, speedup):
+    path.write_text(json.dumps({"fp32": {"map": fp32}, "int8": {"map": int8},
+                                "comparison": {"speedup": speedup}}))
+    return str(path)
+
+
+def test_compare_gate(tmp_path):
+    base = _report(tmp_path / "base.json", 50.0, 49.8, 1.5)
+    good = _report(tmp_path / "good.json", 50.1, 49.9, 1.6)
+    worse = _report(tmp_path / "worse.json", 50.0, 48.9, 1.1)
+    proc = run_cli("compare", good, "--baseline", base, "--max-map-drop", "0.5", "--min-speedup", "1.2")
+    assert proc.returncode == 0 and "FAIL" not in proc.stdout
+    proc = run_cli("compare", worse, "--baseline", base, "--max-map-drop", "0.5", "--min-speedup", "1.2")
+    assert proc.returncode == 1
+    failed = [l for l in proc.stdout.splitlines() if l.startswith("FAIL")]
+    assert any("baseline int8" in l for l in failed) and any("speed-up" in l for l in failed)
+    assert_clean_error(run_cli("compare", str(tmp_path / "none.json")), "cannot read")
