@@ -23,6 +23,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument("--log-file", default="model/reference-train-log.jsonl")
+    parser.add_argument("--init", help="start from these weights (a second training stage)")
+    parser.add_argument("--warmup", type=int, default=300, help="linear warm-up iterations")
     args = parser.parse_args()
     runtime.pin_threads()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -32,7 +34,7 @@ def main():
     ensure_synthetic(args.data_root)
     train_reference(args.data_root, args.out, epochs=args.epochs, batch_size=args.batch_size,
                     lr=args.lr, seed=args.seed, eval_every=args.eval_every,
-                    log_file=args.log_file)
+                    log_file=args.log_file, init_params=args.init, warmup=args.warmup)
 
 
 if __name__ == "__main__":

@@ -78,8 +78,12 @@ def _lr_at(it, total, base_lr, warmup):
 
 
 def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, seed=0,
-                    val_images=300, eval_every=4, log_every=20, log_file=None, num_workers=1):
-    """Train and save the best-by-val-mAP weights to ``out_params``; return the final log."""
+                    val_images=300, eval_every=4, log_every=20, log_file=None, num_workers=1,
+                    init_params=None, warmup=300):
+    """Train and save the best-by-val-mAP weights to ``out_params``; return the final log.
+
+    ``init_params`` starts from earlier weights (a second stage) instead of from scratch.
+    """
     random.seed(seed)
     np.random.seed(seed)
     mx.random.seed(seed)
@@ -87,6 +91,8 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
     val_set = open_dataset(data_root, "val").subset(val_images)
     net = reference_ssd(train_set.classes)
     net.initialize()
+    if init_params:
+        net.load_parameters(init_params)
 
     def retrace():
         # Gluon traces the graph in the mode (train or predict) of its first call, and SSD
@@ -121,7 +127,7 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
         cls_sum = box_sum = 0.0
         seen = 0
         for data, targets in loader:
-            trainer.set_learning_rate(_lr_at(it, total_iters, lr, warmup=300))
+            trainer.set_learning_rate(_lr_at(it, total_iters, lr, warmup))
             data, targets = data.as_in_context(mx.cpu()), targets.as_in_context(mx.cpu())
             gt_boxes, gt_ids = targets[:, :, :4], targets[:, :, 4:5]
             cls_targets, box_targets, _ = target_generator(anchors, None, gt_boxes, gt_ids)
