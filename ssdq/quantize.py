@@ -13,10 +13,12 @@ Defaults follow GluonCV's int8 SSD recipe: 5 batches of 64 images, ``quantized_d
 and layers whose names contain ``flatten`` or ``concat`` (the prediction heads' reshaping)
 left in fp32. Calibration uses a split other than the one evaluated.
 """
+import contextlib
 import datetime
 import json
 import logging
 import os
+import sys
 
 import numpy as np
 from tqdm import tqdm
@@ -88,6 +90,27 @@ def first_last_preset(fused):
     return [layers[0][0]] + (heads or [layers[-1][0]])
 
 
+@contextlib.contextmanager
+def mxnet_logs_muted():
+    """Silence MXNet's C++ INFO lines ("Concat is excluded automatically", ...) for a block.
+
+    They go straight to file descriptor 2, so Python-level redirection cannot catch them;
+    set SSDQ_MXNET_LOGS=1 to see them.
+    """
+    if os.environ.get("SSDQ_MXNET_LOGS") == "1":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def collect_statistics(fused, ckpt, calib_set, batch_size, excluded=(), exclude_ops=(),
                        num_workers=1, progress=True, desc="calibrating"):
     """One pass over ``calib_set``: per layer to calibrate, a histogram of its fp32 output.
@@ -98,9 +121,11 @@ def collect_statistics(fused, ckpt, calib_set, batch_size, excluded=(), exclude_
     import mxnet as mx
     from mxnet.contrib.quantization import _LayerHistogramCollector, quantize_graph
 
-    _, _, _, collector = quantize_graph(
-        fused, ckpt.arg_params, ckpt.aux_params, ctx=mx.cpu(), excluded_sym_names=list(excluded),
-        excluded_op_names=list(exclude_ops), calib_mode="entropy", quantized_dtype="auto")
+    with mxnet_logs_muted():
+        _, _, _, collector = quantize_graph(
+            fused, ckpt.arg_params, ckpt.aux_params, ctx=mx.cpu(),
+            excluded_sym_names=list(excluded), excluded_op_names=list(exclude_ops),
+            calib_mode="entropy", quantized_dtype="auto")
     collector = _LayerHistogramCollector(include_layer=set(collector.include_layer))
     executor = fused.simple_bind(mx.cpu(), grad_req="null", data=(batch_size, 3, 300, 300))
     executor.copy_params_from(ckpt.arg_params, ckpt.aux_params, allow_extra_params=True)
@@ -177,10 +202,11 @@ def build_int8(ckpt, fused, thresholds, excluded=(), exclude_ops=(), quantized_d
     import mxnet as mx
     from mxnet.contrib.quantization import calib_graph, quantize_graph
 
-    qsym, _, _, _ = quantize_graph(
-        fused, ckpt.arg_params, ckpt.aux_params, ctx=mx.cpu(), excluded_sym_names=list(excluded),
-        excluded_op_names=list(exclude_ops), calib_mode="none", quantized_dtype=quantized_dtype,
-        quantize_mode=quantize_mode)
+    with mxnet_logs_muted():
+        qsym, _, _, _ = quantize_graph(
+            fused, ckpt.arg_params, ckpt.aux_params, ctx=mx.cpu(),
+            excluded_sym_names=list(excluded), excluded_op_names=list(exclude_ops),
+            calib_mode="none", quantized_dtype=quantized_dtype, quantize_mode=quantize_mode)
     qsym, qargs, auxs = calib_graph(qsym, ckpt.arg_params, ckpt.aux_params,
                                     _Thresholds(thresholds), calib_mode="customize",
                                     quantized_dtype=quantized_dtype, logger=None)
