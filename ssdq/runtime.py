@@ -187,7 +187,10 @@ def pin_threads(cores=None, threads=None):
 
     if threads is not None:
         threads = _parse_threads(threads)
-    key = (None if cores is None else tuple(_parse_cpu_syntax(cores)), threads)
+    proc = psutil.Process()
+    allowed = sorted(proc.cpu_affinity())
+    parsed_cores = None if cores is None else parse_cores(cores, allowed)
+    key = (None if cores is None else tuple(parsed_cores), threads)
     if _pinned is not None and _pinned[0] == key:
         return copy.deepcopy(_pinned[1])
     if "mxnet" in sys.modules:
@@ -198,10 +201,8 @@ def pin_threads(cores=None, threads=None):
                            "threads=%r" % (_pinned[1]["requested"]["cores"],
                                            _pinned[1]["requested"]["threads"]))
 
-    proc = psutil.Process()
-    allowed = sorted(proc.cpu_affinity())
     if cores is not None:
-        chosen, cores_source = parse_cores(cores, allowed), "argument"
+        chosen, cores_source = parsed_cores, "argument"
     else:
         chosen, cores_source = physical_cores(allowed), "default"
 
