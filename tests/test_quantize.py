@@ -86,7 +86,16 @@ def test_calibration_methods_clip_an_outlier_differently():
     entropy = thresholds_for(stats, "entropy")["layer"]
     assert naive == (0.0, 40.0)
     assert pct[0] == 0.0 and 3.0 < pct[1] < 3.6  # |N(0,1)| 99.9th percentile is 3.29
-    assert 2.0 < mse[1] < 10.0 and 0 < entropy[1] < 40.0
+    assert 0 < entropy[1] < 40.0
+
+    def uint8_error(t):  # what the int8 graph really does to these values with range (0, t)
+        step = t / 255
+        return np.mean((np.clip(np.round(values / step), 0, 255) * step - values) ** 2)
+
+    # mse's threshold really minimises the error; here it keeps part of the outlier's range,
+    # because one value clipped by 36 costs more than rounding 200k values a little coarser
+    assert uint8_error(mse[1]) <= 1.02 * min(uint8_error(t) for t in (naive[1], pct[1], entropy[1], 10.0))
+    assert pct[1] < mse[1] < naive[1]
 
 
 def test_first_last_preset_keeps_first_and_head_convs_fp32(fp32_prefix, tiny_data, tmp_path):
