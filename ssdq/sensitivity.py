@@ -9,7 +9,6 @@ evaluations, not 35 calibrations. Two measures per layer:
 * ``snr_db`` / ``cosine``: the raw class and box predictions (before decoding and NMS) of a model
   with *only* this layer quantized, against fp32 (needs no labels, a fast proxy).
 """
-import json
 import re
 import time
 
@@ -25,23 +24,6 @@ from .predictor import Predictor
 from .quantize import (DEFAULT_EXCLUDE_MATCH, build_int8, calibration_dataset,
                        collect_statistics, conv_layers, fuse_for_quantization, matching_layers,
                        thresholds_for)
-
-
-def raw_prediction_symbol(symbol):
-    """The class logits and box offsets (the inputs of softmax and box_decode) as a Group."""
-    import mxnet as mx
-
-    nodes = json.loads(symbol.tojson())["nodes"]
-    wanted = {}
-    for node in nodes:
-        if node["op"] == "softmax" and "cls" not in wanted:
-            wanted["cls"] = nodes[node["inputs"][0][0]]["name"]
-        elif node["op"] == "_contrib_box_decode":
-            wanted["box"] = nodes[node["inputs"][0][0]]["name"]
-    if len(wanted) != 2:
-        raise SsdqError("cannot find the class/box predictions in this graph")
-    internals = symbol.get_internals()
-    return mx.sym.Group([internals[wanted[k] + "_output"] for k in ("cls", "box")])
 
 
 def agreement(reference, test):
@@ -98,14 +80,7 @@ class Int8Variants:
         return metrics
 
     def _raw(self, ckpt):
-        import mxnet as mx
-
-        group = raw_prediction_symbol(ckpt.symbol)
-        if ckpt.precision == "fp32":
-            group = group.get_backend_symbol("MKLDNN")
-        exe = group.simple_bind(mx.cpu(), grad_req="null", data=self.proxy_batch.shape)
-        exe.copy_params_from(ckpt.arg_params, ckpt.aux_params, allow_extra_params=True)
-        return [o.asnumpy() for o in exe.forward(is_train=False, data=mx.nd.array(self.proxy_batch))]
+        return list(Predictor(ckpt, len(self.proxy_batch), tail="none")(self.proxy_batch))
 
     def proxy(self, ckpt):
         return agreement(self._fp32_raw, self._raw(ckpt))

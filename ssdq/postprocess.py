@@ -1,0 +1,102 @@
+"""The SSD graph's tail, and a faster one with the same detections.
+
+GluonCV's SSD ends in a per-class decoder: for each of the C foreground classes it slices the
+scores, concatenates them with all N decoded boxes, and hands the C*N candidates to ``box_nms``,
+which sorts them all before keeping its top k (400). For an 80-class COCO model that is ~166
+slice/concat ops and a sort over 698,560 candidates per image, all in fp32, which is why int8's
+gain shrinks end to end.
+
+``fast_detection_symbol`` builds the same computation vectorised: one softmax, one transpose, one
+``topk`` over the C*N flattened scores (scores at or under the decoder's threshold zeroed first,
+as GluonCV does), a gather of the k chosen anchors' decoded boxes, and ``box_nms`` over those k
+candidates only. ``box_nms`` with ``topk=k`` keeps exactly the k highest valid candidates, so
+picking them first changes nothing but the order among equal scores.
+"""
+import json
+
+from .errors import SsdqError
+
+
+def graph_tail(symbol):
+    """Names and settings of the SSD tail: the class logits, box offsets and anchors feeding the
+    decoder, the decoder's score threshold, the box decoder's stds and the NMS settings."""
+    nodes = json.loads(symbol.tojson())["nodes"]
+
+    def source(node, i=0):
+        return nodes[node["inputs"][i][0]]["name"] + "_output"
+
+    tail = {}
+    for index, node in enumerate(nodes):
+        attrs = node.get("attrs", {})
+        if node["op"] == "softmax" and "cls" not in tail:
+            tail["cls"] = source(node)
+        elif node["op"] == "_contrib_box_decode":
+            tail["box"], tail["anchors"] = source(node, 0), source(node, 1)
+            tail["stds"] = tuple(float(attrs.get("std%d" % i, 1.0)) for i in range(4))
+            tail["box_format"] = attrs.get("format", "center")
+            tail["clip"] = float(attrs.get("clip", -1))
+        elif node["op"] == "_greater_scalar" and "cls" in tail and "score_thresh" not in tail:
+            tail["score_thresh"] = float(attrs["scalar"])
+        elif node["op"] == "_contrib_box_nms":
+            tail["nms"] = {"overlap_thresh": float(attrs.get("overlap_thresh", 0.5)),
+                           "topk": int(attrs.get("topk", -1)),
+                           "valid_thresh": float(attrs.get("valid_thresh", 0)),
+                           "force_suppress": attrs.get("force_suppress", "False") == "True"}
+            tail["nms_index"] = index
+        elif (node["op"] == "slice_axis" and "nms_index" in tail
+              and node["inputs"][0][0] == tail["nms_index"] and attrs.get("axis") == "1"):
+            tail["post_nms"] = int(attrs["end"])
+    missing = {"cls", "box", "anchors", "nms"} - set(tail)
+    if missing:
+        raise SsdqError("not a GluonCV SSD graph: cannot find its %s" % ", ".join(sorted(missing)))
+    tail.setdefault("score_thresh", 0.01)
+    return tail
+
+
+def network_symbol(symbol):
+    """The network up to the raw class logits and box offsets (no decoding, no NMS)."""
+    import mxnet as mx
+
+    tail = graph_tail(symbol)
+    internals = symbol.get_internals()
+    return mx.sym.Group([internals[tail["cls"]], internals[tail["box"]]])
+
+
+def fast_detection_symbol(symbol, data_shape=(1, 3, 300, 300)):
+    """``symbol`` with its decoder + NMS tail replaced by the vectorised one; same three outputs
+    (class ids, scores, boxes), same detections."""
+    import mxnet as mx
+
+    tail = graph_tail(symbol)
+    internals = symbol.get_internals()
+    cls, box, anchors = (internals[tail[k]] for k in ("cls", "box", "anchors"))
+    _, out_shapes, _ = cls.infer_shape(data=data_shape)
+    _, num_anchors, num_outputs = out_shapes[0]
+    nms = tail["nms"]
+    k = min(nms["topk"] if nms["topk"] > 0 else num_anchors, (num_outputs - 1) * num_anchors)
+
+    scores = mx.sym.slice_axis(mx.sym.softmax(cls, axis=-1), axis=-1, begin=1, end=None)
+    scores = mx.sym.reshape(mx.sym.transpose(scores, axes=(0, 2, 1)), shape=(0, -1))  # class-major
+    scores = scores * (scores > tail["score_thresh"])
+    top_scores, top_index = mx.sym.topk(scores, axis=-1, k=k, ret_typ="both", dtype="float32")
+    class_id = mx.sym.floor(top_index / num_anchors)
+    anchor = top_index - class_id * num_anchors
+    class_id = mx.sym.where(top_scores > 0, class_id, mx.sym.ones_like(class_id) * -1)
+
+    std0, std1, std2, std3 = tail["stds"]
+    boxes = mx.sym.contrib.box_decode(box, anchors, std0=std0, std1=std1, std2=std2, std3=std3,
+                                      clip=tail["clip"], format=tail["box_format"])
+    image = mx.sym.contrib.arange_like(top_index, axis=0)
+    rows = mx.sym.broadcast_add(anchor, mx.sym.reshape(image * num_anchors, shape=(-1, 1)))
+    picked = mx.sym.take(mx.sym.reshape(boxes, shape=(-1, 4)), rows)  # (batch, k, 4)
+
+    candidates = mx.sym.concat(mx.sym.expand_dims(class_id, axis=-1),
+                               mx.sym.expand_dims(top_scores, axis=-1), picked, dim=-1)
+    result = mx.sym.contrib.box_nms(candidates, overlap_thresh=nms["overlap_thresh"], topk=-1,
+                                    valid_thresh=nms["valid_thresh"], id_index=0, score_index=1,
+                                    coord_start=2, force_suppress=nms["force_suppress"])
+    if tail.get("post_nms"):
+        result = mx.sym.slice_axis(result, axis=1, begin=0, end=min(tail["post_nms"], k))
+    return mx.sym.Group([mx.sym.slice_axis(result, axis=2, begin=0, end=1),
+                         mx.sym.slice_axis(result, axis=2, begin=1, end=2),
+                         mx.sym.slice_axis(result, axis=2, begin=2, end=6)])
