@@ -1,24 +1,357 @@
-"""Time a forward function on a fixed batch: warm-up, repeated runs, median and spread.
+"""Benchmarks that write JSON: img/s by precision, scope and batch size, measured, not assumed.
 
 The machine is shared and noisy, so each figure is the median of ``repeats`` timed runs after
 ``warmup`` untimed ones (oneDNN creates its primitives and reorders int8 weights on the first
-run), and comparisons are ratios taken within one process.
+run), with min/max and latency percentiles beside it, and speed-ups are ratios of medians taken
+within one process.
+
+Precisions: ``fp32`` (the oneDNN-fused graph, the honest baseline), ``fp32_unfused`` (what
+GluonCV's published 5.96x was measured against), ``bf16`` (MXNet AMP; needs AVX512-BF16, else
+the record holds oneDNN's error) and ``int8``. Scopes: ``network`` (up to the raw class and box
+predictions), ``end_to_end`` (through decode + NMS, the fast vectorised tail ssdq evaluates
+with), ``end_to_end_gluoncv`` (the checkpoint's own per-class tail, the "before"), and
+``eval_loop`` (JPEG decode + resize + network + NMS over real images: img/s as a user sees it).
 """
+import datetime
+import gc
+import os
 import statistics
+import threading
 import time
+
+import numpy as np
+
+from .errors import SsdqError
+
+PRECISIONS = ("fp32", "fp32_unfused", "bf16", "int8")
+SCOPES = ("network", "end_to_end", "end_to_end_gluoncv", "eval_loop")
+SCOPE_TAIL = {"network": "none", "end_to_end": "fast", "end_to_end_gluoncv": "graph",
+              "eval_loop": "fast"}
+DEFAULT_BATCH_SIZES = (1, 8, 32)
+SPEEDUP_BATCH_SIZE = 8
 
 
 def time_forward(forward, batch, warmup=2, repeats=5):
+    """Median/min/max img/s and latency percentiles of ``forward(batch)``."""
     for _ in range(warmup):
         forward(batch)
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        forward(batch)  # returns numpy arrays, so the work is finished when it returns
+        forward(batch)  # returns computed outputs, so the work is finished when it returns
         seconds.append(time.perf_counter() - start)
-    n = len(batch)
-    rates = sorted(n / s for s in seconds)
-    return {"batch_size": n, "repeats": repeats, "warmup": warmup,
+    return _summary(len(batch), seconds, warmup)
+
+
+def _summary(images_per_run, seconds, warmup):
+    rates = sorted(images_per_run / s for s in seconds)
+    ms = np.array(seconds) * 1000
+    return {"batch_size": images_per_run, "repeats": len(seconds), "warmup": warmup,
             "images_per_sec": statistics.median(rates), "images_per_sec_min": rates[0],
             "images_per_sec_max": rates[-1],
-            "latency_ms_median": statistics.median(seconds) * 1000}
+            "latency_ms_median": float(np.median(ms)),
+            "latency_ms": {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
+                           "p99": float(np.percentile(ms, 99))}}
+
+
+class PeakRss:
+    """Peak resident memory of this process while the block runs (sampled every 5 ms)."""
+
+    def __enter__(self):
+        import psutil
+
+        self._process = psutil.Process()
+        self.peak_mb = self._process.memory_info().rss / 2**20
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 2**20)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 2**20)
+
+
+def time_eval_loop(predictor, dataset, batch_size, repeats, num_workers=1):
+    """img/s over ``dataset``'s images: decode, resize, network and NMS, as ``ssdq eval`` runs."""
+    from .evaluate import iterate_batches
+
+    seconds, batch_seconds = [], []
+    for _ in range(repeats):
+        start = last = time.perf_counter()
+        for batch, _ in iterate_batches(dataset, batch_size, num_workers):
+            predictor(batch)
+            now = time.perf_counter()
+            batch_seconds.append(now - last)
+            last = now
+        seconds.append(time.perf_counter() - start)
+    summary = _summary(len(dataset), seconds, warmup=0)
+    ms = np.array(batch_seconds) * 1000  # latency here: per batch, decode included
+    summary.update(batch_size=batch_size, images=len(dataset), latency_ms_median=float(np.median(ms)),
+                   latency_ms={"p50": float(np.percentile(ms, 50)),
+                               "p90": float(np.percentile(ms, 90)),
+                               "p99": float(np.percentile(ms, 99))})
+    return summary
+
+
+def nms_load(fp32_ckpt, batch):
+    """How many (anchor, class) candidates pass the decoder's threshold per image, and how many
+    of them enter NMS (its top-k): the post-processing work a benchmark really measured."""
+    from .postprocess import graph_tail
+    from .predictor import Predictor
+
+    tail = graph_tail(fp32_ckpt.symbol)
+    logits, _ = Predictor(fp32_ckpt, len(batch), tail="none")(batch)
+    logits = logits.astype(np.float64)
+    prob = np.exp(logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True))[..., 1:]
+    above = (prob > tail["score_thresh"]).sum(axis=(1, 2))
+    topk = tail["nms"]["topk"]
+    into_nms = np.minimum(above, topk) if topk > 0 else above
+    return {"candidates_per_image": int(prob.shape[1] * prob.shape[2]),
+            "above_threshold_per_image_median": float(np.median(above)),
+            "into_nms_per_image_median": float(np.median(into_nms)),
+            "anchors_with_a_class_above_threshold": float((prob.max(-1) > tail["score_thresh"]).mean()),
+            "score_threshold": tail["score_thresh"], "nms_topk": topk}
+
+
+def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scopes=SCOPES,
+                batch_sizes=DEFAULT_BATCH_SIZES, warmup=2, repeats=5, eval_set=None,
+                num_workers=1, progress=True):
+    """Time every (precision, scope, batch size) of one model; return its list of records.
+
+    ``images``: a pool of preprocessed NCHW images the timed batches are cut from (repeated
+    if a batch needs more). A record that cannot run (bf16 on a CPU without it, say) holds the
+    error instead of a speed.
+    """
+    import mxnet as mx
+    from tqdm import tqdm
+
+    from .predictor import Predictor
+
+    cases = [(p, s, b) for p in precisions for s in scopes for b in batch_sizes
+             if not (s == "eval_loop" and eval_set is None)]
+    records = []
+    for precision, scope, batch_size in tqdm(cases, desc="bench %s" % name, disable=not progress,
+                                             unit="case"):
+        ckpt = int8_ckpt if precision == "int8" else fp32_ckpt
+        record = {"model": name, "precision": precision, "scope": scope, "batch_size": batch_size}
+        predictor = None
+        if ckpt is None:
+            record["error"] = "no int8 checkpoint given"
+            records.append(record)
+            continue
+        try:
+            with PeakRss() as rss:
+                predictor = Predictor(ckpt, batch_size, fuse_fp32=precision != "fp32_unfused",
+                                      tail=SCOPE_TAIL[scope], bf16=precision == "bf16")
+                record["graph"] = predictor.graph
+                if scope == "eval_loop":
+                    predictor(_batch(images, batch_size))  # warm-up
+                    timing = time_eval_loop(predictor, eval_set, batch_size,
+                                            max(1, min(repeats, 3)), num_workers)
+                else:
+                    data = mx.nd.array(_batch(images, batch_size))
+                    timing = time_forward(predictor.run, data, warmup, repeats)
+            record.update(timing, peak_rss_mb=round(rss.peak_mb, 1))
+        except mx.base.MXNetError as exc:
+            record["error"] = _first_line(exc)
+        predictor = None  # free the executor before the next case binds its own
+        gc.collect()
+        records.append(record)
+    return records
+
+
+def _batch(images, batch_size):
+    """The first ``batch_size`` images of the pool, cycling through it if it is smaller."""
+    return np.resize(images, (batch_size,) + images.shape[1:])
+
+
+def _first_line(exc):
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+def zoo_checkpoints(name, sample_set, model_dir="model", progress=True):
+    """fp32 and int8 checkpoints of a zoo SSD architecture with random weights (no download),
+    made once and kept under ``model_dir``; the int8 one calibrated on 8 images of
+    ``sample_set``, which also sets the class head's score distribution."""
+    from .checkpoint import checkpoint_files
+    from .convert import export_checkpoint
+    from .evaluate import iterate_batches
+    from .model import random_zoo_ssd
+    from .quantize import quantize
+
+    fp32_prefix = os.path.join(model_dir, "bench-%s-random" % name)
+    int8_prefix = fp32_prefix + "-int8"
+    sample = sample_set.subset(8)
+    if not os.path.isfile(checkpoint_files(fp32_prefix)["meta"]):
+        images, _ = next(iterate_batches(sample, 8))
+        net, share = random_zoo_ssd(name, images)
+        export_checkpoint(net, {"model": name, "weights": "random (ssdq bench), class head set "
+                                "so %.1f%% of anchors score a class above 0.01" % (100 * share)},
+                          fp32_prefix)
+    if not os.path.isfile(checkpoint_files(int8_prefix)["meta"]):
+        quantize(fp32_prefix, int8_prefix, sample, num_calib_batches=1, batch_size=8,
+                 progress=progress, match_classes=False)
+    return fp32_prefix, int8_prefix
+
+
+def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
+              batch_sizes=DEFAULT_BATCH_SIZES, warmup=2, repeats=5, eval_images=64,
+              num_workers=1, progress=True):
+    """Benchmark (fp32 prefix, int8 prefix or None) pairs on images of ``image_set``; return the
+    bench dict (records, speed-ups, models, environment) that ``write_bench`` saves."""
+    from . import runtime
+    from .checkpoint import checkpoint_size_mb, load_checkpoint
+    from .evaluate import iterate_batches
+    from .quantize import deployed_weights_mb
+
+    if not batch_sizes or min(batch_sizes) < 1 or warmup < 0 or repeats < 1:
+        raise SsdqError("bench needs batch sizes >= 1, --warmup >= 0 and --repeats >= 1")
+    unknown = sorted(set(precisions) - set(PRECISIONS)) + sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        raise SsdqError("unknown precision or scope %s (precisions: %s; scopes: %s)" % (
+            ", ".join(unknown), ", ".join(PRECISIONS), ", ".join(SCOPES)))
+    pool = image_set.subset(min(len(image_set), max(batch_sizes)))
+    images = np.concatenate([b for b, _ in iterate_batches(pool, 64, num_workers)])
+    eval_set = image_set.subset(min(eval_images, len(image_set)))
+    models, records = {}, []
+    for fp32_prefix, int8_prefix in checkpoints:
+        fp32 = load_checkpoint(fp32_prefix)
+        int8 = load_checkpoint(int8_prefix) if int8_prefix and "int8" in precisions else None
+        name = fp32.meta.get("model", os.path.basename(fp32.prefix))
+        models[name] = {
+            "fp32": fp32.prefix, "int8": int8.prefix if int8 else None,
+            "weights": fp32.meta.get("weights"), "classes": len(fp32.classes),
+            "size_mb": {"fp32": round(checkpoint_size_mb(fp32.prefix), 2),
+                        "int8": round(checkpoint_size_mb(int8.prefix), 2) if int8 else None},
+            "deployed_weights_mb": {
+                "fp32": round(deployed_weights_mb(fp32.symbol, fp32.arg_params), 2),
+                "int8": round(deployed_weights_mb(int8.symbol, int8.arg_params), 2) if int8 else None},
+            "nms_load": nms_load(fp32, images[:8]),
+        }
+        records += bench_model(name, fp32, int8, images, precisions, scopes, batch_sizes, warmup,
+                               repeats, eval_set, num_workers, progress)
+    by_model, batch = speedups(records)
+    return {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "settings": {"precisions": list(precisions), "scopes": list(scopes),
+                     "batch_sizes": list(batch_sizes), "warmup": warmup, "repeats": repeats,
+                     "images": image_set.describe(), "eval_loop_images": len(eval_set)},
+        "models": models, "records": records,
+        "speedup": by_model.get(next(iter(models)), {}) if models else {},
+        "speedup_by_model": by_model, "speedup_batch_size": batch,
+        "environment": runtime.environment_report(),
+    }
+
+
+def write_bench(bench, out_json):
+    """``out_json`` plus the Markdown table and the plot beside it; return the three paths."""
+    from .fileio import write_json, write_text
+    from .runtime import format_environment
+
+    stem = os.path.splitext(out_json)[0]
+    write_text(stem + ".md", "# ssdq bench\n\n%s\n## Environment\n\n```\n%s\n```\n" % (
+        markdown(bench), format_environment(bench["environment"])))
+    plot(bench, stem + ".png")
+    write_json(out_json, bench)
+    return out_json, stem + ".md", stem + ".png"
+
+
+def speedups(records, batch_size=SPEEDUP_BATCH_SIZE):
+    """Ratios of median img/s at ``batch_size`` (the nearest batch run if it was not), fused
+    fp32 the denominator unless named otherwise."""
+    ran = sorted({r["batch_size"] for r in records if "images_per_sec" in r})
+    if not ran:
+        return {}, None
+    batch = min(ran, key=lambda b: (abs(b - batch_size), b))
+    rate = {(r["model"], r["precision"], r["scope"]): r["images_per_sec"]
+            for r in records if r["batch_size"] == batch and "images_per_sec" in r}
+    out = {}
+    for model in sorted({key[0] for key in rate}):
+        figures = {}
+
+        def ratio(name, numerator, denominator):
+            if numerator in rate and denominator in rate:
+                figures[name] = round(rate[numerator] / rate[denominator], 3)
+
+        for scope in SCOPES:
+            for precision in ("int8", "bf16"):
+                ratio("%s_%s_vs_fp32" % (scope, precision), (model, precision, scope),
+                      (model, "fp32", scope))
+            ratio("%s_fp32_vs_fp32_unfused" % scope, (model, "fp32", scope),
+                  (model, "fp32_unfused", scope))
+            ratio("%s_int8_vs_fp32_unfused" % scope, (model, "int8", scope),
+                  (model, "fp32_unfused", scope))
+        for precision in PRECISIONS:
+            ratio("fast_tail_vs_gluoncv_tail_%s" % precision, (model, precision, "end_to_end"),
+                  (model, precision, "end_to_end_gluoncv"))
+        out[model] = figures
+    return out, batch
+
+
+def markdown(bench):
+    """The records and speed-ups as Markdown tables."""
+    lines = ["| model | precision | scope | batch | img/s (median) | min-max | latency ms p50 / p90 / p99 | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in bench["records"]:
+        if "images_per_sec" in r:
+            lat = r["latency_ms"]
+            lines.append("| %s | %s | %s | %d | %.2f | %.2f-%.2f | %.0f / %.0f / %.0f | %.0f |" % (
+                r["model"], r["precision"], r["scope"], r["batch_size"], r["images_per_sec"],
+                r["images_per_sec_min"], r["images_per_sec_max"], lat["p50"], lat["p90"],
+                lat["p99"], r["peak_rss_mb"]))
+        else:
+            lines.append("| %s | %s | %s | %d | - | - | - | %s |" % (
+                r["model"], r["precision"], r["scope"], r["batch_size"],
+                "error: " + r["error"].replace("|", "/")[:80]))
+    lines += ["", "Speed-ups at batch %s (ratios of median img/s within this run):" %
+              bench["speedup_batch_size"], "", "| model | figure | ratio |", "|---|---|---|"]
+    for model, figures in bench["speedup_by_model"].items():
+        lines += ["| %s | %s | %.2fx |" % (model, k, v) for k, v in figures.items()]
+    for model, info in bench["models"].items():
+        load = info.get("nms_load")
+        if load:
+            lines += ["", "%s: %.0f of %d (anchor, class) candidates an image pass the %.2f score "
+                      "threshold (median), %.0f enter NMS (top-k %d)." % (
+                          model, load["above_threshold_per_image_median"],
+                          load["candidates_per_image"], load["score_threshold"],
+                          load["into_nms_per_image_median"], load["nms_topk"])]
+    return "\n".join(lines) + "\n"
+
+
+def plot(bench, path):
+    """img/s against batch size, one line per (model, precision, scope)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .fileio import atomic_path
+
+    lines = {}
+    for r in bench["records"]:
+        if "images_per_sec" in r:
+            lines.setdefault((r["model"], r["precision"], r["scope"]), []).append(
+                (r["batch_size"], r["images_per_sec"]))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for (model, precision, scope), points in sorted(lines.items()):
+        points.sort()
+        label = "%s %s %s" % (precision, scope, "" if len(bench["models"]) == 1 else model)
+        ax.plot([b for b, _ in points], [v for _, v in points], marker="o",
+                linestyle="-" if precision == "int8" else "--", label=label.strip())
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("images/s (median)")
+    ax.set_title("ssdq bench")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

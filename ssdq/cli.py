@@ -1,4 +1,4 @@
-"""Command line: ``ssdq {data,convert,quantize,sensitivity,tune,eval,compare,reproduce}``.
+"""Command line: ``ssdq {data,convert,quantize,sensitivity,tune,eval,bench,compare,reproduce}``.
 
 Threads are pinned before anything imports mxnet, so every stage module is imported inside its
 handler. A ``SsdqError`` becomes one line on stderr and exit status 2; Ctrl-C exits 130.
@@ -104,11 +104,35 @@ def build_parser():
     p.add_argument("--split", default="val")
     p.add_argument("--out", help="also write the result as JSON here")
 
+    from .bench import DEFAULT_BATCH_SIZES, PRECISIONS, SCOPES
+
+    p = sub.add_parser("bench", parents=[rt],
+                       help="img/s by precision, scope and batch size -> reports/bench.{json,md,png}")
+    p.add_argument("--model-prefix", default=os.path.join("model", "converted"))
+    p.add_argument("--int8-prefix", default=os.path.join("model", "quantized"))
+    p.add_argument("--zoo", nargs="?", const="ssd_300_vgg16_atrous_coco", metavar="NAME",
+                   help="bench this gluoncv zoo architecture (default ssd_300_vgg16_atrous_coco) "
+                        "with random weights instead of the checkpoints; no download")
+    p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    p.add_argument("--scopes", nargs="+", default=list(SCOPES), choices=SCOPES)
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=list(DEFAULT_BATCH_SIZES))
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--eval-images", type=int, default=64, help="images per eval_loop pass")
+    p.add_argument("--data-root", default=DEFAULT_DATA_ROOT, help="images to run (default: the "
+                   "embedded synthetic set)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--num-workers", type=int, default=1, help="image decoding threads")
+    p.add_argument("--out", default=os.path.join("reports", "bench.json"))
+
     p = sub.add_parser("compare", help="CI gate: fail if a report regressed against a baseline")
-    p.add_argument("report", help="the new report.json")
+    p.add_argument("report", help="the new report.json or bench.json")
     p.add_argument("--baseline", help="the report.json to compare against")
     p.add_argument("--max-map-drop", type=float, default=0.5, help="points of mAP")
-    p.add_argument("--min-speedup", type=float, help="minimum int8/fp32 images/s ratio")
+    p.add_argument("--min-speedup", type=float,
+                   help="minimum end-to-end int8/fp32 images/s ratio (measured within the new run)")
+    p.add_argument("--min-network-speedup", type=float,
+                   help="minimum network-only int8/fp32 ratio (needs a bench in the file)")
 
     p = sub.add_parser("reproduce", parents=[rt, data, quant],
                        help="convert, quantize, evaluate fp32 and int8, write the report")
@@ -144,7 +168,8 @@ def _run(args):
     if args.command == "compare":
         from .compare import compare
 
-        ok, lines = compare(args.report, args.baseline, args.max_map_drop, args.min_speedup)
+        ok, lines = compare(args.report, args.baseline, args.max_map_drop, args.min_speedup,
+                            args.min_network_speedup)
         print("\n".join(lines))
         return 0 if ok else 1
     for flag in ("batch_size", "num_workers", "num_calib_batches"):
@@ -187,6 +212,8 @@ def _run(args):
         print(format_result(result))
         if args.out:
             write_json(args.out, dict(result, threads=threads))
+    elif args.command == "bench":
+        _bench(args, progress)
     elif args.command == "reproduce":
         from .reproduce import reproduce
 
@@ -240,6 +267,25 @@ def _accuracy_tools(args, progress):
                % calibration_markdown(report))
     print(tune_markdown(report))
     print("wrote %s, %s/tune.{json,md}, %s/calibration.{json,md}" % (args.out, out, out))
+
+
+def _bench(args, progress):
+    from .bench import benchmark, markdown, write_bench, zoo_checkpoints
+    from .data.dataset import open_dataset
+    from .data.synthetic import ensure_synthetic
+
+    if os.path.normpath(args.data_root) == os.path.normpath(DEFAULT_DATA_ROOT):
+        ensure_synthetic(args.data_root, progress=progress)
+    image_set = open_dataset(args.data_root, args.split)
+    if args.zoo:
+        pairs = [zoo_checkpoints(args.zoo, image_set, progress=progress)]
+    else:
+        pairs = [(args.model_prefix, args.int8_prefix)]
+    bench = benchmark(pairs, image_set, args.precisions, args.scopes, args.batch_sizes,
+                      args.warmup, args.repeats, args.eval_images, args.num_workers, progress)
+    paths = write_bench(bench, args.out)
+    print(markdown(bench))
+    print("wrote %s" % ", ".join(paths))
 
 
 def _data(args):

@@ -50,9 +50,14 @@ def build_gluon_model(model=DEFAULT_ZOO_MODEL, params_file=None):
 
 def convert(out_prefix, model=DEFAULT_ZOO_MODEL, params_file=None):
     """Write ``out_prefix``-symbol.json/-0000.params/-meta.json; return the prefix."""
+    net, source = build_gluon_model(model, params_file)
+    return export_checkpoint(net, source, out_prefix)
+
+
+def export_checkpoint(net, source, out_prefix):
+    """Export a Gluon SSD with weights as a checkpoint; ``source`` goes into its meta."""
     import mxnet as mx
 
-    net, source = build_gluon_model(model, params_file)
     net.hybridize()
     net(mx.nd.zeros((1, 3, INPUT_SIZE, INPUT_SIZE)))
     with tempfile.TemporaryDirectory() as tmp:

@@ -104,3 +104,58 @@ def load_params(net, params_file):
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SsdqError("cannot load weights %s into the network: %s" % (params_file, message[:200])) from None
 
+
+
+# On the embedded val split the trained reference model gives ~6% of its anchors a foreground
+# score above the decoder's 0.01 threshold; a random network is tuned to the same share, so the
+# decoder and NMS get a trained model's load rather than every anchor (or none).
+TRAINED_ANCHOR_SHARE = 0.06
+
+
+def random_zoo_ssd(name, sample_batch, anchor_share=TRAINED_ANCHOR_SHARE, seed=0):
+    """A zoo SSD architecture with random weights (no download) for benchmarking.
+
+    He-initialised weights, then the class head is rescaled and its background bias chosen so
+    that on ``sample_batch`` (NCHW, normalised) about ``anchor_share`` of the anchors have a
+    foreground class scoring above 0.01. Returns (net, the share reached).
+    """
+    import numpy as np
+    from gluoncv import model_zoo
+
+    if name not in model_zoo.get_model_list() or not name.startswith("ssd_"):
+        raise SsdqError("unknown SSD model name %r (see gluoncv.model_zoo.get_model_list())" % name)
+    mx.random.seed(seed)
+    net = model_zoo.get_model(name, pretrained=False, pretrained_base=False)
+    he = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
+    for param_name, param in net.collect_params().items():
+        if param_name.endswith(("gamma", "running_var")):  # BatchNorm (mobilenet, resnet): neutral
+            param.initialize(mx.init.One(), ctx=mx.cpu())
+        elif param_name.endswith(("beta", "bias", "running_mean")):
+            param.initialize(mx.init.Zero(), ctx=mx.cpu())
+        elif param_name.endswith("weight"):
+            param.initialize(he, ctx=mx.cpu())
+        else:  # the anchor generators' constants
+            param.initialize(ctx=mx.cpu())
+    with mx.autograd.train_mode():  # gluoncv's SSD returns the raw predictions in train mode
+        logits = net(mx.nd.array(sample_batch))[0].asnumpy().astype(np.float64)
+    spread = float(logits.std()) or 1.0
+    logits /= spread  # the class head's weights get the same scaling below (its biases are 0)
+
+    def share(background_bias):
+        logits_bg = np.concatenate([logits[..., :1] + background_bias, logits[..., 1:]], axis=-1)
+        log_norm = np.logaddexp.reduce(logits_bg, axis=-1, keepdims=True)
+        return float(((logits[..., 1:] - log_norm).max(axis=-1) > np.log(0.01)).mean())
+
+    lo, hi = -20.0, 40.0  # share() falls as the background bias grows: bisect
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if share(mid) > anchor_share else (lo, mid)
+    background_bias = (lo + hi) / 2
+    num_outputs = logits.shape[-1]  # channels are laid out anchor-major: a * (C + 1) + c
+    for head in net.class_predictors:
+        conv = head.predictor
+        conv.weight.set_data(conv.weight.data() / spread)
+        bias = conv.bias.data().asnumpy()
+        bias[0::num_outputs] += background_bias
+        conv.bias.set_data(mx.nd.array(bias))
+    return net, share(background_bias)
