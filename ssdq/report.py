@@ -8,6 +8,7 @@ import datetime
 import os
 
 from . import __version__
+from .bench import markdown as bench_markdown
 from .fileio import write_json, write_text
 
 # Published anchors, for putting ours in context (see README "Reference numbers").
@@ -91,6 +92,9 @@ def render_markdown(report, environment_text):
                                       calib["images"], calib["dataset"]["split"]),
         comparison_table(report),
         "## Per-class AP\n\n" + per_class_table(report),
+    ] + ([
+        "## Benchmark (`ssdq bench`, short run)\n\n" + bench_markdown(report["bench"]).strip(),
+    ] if report.get("bench") else []) + [
         "## Environment\n\n```\n" + environment_text + "\n```",
         "Speeds are the median of repeated forward passes (network + decode + NMS) on one "
         "batch of real images, threads pinned; compare them as ratios within one report. "

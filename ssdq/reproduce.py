@@ -6,12 +6,16 @@ commands. On the embedded default the synthetic dataset is generated first if it
 """
 import os
 
+from .bench import benchmark, write_bench
 from .convert import convert
 from .data.dataset import open_dataset
 from .data.synthetic import DEFAULT_ROOT, ensure_synthetic
 from .evaluate import evaluate_checkpoint, format_result
 from .quantize import DEFAULT_EXCLUDE_MATCH, quantize
 from .report import build_report, comparison_table, write_report
+
+# A short `ssdq bench` run goes into the report; `ssdq bench` itself does the full sweep.
+REPRODUCE_BENCH_BATCH = 8
 
 
 def reproduce(model="reference", params_file=None, data_root=DEFAULT_ROOT, eval_split="val",
@@ -41,13 +45,21 @@ def reproduce(model="reference", params_file=None, data_root=DEFAULT_ROOT, eval_
                                                  progress=progress)
         echo(format_result(results[precision]))
 
-    environment = runtime.environment_report()
+    echo("[bench] fp32 vs int8, network and end to end, batch %d" % REPRODUCE_BENCH_BATCH)
+    bench = benchmark([(fp32_prefix, int8_prefix)], eval_set, precisions=("fp32", "int8"),
+                      scopes=("network", "end_to_end", "end_to_end_gluoncv"),
+                      batch_sizes=(REPRODUCE_BENCH_BATCH,), warmup=1, repeats=5,
+                      num_workers=num_workers, progress=progress)
+    write_bench(bench, os.path.join(out_dir, "bench.json"))
+
+    environment = bench["environment"]
     calibration = {"mode": calib_mode, "batches": num_calib_batches, "batch_size": batch_size,
                    "images": num_calib_batches * batch_size,
                    "dataset": calib_set.subset(num_calib_batches * batch_size).describe(),
                    "same_split_as_eval": calib_split == eval_split}
     report = build_report(results["fp32"], results["int8"], environment, threads, calibration,
                           eval_set.describe())
+    report["bench"] = {k: v for k, v in bench.items() if k != "environment"}
     json_path, md_path = write_report(out_dir, report, runtime.format_environment(environment))
     echo("\n" + comparison_table(report))
     echo("\nwrote %s and %s" % (json_path, md_path))

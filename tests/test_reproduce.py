@@ -23,4 +23,7 @@ def test_reproduce_writes_the_report(tmp_path, tiny_data):
     md = open(tmp_path / "reports" / "report.md").read()
     assert "| mAP@[.5:.95] (%) |" in md and "## Per-class AP" in md
     assert "| mAP@[.5:.95] (%) |" in proc.stdout  # the table is printed at the end
-    assert sorted(os.listdir(tmp_path / "reports")) == ["report.json", "report.md"]
+    assert "## Benchmark" in md and "end_to_end_int8_vs_fp32" in report["bench"]["speedup"]
+    assert report["bench"]["speedup_batch_size"] == 8
+    assert sorted(os.listdir(tmp_path / "reports")) == ["bench.json", "bench.md", "bench.png",
+                                                        "report.json", "report.md"]
