@@ -111,3 +111,15 @@ def test_compare_gate(tmp_path):
     failed = [l for l in proc.stdout.splitlines() if l.startswith("FAIL")]
     assert any("baseline int8" in l for l in failed) and any("speed-up" in l for l in failed)
     assert_clean_error(run_cli("compare", str(tmp_path / "none.json")), "cannot read")
+
+
+def test_compare_gate_on_a_bench_file(tmp_path):
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"speedup": {"network_int8_vs_fp32": 3.6,
+                                             "end_to_end_int8_vs_fp32": 2.1}}))
+    proc = run_cli("compare", str(bench), "--min-speedup", "3.0", "--min-network-speedup", "3.5")
+    assert proc.returncode == 1, proc.stderr
+    failed = [l for l in proc.stdout.splitlines() if l.startswith("FAIL")]
+    assert len(failed) == 1 and "end-to-end" in failed[0] and "2.10x" in failed[0]
+    ok = run_cli("compare", str(bench), "--min-speedup", "2.0", "--min-network-speedup", "3.5")
+    assert ok.returncode == 0 and "FAIL" not in ok.stdout
