@@ -6,11 +6,12 @@ which sorts them all before keeping its top k (400). For an 80-class COCO model 
 slice/concat ops and a sort over 698,560 candidates per image, all in fp32, which is why int8's
 gain shrinks end to end.
 
-``fast_detection_symbol`` builds the same computation vectorised: one softmax, one transpose, one
-``topk`` over the C*N flattened scores (scores at or under the decoder's threshold zeroed first,
-as GluonCV does), a gather of the k chosen anchors' decoded boxes, and ``box_nms`` over those k
-candidates only. ``box_nms`` with ``topk=k`` keeps exactly the k highest valid candidates, so
-picking them first changes nothing but the order among equal scores.
+``fast_detection_symbol`` builds the same computation vectorised: one softmax, a ``topk`` of the
+k anchors with the best class score, a ``topk`` of the k best (anchor, class) pairs among those
+k anchors' scores (scores at or under the decoder's threshold zeroed, as GluonCV does), a
+gather of the chosen anchors' decoded boxes, and ``box_nms`` over those k candidates only.
+``box_nms`` with ``topk=k`` keeps exactly the k highest valid candidates, so picking them first
+changes nothing but the order among equal scores.
 """
 import json
 
@@ -75,20 +76,35 @@ def fast_detection_symbol(symbol, data_shape=(1, 3, 300, 300)):
     nms = tail["nms"]
     k = min(nms["topk"] if nms["topk"] > 0 else num_anchors, (num_outputs - 1) * num_anchors)
 
+    num_classes = num_outputs - 1
+
+    def gather(data, index, rows_per_image):
+        """data (batch, rows_per_image, ...) flattened over its first two axes; index (batch, m)
+        of rows within each image -> (batch, m, ...)."""
+        image = mx.sym.contrib.arange_like(index, axis=0)
+        offset = mx.sym.reshape(image * rows_per_image, shape=(-1, 1))
+        return mx.sym.take(data, mx.sym.broadcast_add(index, offset))
+
     scores = mx.sym.slice_axis(mx.sym.softmax(cls, axis=-1), axis=-1, begin=1, end=None)
-    scores = mx.sym.reshape(mx.sym.transpose(scores, axes=(0, 2, 1)), shape=(0, -1))  # class-major
-    scores = scores * (scores > tail["score_thresh"])
-    top_scores, top_index = mx.sym.topk(scores, axis=-1, k=k, ret_typ="both", dtype="float32")
-    class_id = mx.sym.floor(top_index / num_anchors)
-    anchor = top_index - class_id * num_anchors
+    # Stage 1: the k anchors with the best class score. Every (anchor, class) pair among the k
+    # best pairs lies on one of them (an anchor outside has k anchors above it, each with a pair
+    # scoring higher), so stage 2 sorts k * classes scores instead of anchors * classes.
+    _, top_anchor = mx.sym.topk(mx.sym.max(scores, axis=-1), axis=-1, k=min(k, num_anchors),
+                                ret_typ="both", dtype="float32")
+    shortlist = gather(mx.sym.reshape(scores, shape=(-1, num_classes)), top_anchor, num_anchors)
+    shortlist = shortlist * (shortlist > tail["score_thresh"])  # the decoder's threshold
+    # Stage 2: the k best pairs of the shortlist.
+    top_scores, top_pair = mx.sym.topk(mx.sym.reshape(shortlist, shape=(0, -1)), axis=-1, k=k,
+                                       ret_typ="both", dtype="float32")
+    slot = mx.sym.floor(top_pair / num_classes)
+    class_id = top_pair - slot * num_classes
     class_id = mx.sym.where(top_scores > 0, class_id, mx.sym.ones_like(class_id) * -1)
+    anchor = gather(mx.sym.reshape(top_anchor, shape=(-1,)), slot, min(k, num_anchors))
 
     std0, std1, std2, std3 = tail["stds"]
     boxes = mx.sym.contrib.box_decode(box, anchors, std0=std0, std1=std1, std2=std2, std3=std3,
                                       clip=tail["clip"], format=tail["box_format"])
-    image = mx.sym.contrib.arange_like(top_index, axis=0)
-    rows = mx.sym.broadcast_add(anchor, mx.sym.reshape(image * num_anchors, shape=(-1, 1)))
-    picked = mx.sym.take(mx.sym.reshape(boxes, shape=(-1, 4)), rows)  # (batch, k, 4)
+    picked = gather(mx.sym.reshape(boxes, shape=(-1, 4)), anchor, num_anchors)  # (batch, k, 4)
 
     candidates = mx.sym.concat(mx.sym.expand_dims(class_id, axis=-1),
                                mx.sym.expand_dims(top_scores, axis=-1), picked, dim=-1)

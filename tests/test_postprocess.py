@@ -28,10 +28,10 @@ def test_tail_settings_are_read_from_the_graph(fp32_prefix):
     assert tail["stds"] == (0.1, 0.1, 0.2, 0.2)
 
 
-def test_fast_tail_is_one_topk_not_a_slice_per_class(fp32_prefix):
+def test_fast_tail_is_two_topks_not_a_slice_per_class(fp32_prefix):
     fast = fast_detection_symbol(load_checkpoint(fp32_prefix).symbol, (2, 3, 300, 300))
     ops = [n["op"] for n in json.loads(fast.tojson())["nodes"]]
-    assert ops.count("topk") == 1 and ops.count("_contrib_box_nms") == 1
+    assert ops.count("topk") == 2 and ops.count("_contrib_box_nms") == 1
     original = [n["op"] for n in json.loads(load_checkpoint(fp32_prefix).symbol.tojson())["nodes"]]
     assert ops.count("slice_axis") < original.count("slice_axis")
 
