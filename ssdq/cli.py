@@ -249,7 +249,8 @@ def _accuracy_tools(args, progress):
         table = markdown_table(report)
         write_text(os.path.join(out, "sensitivity.md"), "# int8 sensitivity per layer\n\n"
                    "fp32 mAP %s, all-int8 mAP %s (%s calibration)\n\n%s\n" % (
-                       report["fp32_map"], report["int8_map"], report["calib_mode"], table))
+                       _maybe(report["fp32_map"]), _maybe(report["int8_map"]),
+                       report["calib_mode"], table))
         plot(report, os.path.join(out, "sensitivity.png"))
         print(markdown_table(report, top=10))
         print("wrote %s/sensitivity.{json,md,png}" % out)
@@ -286,6 +287,10 @@ def _bench(args, progress):
     paths = write_bench(bench, args.out)
     print(markdown(bench))
     print("wrote %s" % ", ".join(paths))
+
+
+def _maybe(value, fmt="%.2f"):
+    return "n/a (--no-map)" if value is None else fmt % value
 
 
 def _data(args):

@@ -73,3 +73,16 @@ def test_tuner_falls_the_outlier_layer_back(variants, tmp_path):
     assert (load_checkpoint(again).symbol.tojson() == load_checkpoint(out).symbol.tojson())
     assert len(quantized_conv_nodes(load_checkpoint(out).symbol)) >= 30
     assert os.path.isfile(out + "-calib.json")
+
+
+def test_cli_label_free_sensitivity_ranks_the_outlier_first(outlier_prefix, tiny_data, tmp_path):
+    from conftest import run_cli
+
+    proc = run_cli("sensitivity", "--no-map", "--model-prefix", outlier_prefix, "--data-root",
+                   tiny_data, "--num-calib-batches", "2", "--batch-size", "16", "--eval-images",
+                   "16", "--out-dir", str(tmp_path), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    report = json.load(open(tmp_path / "sensitivity.json"))
+    assert report["fp32_map"] is None and HARD_CONV in json.dumps(report["layers"][0])
+    assert "n/a (--no-map)" in open(tmp_path / "sensitivity.md").read()
+    assert open(tmp_path / "sensitivity.png", "rb").read(4) == b"\x89PNG"
