@@ -2,8 +2,10 @@
 
 The machine is shared and noisy, so each figure is the median of ``repeats`` timed runs after
 ``warmup`` untimed ones (oneDNN creates its primitives and reorders int8 weights on the first
-run), with min/max and latency percentiles beside it, and speed-ups are ratios of medians taken
-within one process.
+run), with min/max and latency percentiles beside it; the precisions of one scope and batch size
+are timed in turns, so a slow spell hits them alike, and speed-ups are ratios of those medians.
+Memory: ``peak_rss_mb`` is the process's peak while a graph is bound and warmed up (the graphs
+of its scope and batch bound before it still alive), ``rss_increase_mb`` what that graph added.
 
 Precisions: ``fp32`` (the oneDNN-fused graph, the honest baseline), ``fp32_unfused`` (what
 GluonCV's published 5.96x was measured against), ``bf16`` (MXNet AMP; needs AVX512-BF16, else
@@ -35,23 +37,14 @@ def time_forward(forward, batch, warmup=2, repeats=5):
     """Median/min/max img/s and latency percentiles of ``forward(batch)``."""
     for _ in range(warmup):
         forward(batch)
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        forward(batch)  # returns computed outputs, so the work is finished when it returns
-        seconds.append(time.perf_counter() - start)
-    return _summary(len(batch), seconds, warmup)
+    return _summary(len(batch), [_timed(forward, batch) for _ in range(repeats)], warmup)
 
 
 def _summary(images_per_run, seconds, warmup):
     rates = sorted(images_per_run / s for s in seconds)
-    ms = np.array(seconds) * 1000
     return {"batch_size": images_per_run, "repeats": len(seconds), "warmup": warmup,
             "images_per_sec": statistics.median(rates), "images_per_sec_min": rates[0],
-            "images_per_sec_max": rates[-1],
-            "latency_ms_median": float(np.median(ms)),
-            "latency_ms": {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
-                           "p99": float(np.percentile(ms, 99))}}
+            "images_per_sec_max": rates[-1], **_latency(seconds)}
 
 
 class PeakRss:
@@ -61,7 +54,7 @@ class PeakRss:
         import psutil
 
         self._process = psutil.Process()
-        self.peak_mb = self._process.memory_info().rss / 2**20
+        self.start_mb = self.peak_mb = self._process.memory_info().rss / 2**20
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -77,26 +70,19 @@ class PeakRss:
         self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 2**20)
 
 
-def time_eval_loop(predictor, dataset, batch_size, repeats, num_workers=1):
-    """img/s over ``dataset``'s images: decode, resize, network and NMS, as ``ssdq eval`` runs."""
+def eval_loop_pass(predictor, dataset, batch_size, num_workers=1):
+    """One pass over ``dataset`` as ``ssdq eval`` runs it (decode, resize, network, NMS);
+    return (seconds for the pass, seconds for each batch)."""
     from .evaluate import iterate_batches
 
-    seconds, batch_seconds = [], []
-    for _ in range(repeats):
-        start = last = time.perf_counter()
-        for batch, _ in iterate_batches(dataset, batch_size, num_workers):
-            predictor(batch)
-            now = time.perf_counter()
-            batch_seconds.append(now - last)
-            last = now
-        seconds.append(time.perf_counter() - start)
-    summary = _summary(len(dataset), seconds, warmup=0)
-    ms = np.array(batch_seconds) * 1000  # latency here: per batch, decode included
-    summary.update(batch_size=batch_size, images=len(dataset), latency_ms_median=float(np.median(ms)),
-                   latency_ms={"p50": float(np.percentile(ms, 50)),
-                               "p90": float(np.percentile(ms, 90)),
-                               "p99": float(np.percentile(ms, 99))})
-    return summary
+    batch_seconds = []
+    start = last = time.perf_counter()
+    for batch, _ in iterate_batches(dataset, batch_size, num_workers):
+        predictor(batch)
+        now = time.perf_counter()
+        batch_seconds.append(now - last)
+        last = now
+    return time.perf_counter() - start, batch_seconds
 
 
 def nms_load(fp32_ckpt, batch):
@@ -124,46 +110,78 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
                 num_workers=1, progress=True):
     """Time every (precision, scope, batch size) of one model; return its list of records.
 
-    ``images``: a pool of preprocessed NCHW images the timed batches are cut from (repeated
-    if a batch needs more). A record that cannot run (bf16 on a CPU without it, say) holds the
-    error instead of a speed.
+    For each (scope, batch size) the precisions' graphs are bound side by side and timed in
+    turns (fp32, int8, fp32, int8, ...), so a slow spell on a shared machine hits them alike
+    and their ratios stay honest. ``images``: a pool of preprocessed NCHW images the timed
+    batches are cut from. A graph that cannot run (bf16 on a CPU without it, say) gets a record
+    holding the error instead of a speed.
     """
     import mxnet as mx
     from tqdm import tqdm
 
     from .predictor import Predictor
 
-    cases = [(p, s, b) for p in precisions for s in scopes for b in batch_sizes
-             if not (s == "eval_loop" and eval_set is None)]
+    groups = [(s, b) for s in scopes for b in batch_sizes if not (s == "eval_loop" and eval_set is None)]
     records = []
-    for precision, scope, batch_size in tqdm(cases, desc="bench %s" % name, disable=not progress,
-                                             unit="case"):
-        ckpt = int8_ckpt if precision == "int8" else fp32_ckpt
-        record = {"model": name, "precision": precision, "scope": scope, "batch_size": batch_size}
-        predictor = None
-        if ckpt is None:
-            record["error"] = "no int8 checkpoint given"
+    bar = tqdm(total=len(groups) * len(precisions), desc="bench %s" % name, disable=not progress,
+               unit="case")
+    for scope, batch_size in groups:
+        batch = _batch(images, batch_size)
+        data = mx.nd.array(batch)
+        live = []  # (record, run one timed unit)
+        for precision in precisions:
+            ckpt = int8_ckpt if precision == "int8" else fp32_ckpt
+            record = {"model": name, "precision": precision, "scope": scope,
+                      "batch_size": batch_size}
             records.append(record)
-            continue
-        try:
-            with PeakRss() as rss:
-                predictor = Predictor(ckpt, batch_size, fuse_fp32=precision != "fp32_unfused",
-                                      tail=SCOPE_TAIL[scope], bf16=precision == "bf16")
-                record["graph"] = predictor.graph
-                if scope == "eval_loop":
-                    predictor(_batch(images, batch_size))  # warm-up
-                    timing = time_eval_loop(predictor, eval_set, batch_size,
-                                            max(1, min(repeats, 3)), num_workers)
-                else:
-                    data = mx.nd.array(_batch(images, batch_size))
-                    timing = time_forward(predictor.run, data, warmup, repeats)
-            record.update(timing, peak_rss_mb=round(rss.peak_mb, 1))
-        except mx.base.MXNetError as exc:
-            record["error"] = _first_line(exc)
-        predictor = None  # free the executor before the next case binds its own
+            if ckpt is None:
+                record["error"] = "no int8 checkpoint given"
+                continue
+            try:
+                with PeakRss() as rss:
+                    predictor = Predictor(ckpt, batch_size, fuse_fp32=precision != "fp32_unfused",
+                                          tail=SCOPE_TAIL[scope], bf16=precision == "bf16")
+                    for _ in range(max(1, warmup)):  # the first run creates oneDNN primitives
+                        predictor.run(data)
+            except mx.base.MXNetError as exc:
+                record["error"] = _first_line(exc)
+                continue
+            record.update(graph=predictor.graph, peak_rss_mb=round(rss.peak_mb, 1),
+                          rss_increase_mb=round(rss.peak_mb - rss.start_mb, 1))
+            if scope == "eval_loop":
+                unit = (lambda p: lambda: eval_loop_pass(p, eval_set, batch_size, num_workers))(predictor)
+            else:
+                unit = (lambda p: lambda: _timed(p.run, data))(predictor)
+            live.append((record, unit, []))
+        for _ in range(max(1, min(repeats, 3)) if scope == "eval_loop" else repeats):
+            for record, unit, timings in live:
+                timings.append(unit())
+        for record, _, timings in live:
+            if scope == "eval_loop":
+                record.update(_summary(len(eval_set), [t for t, _ in timings], warmup))
+                # latency here: per batch, JPEG decoding included
+                record.update(_latency([b for _, per_batch in timings for b in per_batch]),
+                              batch_size=batch_size, images=len(eval_set))
+            else:
+                record.update(_summary(batch_size, timings, warmup))
+        bar.update(len(precisions))
+        live = predictor = None  # free this group's executors before the next binds its own
         gc.collect()
-        records.append(record)
+    bar.close()
     return records
+
+
+def _timed(run, data):
+    start = time.perf_counter()
+    run(data)  # returns computed outputs, so the work is finished when it returns
+    return time.perf_counter() - start
+
+
+def _latency(seconds):
+    ms = np.array(seconds) * 1000
+    return {"latency_ms_median": float(np.median(ms)),
+            "latency_ms": {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
+                           "p99": float(np.percentile(ms, 99))}}
 
 
 def _batch(images, batch_size):

@@ -28,6 +28,7 @@ def test_one_record_per_case_each_timed_or_with_its_error(bench):
         assert "error" not in r, r
         assert r["images_per_sec_min"] <= r["images_per_sec"] <= r["images_per_sec_max"]
         assert r["latency_ms"]["p50"] <= r["latency_ms"]["p99"] and r["peak_rss_mb"] > 0
+        assert r["rss_increase_mb"] >= 0
     assert {r["graph"] for r in records if r["precision"] == "int8" and "graph" in r} == {"int8"}
     assert any("fused" in r["graph"] for r in records if r["precision"] == "fp32")
     assert not any("fused" in r["graph"] for r in records if r["precision"] == "fp32_unfused")
