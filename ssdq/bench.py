@@ -119,8 +119,6 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
     import mxnet as mx
     from tqdm import tqdm
 
-    from .predictor import Predictor
-
     groups = [(s, b) for s in scopes for b in batch_sizes if not (s == "eval_loop" and eval_set is None)]
     records = []
     bar = tqdm(total=len(groups) * len(precisions), desc="bench %s" % name, disable=not progress,
@@ -139,8 +137,7 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
                 continue
             try:
                 with PeakRss() as rss:
-                    predictor = Predictor(ckpt, batch_size, fuse_fp32=precision != "fp32_unfused",
-                                          tail=SCOPE_TAIL[scope], bf16=precision == "bf16")
+                    predictor = _predictor(ckpt, precision, scope, batch_size)
                     for _ in range(max(1, warmup)):  # the first run creates oneDNN primitives
                         predictor.run(data)
             except mx.base.MXNetError as exc:
@@ -169,6 +166,38 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
         gc.collect()
     bar.close()
     return records
+
+
+def _predictor(ckpt, precision, scope, batch_size):
+    from .predictor import Predictor
+
+    return Predictor(ckpt, batch_size, fuse_fp32=precision != "fp32_unfused",
+                     tail=SCOPE_TAIL[scope], bf16=precision == "bf16")
+
+
+def profile_model(name, fp32_ckpt, int8_ckpt, images, precisions, scopes, batch_size,
+                  progress=True):
+    """Per-operator profiles (``profile.profile_ops``) of each precision and scope but the eval
+    loop, at one batch size; a graph that cannot run is left out, as its bench record says."""
+    import mxnet as mx
+    from tqdm import tqdm
+
+    from .profile import profile_ops
+
+    data = mx.nd.array(_batch(images, batch_size))
+    cases = [(p, s) for s in scopes if s != "eval_loop" for p in precisions
+             if (int8_ckpt if p == "int8" else fp32_ckpt) is not None]
+    profiles = []
+    for precision, scope in tqdm(cases, desc="profile %s" % name, unit="case", disable=not progress):
+        ckpt = int8_ckpt if precision == "int8" else fp32_ckpt
+        try:
+            found = profile_ops(lambda: _predictor(ckpt, precision, scope, batch_size), data)
+        except mx.base.MXNetError:
+            continue
+        profiles.append({"model": name, "precision": precision, "scope": scope,
+                         "batch_size": batch_size, **found})
+        gc.collect()
+    return profiles
 
 
 def _timed(run, data):
@@ -221,9 +250,10 @@ def zoo_checkpoints(name, sample_set, model_dir="model", progress=True):
 
 def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
               batch_sizes=DEFAULT_BATCH_SIZES, warmup=2, repeats=5, eval_images=64,
-              num_workers=1, progress=True):
+              num_workers=1, progress=True, profile=False):
     """Benchmark (fp32 prefix, int8 prefix or None) pairs on images of ``image_set``; return the
-    bench dict (records, speed-ups, models, environment) that ``write_bench`` saves."""
+    bench dict (records, speed-ups, models, environment) that ``write_bench`` saves. With
+    ``profile``, it also holds per-operator ``profiles`` at the speed-up batch size."""
     from . import runtime
     from .checkpoint import checkpoint_size_mb, load_checkpoint
     from .evaluate import iterate_batches
@@ -238,7 +268,7 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
     pool = image_set.subset(min(len(image_set), max(batch_sizes)))
     images = np.concatenate([b for b, _ in iterate_batches(pool, 64, num_workers)])
     eval_set = image_set.subset(min(eval_images, len(image_set)))
-    models, records = {}, []
+    models, records, profiles = {}, [], []
     for fp32_prefix, int8_prefix in checkpoints:
         fp32 = load_checkpoint(fp32_prefix)
         int8 = load_checkpoint(int8_prefix) if int8_prefix and "int8" in precisions else None
@@ -255,8 +285,11 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
         }
         records += bench_model(name, fp32, int8, images, precisions, scopes, batch_sizes, warmup,
                                repeats, eval_set, num_workers, progress)
+        if profile:
+            profiles += profile_model(name, fp32, int8, images, precisions, scopes,
+                                      _nearest(batch_sizes, SPEEDUP_BATCH_SIZE), progress)
     by_model, batch = speedups(records)
-    return {
+    bench = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "settings": {"precisions": list(precisions), "scopes": list(scopes),
                      "batch_sizes": list(batch_sizes), "warmup": warmup, "repeats": repeats,
@@ -266,6 +299,9 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
         "speedup_by_model": by_model, "speedup_batch_size": batch,
         "environment": runtime.environment_report(),
     }
+    if profile:
+        bench["profiles"] = profiles
+    return bench
 
 
 def write_bench(bench, out_json):
@@ -287,7 +323,7 @@ def speedups(records, batch_size=SPEEDUP_BATCH_SIZE):
     ran = sorted({r["batch_size"] for r in records if "images_per_sec" in r})
     if not ran:
         return {}, None
-    batch = min(ran, key=lambda b: (abs(b - batch_size), b))
+    batch = _nearest(ran, batch_size)
     rate = {(r["model"], r["precision"], r["scope"]): r["images_per_sec"]
             for r in records if r["batch_size"] == batch and "images_per_sec" in r}
     out = {}
@@ -311,6 +347,10 @@ def speedups(records, batch_size=SPEEDUP_BATCH_SIZE):
                   (model, precision, "end_to_end_gluoncv"))
         out[model] = figures
     return out, batch
+
+
+def _nearest(batch_sizes, batch_size):
+    return min(batch_sizes, key=lambda b: (abs(b - batch_size), b))
 
 
 def markdown(bench):
@@ -340,6 +380,11 @@ def markdown(bench):
                           model, load["above_threshold_per_image_median"],
                           load["candidates_per_image"], load["score_threshold"],
                           load["into_nms_per_image_median"], load["nms_topk"])]
+    if bench.get("profiles"):
+        from .profile import markdown as profile_markdown
+
+        lines += ["", "## Where the time goes (MXNet profiler, slowest operators)",
+                  profile_markdown(bench["profiles"])]
     return "\n".join(lines) + "\n"
 
 

@@ -123,6 +123,9 @@ def build_parser():
                    "embedded synthetic set)")
     p.add_argument("--split", default="val")
     p.add_argument("--num-workers", type=int, default=1, help="image decoding threads")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile each graph per operator (MXNet profiler) at the batch "
+                        "nearest 8: where the time goes, in bench.json and bench.md")
     p.add_argument("--out", default=os.path.join("reports", "bench.json"))
 
     p = sub.add_parser("compare", help="CI gate: fail if a report regressed against a baseline")
@@ -283,7 +286,8 @@ def _bench(args, progress):
     else:
         pairs = [(args.model_prefix, args.int8_prefix)]
     bench = benchmark(pairs, image_set, args.precisions, args.scopes, args.batch_sizes,
-                      args.warmup, args.repeats, args.eval_images, args.num_workers, progress)
+                      args.warmup, args.repeats, args.eval_images, args.num_workers, progress,
+                      profile=args.profile)
     paths = write_bench(bench, args.out)
     print(markdown(bench))
     print("wrote %s" % ", ".join(paths))

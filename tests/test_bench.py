@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_clean_error, run_cli
-from ssdq.bench import benchmark, speedups, write_bench
+from ssdq.bench import benchmark, markdown, speedups, write_bench
 from ssdq.data.dataset import open_dataset
 from ssdq.errors import SsdqError
 
@@ -66,6 +66,27 @@ def test_files_are_written(bench, tmp_path):
     assert json.load(open(paths[0]))["speedup"] == bench["speedup"]
     assert "| model | precision | scope |" in open(paths[1]).read()
     assert open(paths[2], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_profile_shows_where_int8_time_goes(fp32_prefix, int8_prefix, tiny_data):
+    bench = benchmark([(fp32_prefix, int8_prefix)], open_dataset(tiny_data, "val"),
+                      precisions=("fp32", "int8"), scopes=("network", "end_to_end", "eval_loop"),
+                      batch_sizes=(2,), warmup=0, repeats=1, eval_images=2, progress=False,
+                      profile=True)
+    profiles = {(p["precision"], p["scope"]): p for p in bench["profiles"]}
+    assert set(profiles) == {(p, s) for p in ("fp32", "int8") for s in ("network", "end_to_end")}
+    for p in profiles.values():
+        assert p["batch_size"] == 2 and p["total_ms"] > 0
+        assert sum(o["share_pct"] for o in p["ops"]) == pytest.approx(100, abs=0.5)
+        assert [o["ms"] for o in p["ops"]] == sorted((o["ms"] for o in p["ops"]), reverse=True)
+    int8_ops = {o["op"] for o in profiles["int8", "end_to_end"]["ops"]}
+    # the int8 graph runs fused oneDNN convolutions between quantize and dequantize nodes, and
+    # the end-to-end scope adds the tail that the network scope lacks
+    assert {"_sg_mkldnn_conv", "_contrib_quantize_v2", "_contrib_dequantize"} <= int8_ops
+    assert "_contrib_box_nms" in int8_ops
+    assert "_contrib_box_nms" not in {o["op"] for o in profiles["int8", "network"]["ops"]}
+    assert "_contrib_quantize_v2" not in {o["op"] for o in profiles["fp32", "network"]["ops"]}
+    assert "Where the time goes" in markdown(bench)
 
 
 def test_bad_settings_are_refused(fp32_prefix, int8_prefix, tiny_data):
