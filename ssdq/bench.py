@@ -128,7 +128,7 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
         data = mx.nd.array(batch)
         live = []  # (record, run one timed unit)
         for precision in precisions:
-            ckpt = int8_ckpt if precision == "int8" else fp32_ckpt
+            ckpt = _checkpoint(precision, fp32_ckpt, int8_ckpt)
             record = {"model": name, "precision": precision, "scope": scope,
                       "batch_size": batch_size}
             records.append(record)
@@ -168,6 +168,11 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
     return records
 
 
+def _checkpoint(precision, fp32_ckpt, int8_ckpt):
+    """The checkpoint a precision runs from: int8 its own, the others (bf16 via AMP) fp32's."""
+    return int8_ckpt if precision == "int8" else fp32_ckpt
+
+
 def _predictor(ckpt, precision, scope, batch_size):
     from .predictor import Predictor
 
@@ -185,11 +190,11 @@ def profile_model(name, fp32_ckpt, int8_ckpt, images, precisions, scopes, batch_
     from .profile import profile_ops
 
     data = mx.nd.array(_batch(images, batch_size))
-    cases = [(p, s) for s in scopes if s != "eval_loop" for p in precisions
-             if (int8_ckpt if p == "int8" else fp32_ckpt) is not None]
+    cases = [(p, s, _checkpoint(p, fp32_ckpt, int8_ckpt)) for s in scopes if s != "eval_loop"
+             for p in precisions]
     profiles = []
-    for precision, scope in tqdm(cases, desc="profile %s" % name, unit="case", disable=not progress):
-        ckpt = int8_ckpt if precision == "int8" else fp32_ckpt
+    for precision, scope, ckpt in tqdm([c for c in cases if c[2] is not None], unit="case",
+                                       desc="profile %s" % name, disable=not progress):
         try:
             found = profile_ops(lambda: _predictor(ckpt, precision, scope, batch_size), data)
         except mx.base.MXNetError:

@@ -53,16 +53,12 @@ def profile_ops(make_predictor, data, runs=3, warmup=1):
         finally:
             mx.profiler.set_state("stop")
         stats = json.loads(mx.profiler.dumps(format="json", reset=True))
-    ops = [{"op": name, "ms": s["Total"] / runs, "calls": s["Count"] / runs}
-           for name, s in stats.get("Time", {}).get("operator", {}).items()
-           if name not in ("WaitForVar", "CopyCPU2CPU")]  # engine bookkeeping, input copy
-    total = sum(o["ms"] for o in ops)
-    for o in ops:
-        o["share_pct"] = 100 * o["ms"] / total if total else 0.0
-        o["ms"] = round(o["ms"], 3)
-        o["calls"] = round(o["calls"], 2)
-        o["share_pct"] = round(o["share_pct"], 2)
-    ops.sort(key=lambda o: -o["ms"])
+    timed = {name: s for name, s in stats.get("Time", {}).get("operator", {}).items()
+             if name not in ("WaitForVar", "CopyCPU2CPU")}  # engine bookkeeping, input copy
+    total = sum(s["Total"] for s in timed.values()) / runs
+    ops = [{"op": name, "ms": round(s["Total"] / runs, 3), "calls": round(s["Count"] / runs, 2),
+            "share_pct": round(100 * s["Total"] / runs / total, 2) if total else 0.0}
+           for name, s in sorted(timed.items(), key=lambda item: -item[1]["Total"])]
     return {"total_ms": round(total, 3), "runs": runs, "ops": ops}
 
 
