@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ssdq import runtime  # noqa: E402  (pins threads before mxnet loads)
+from ssdq import cpus  # noqa: E402  (pins threads before mxnet loads)
 
 
 def main():
@@ -26,7 +26,7 @@ def main():
     parser.add_argument("--init", help="start from these weights (a second training stage)")
     parser.add_argument("--warmup", type=int, default=300, help="linear warm-up iterations")
     args = parser.parse_args()
-    runtime.pin_threads()
+    cpus.pin_threads()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from ssdq.data.synthetic import ensure_synthetic
     from ssdq.train import train_reference

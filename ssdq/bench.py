@@ -17,13 +17,12 @@ with), ``end_to_end_gluoncv`` (the checkpoint's own per-class tail, the "before"
 import datetime
 import gc
 import os
-import statistics
-import threading
 import time
 
 import numpy as np
 
 from .errors import SsdqError
+from .timing import PeakRss, latency_percentiles, summarize, time_forward, timed
 
 PRECISIONS = ("fp32", "fp32_unfused", "bf16", "int8")
 SCOPES = ("network", "end_to_end", "end_to_end_gluoncv", "eval_loop")
@@ -33,47 +32,10 @@ DEFAULT_BATCH_SIZES = (1, 8, 32)
 SPEEDUP_BATCH_SIZE = 8
 
 
-def time_forward(forward, batch, warmup=2, repeats=5):
-    """Median/min/max img/s and latency percentiles of ``forward(batch)``."""
-    for _ in range(warmup):
-        forward(batch)
-    return _summary(len(batch), [_timed(forward, batch) for _ in range(repeats)], warmup)
-
-
-def _summary(images_per_run, seconds, warmup):
-    rates = sorted(images_per_run / s for s in seconds)
-    return {"batch_size": images_per_run, "repeats": len(seconds), "warmup": warmup,
-            "images_per_sec": statistics.median(rates), "images_per_sec_min": rates[0],
-            "images_per_sec_max": rates[-1], **_latency(seconds)}
-
-
-class PeakRss:
-    """Peak resident memory of this process while the block runs (sampled every 5 ms)."""
-
-    def __enter__(self):
-        import psutil
-
-        self._process = psutil.Process()
-        self.start_mb = self.peak_mb = self._process.memory_info().rss / 2**20
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(0.005):
-            self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 2**20)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 2**20)
-
-
 def eval_loop_pass(predictor, dataset, batch_size, num_workers=1):
     """One pass over ``dataset`` as ``ssdq eval`` runs it (decode, resize, network, NMS);
     return (seconds for the pass, seconds for each batch)."""
-    from .evaluate import iterate_batches
+    from .data.loader import iterate_batches
 
     batch_seconds = []
     start = last = time.perf_counter()
@@ -148,19 +110,19 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
             if scope == "eval_loop":
                 unit = (lambda p: lambda: eval_loop_pass(p, eval_set, batch_size, num_workers))(predictor)
             else:
-                unit = (lambda p: lambda: _timed(p.run, data))(predictor)
+                unit = (lambda p: lambda: timed(p.run, data))(predictor)
             live.append((record, unit, []))
         for _ in range(max(1, min(repeats, 3)) if scope == "eval_loop" else repeats):
             for record, unit, timings in live:
                 timings.append(unit())
         for record, _, timings in live:
             if scope == "eval_loop":
-                record.update(_summary(len(eval_set), [t for t, _ in timings], warmup))
+                record.update(summarize(len(eval_set), [t for t, _ in timings], warmup))
                 # latency here: per batch, JPEG decoding included
-                record.update(_latency([b for _, per_batch in timings for b in per_batch]),
+                record.update(latency_percentiles([b for _, per_batch in timings for b in per_batch]),
                               batch_size=batch_size, images=len(eval_set))
             else:
-                record.update(_summary(batch_size, timings, warmup))
+                record.update(summarize(batch_size, timings, warmup))
         bar.update(len(precisions))
         live = predictor = None  # free this group's executors before the next binds its own
         gc.collect()
@@ -205,19 +167,6 @@ def profile_model(name, fp32_ckpt, int8_ckpt, images, precisions, scopes, batch_
     return profiles
 
 
-def _timed(run, data):
-    start = time.perf_counter()
-    run(data)  # returns computed outputs, so the work is finished when it returns
-    return time.perf_counter() - start
-
-
-def _latency(seconds):
-    ms = np.array(seconds) * 1000
-    return {"latency_ms_median": float(np.median(ms)),
-            "latency_ms": {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
-                           "p99": float(np.percentile(ms, 99))}}
-
-
 def _batch(images, batch_size):
     """The first ``batch_size`` images of the pool, cycling through it if it is smaller."""
     return np.resize(images, (batch_size,) + images.shape[1:])
@@ -234,7 +183,7 @@ def zoo_checkpoints(name, sample_set, model_dir="model", progress=True):
     ``sample_set``, which also sets the class head's score distribution."""
     from .checkpoint import checkpoint_files
     from .convert import export_checkpoint
-    from .evaluate import iterate_batches
+    from .data.loader import iterate_batches
     from .model import random_zoo_ssd
     from .quantize import quantize
 
@@ -259,9 +208,9 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
     """Benchmark (fp32 prefix, int8 prefix or None) pairs on images of ``image_set``; return the
     bench dict (records, speed-ups, models, environment) that ``write_bench`` saves. With
     ``profile``, it also holds per-operator ``profiles`` at the speed-up batch size."""
-    from . import runtime
+    from .environment import environment_report
     from .checkpoint import checkpoint_size_mb, load_checkpoint
-    from .evaluate import iterate_batches
+    from .data.loader import iterate_batches
     from .quantize import deployed_weights_mb
 
     if not batch_sizes or min(batch_sizes) < 1 or warmup < 0 or repeats < 1:
@@ -302,7 +251,7 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
         "models": models, "records": records,
         "speedup": by_model.get(next(iter(models)), {}) if models else {},
         "speedup_by_model": by_model, "speedup_batch_size": batch,
-        "environment": runtime.environment_report(),
+        "environment": environment_report(),
     }
     if profile:
         bench["profiles"] = profiles
@@ -312,7 +261,7 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
 def write_bench(bench, out_json):
     """``out_json`` plus the Markdown table and the plot beside it; return the three paths."""
     from .fileio import write_json, write_text
-    from .runtime import format_environment
+    from .environment import format_environment
 
     stem = os.path.splitext(out_json)[0]
     write_text(stem + ".md", "# ssdq bench\n\n%s\n## Environment\n\n```\n%s\n```\n" % (

@@ -160,9 +160,9 @@ def main(argv=None):
 
 
 def _run(args):
-    from . import runtime
+    from . import cpus, environment
 
-    runtime.check_numpy()
+    environment.check_numpy()
     if getattr(args, "gpus", ""):
         raise SsdqError("GPU context requested (--gpus %s), but ssdq runs on CPU only: its "
                         "MXNet build has no CUDA; drop --gpus" % args.gpus)
@@ -179,7 +179,7 @@ def _run(args):
         if getattr(args, flag, 1) < 1:
             raise SsdqError("--%s must be at least 1" % flag.replace("_", "-"))
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
-    threads = runtime.pin_threads(args.cores, args.threads)
+    threads = cpus.pin_threads(args.cores, args.threads)
     progress = not args.quiet
     if args.command == "convert":
         from .convert import convert

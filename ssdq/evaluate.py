@@ -2,37 +2,19 @@
 
 ``detect(forward, dataset, evaluator, ...)`` works for anything with the SSD output triple
 ``(class ids, scores, boxes)``: a training-time Gluon net or a loaded fp32/int8 checkpoint.
-Images are decoded and resized by a thread pool one batch ahead of the network (OpenCV releases
-the GIL), each batch carries its image ids, and the last partial batch is kept.
+Batches come from ``data.loader.iterate_batches`` (decoded one batch ahead, image ids carried,
+the last partial batch kept).
 """
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from tqdm import tqdm
 
-from .data.dataset import read_image
-from .data.transforms import INPUT_SIZE, preprocess
+from .data.loader import iterate_batches
+from .data.transforms import INPUT_SIZE
 
 # gluoncv's COCODetectionMetric drops detections under this score before scoring.
 SCORE_THRESHOLD = 0.05
-
-
-def _load(record):
-    return preprocess(read_image(record.path))
-
-
-def iterate_batches(dataset, batch_size, num_workers=1):
-    """Yield (NCHW float32 array, records) for every image of ``dataset``, in order."""
-    records = dataset.records
-    chunks = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
-    with ThreadPoolExecutor(max(1, num_workers)) as pool:
-        pending = [pool.map(_load, chunks[0])] if chunks else []
-        for i, chunk in enumerate(chunks):
-            images = list(pending.pop())
-            if i + 1 < len(chunks):
-                pending.append(pool.map(_load, chunks[i + 1]))
-            yield np.stack(images), chunk
 
 
 def to_image_coords(boxes, record, size=INPUT_SIZE):
@@ -80,7 +62,7 @@ def detect(forward, dataset, evaluator, batch_size=64, num_workers=1, progress=T
 def evaluate_checkpoint(prefix, dataset, batch_size=64, num_workers=1, progress=True,
                         speed_repeats=5):
     """Score a checkpoint on ``dataset`` and time its forward pass; return a result dict."""
-    from .bench import time_forward
+    from .timing import time_forward
     from .checkpoint import checkpoint_size_mb, load_checkpoint
     from .data.dataset import check_classes
     from .metrics import evaluator_for

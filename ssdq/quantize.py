@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data.dataset import check_classes
 from .errors import SsdqError
-from .evaluate import iterate_batches
+from .data.loader import iterate_batches
 from .fileio import write_json
 
 log = logging.getLogger("ssdq.quantize")

@@ -22,7 +22,7 @@ def reproduce(model="reference", params_file=None, data_root=DEFAULT_ROOT, eval_
               calib_split="train", calib_mode="naive", num_calib_batches=5, batch_size=64,
               num_workers=1, exclude_match=DEFAULT_EXCLUDE_MATCH, model_dir="model",
               out_dir="reports", threads=None, progress=True, echo=print):
-    from . import runtime
+    from .environment import format_environment
 
     if os.path.normpath(data_root) == os.path.normpath(DEFAULT_ROOT):
         ensure_synthetic(data_root, progress=progress)
@@ -60,7 +60,7 @@ def reproduce(model="reference", params_file=None, data_root=DEFAULT_ROOT, eval_
     report = build_report(results["fp32"], results["int8"], environment, threads, calibration,
                           eval_set.describe())
     report["bench"] = {k: v for k, v in bench.items() if k != "environment"}
-    json_path, md_path = write_report(out_dir, report, runtime.format_environment(environment))
+    json_path, md_path = write_report(out_dir, report, format_environment(environment))
     echo("\n" + comparison_table(report))
     echo("\nwrote %s and %s" % (json_path, md_path))
     return report

@@ -18,7 +18,8 @@ from tqdm import tqdm
 from .checkpoint import Checkpoint, load_checkpoint
 from .data.dataset import check_classes
 from .errors import SsdqError
-from .evaluate import detect, iterate_batches
+from .data.loader import iterate_batches
+from .evaluate import detect
 from .metrics import evaluator_for
 from .predictor import Predictor
 from .quantize import (DEFAULT_EXCLUDE_MATCH, build_int8, calibration_dataset,

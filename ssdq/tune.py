@@ -12,7 +12,7 @@ import time
 
 from tqdm import tqdm
 
-from .bench import time_forward
+from .timing import time_forward
 from .fileio import write_json
 from .predictor import Predictor
 from .quantize import CALIB_MODES, save_int8

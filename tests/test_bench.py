@@ -109,7 +109,7 @@ def test_cli_bench_and_its_errors(fp32_prefix, int8_prefix, tiny_data, tmp_path)
 
 
 def test_random_zoo_model_gets_a_trained_score_profile(tiny_data):
-    from ssdq.evaluate import iterate_batches
+    from ssdq.data.loader import iterate_batches
     from ssdq.model import random_zoo_ssd
 
     images, _ = next(iterate_batches(open_dataset(tiny_data, "val").subset(4), 4))

@@ -9,7 +9,7 @@ from ssdq.checkpoint import checkpoint_files, load_checkpoint
 from ssdq.convert import build_gluon_model, convert
 from ssdq.data.dataset import open_dataset
 from ssdq.errors import SsdqError
-from ssdq.evaluate import iterate_batches
+from ssdq.data.loader import iterate_batches
 
 
 def test_batchnorm_is_folded_and_outputs_unchanged(fp32_prefix, tiny_data):

@@ -6,7 +6,8 @@ import pytest
 
 from ssdq.checkpoint import load_checkpoint
 from ssdq.data.dataset import open_dataset
-from ssdq.evaluate import detect, iterate_batches
+from ssdq.data.loader import iterate_batches
+from ssdq.evaluate import detect
 from ssdq.metrics import evaluator_for
 from ssdq.postprocess import fast_detection_symbol, graph_tail
 from ssdq.predictor import Predictor

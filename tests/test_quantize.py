@@ -7,7 +7,7 @@ import pytest
 from ssdq.checkpoint import load_checkpoint
 from ssdq.data.dataset import open_dataset
 from ssdq.errors import SsdqError
-from ssdq.evaluate import iterate_batches
+from ssdq.data.loader import iterate_batches
 from ssdq.predictor import Predictor
 from ssdq.quantize import op_histogram, quantize, quantized_conv_nodes
 

@@ -1,4 +1,4 @@
-"""ssdq.runtime: thread pinning before mxnet loads, and the environment record.
+"""ssdq.cpus and ssdq.environment: thread pinning before mxnet loads, and the record of it.
 
 Pinning only works before mxnet (and its libgomp) is loaded, and it changes the whole process,
 so the real-effect tests run in a fresh ``python -c`` subprocess; argument parsing and the
@@ -14,12 +14,12 @@ import types
 import psutil
 import pytest
 
-from ssdq import runtime
+from ssdq import cpus, environment
 from ssdq.errors import SsdqError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARK = "@@RESULT@@"
-CLEARED = runtime.THREAD_VARS + ("DNNL_VERBOSE", "MKLDNN_VERBOSE", "ONEDNN_VERBOSE",
+CLEARED = cpus.THREAD_VARS + ("DNNL_VERBOSE", "MKLDNN_VERBOSE", "ONEDNN_VERBOSE",
                                  "OMP_DISPLAY_ENV", "OMP_DYNAMIC")
 
 
@@ -39,11 +39,11 @@ def run_child(code, **extra_env):
 
 PINNED_CHILD = """
 import json, sys, time
-from ssdq import runtime
+from ssdq import cpus, environment
 out = {"mxnet_loaded_before": "mxnet" in sys.modules}
-first = runtime.pin_threads(cores=[0], threads=1)
+first = cpus.pin_threads(cores=[0], threads=1)
 out["first"] = first
-out["second_equal"] = runtime.pin_threads(cores=[0], threads=1) == first
+out["second_equal"] = cpus.pin_threads(cores=[0], threads=1) == first
 import mxnet, psutil, threadpoolctl
 x = mxnet.nd.ones((128, 128))
 mxnet.nd.dot(x, x).wait_to_read()
@@ -51,21 +51,21 @@ out["threadpool"] = threadpoolctl.threadpool_info()
 out["affinity"] = psutil.Process().cpu_affinity()
 out["thread_affinities"] = sorted({c for t in psutil.Process().threads()
                                    for c in psutil.Process(t.id).cpu_affinity()})
-out["same_after_import"] = runtime.pin_threads(cores=[0], threads=1) == first
+out["same_after_import"] = cpus.pin_threads(cores=[0], threads=1) == first
 try:
-    runtime.pin_threads(cores=[0], threads=2)
+    cpus.pin_threads(cores=[0], threads=2)
     out["repin_error"] = None
 except RuntimeError as exc:
     out["repin_error"] = str(exc)
 start = time.time()
-report = runtime.environment_report()
+report = environment.environment_report()
 out["first_report_s"] = time.time() - start
 start = time.time()
-again = runtime.environment_report()
+again = environment.environment_report()
 out["second_report_s"] = time.time() - start
 out["report"] = report
 out["reports_equal"] = json.dumps(report, sort_keys=True) == json.dumps(again, sort_keys=True)
-out["text"] = runtime.format_environment(report)
+out["text"] = environment.format_environment(report)
 print("%s" + json.dumps(out))
 """ % MARK
 
@@ -114,12 +114,12 @@ def test_environment_report(pinned):
                 "openmp_runtimes", "kmp_variables_effective", "versions", "mxnet_features"):
         assert key in report, key
     assert "hostname" not in json.dumps(report).lower()
-    assert set(report["isa"]) == set(runtime.ISA_FLAGS)
+    assert set(report["isa"]) == set(environment.ISA_FLAGS)
     assert all(isinstance(v, bool) for v in report["isa"].values())
     assert report["cores_used"] == [0]
     assert report["threads"]["OMP_NUM_THREADS"] == "1"
     assert report["threads"]["OMP_PLACES"] == "{0}"
-    assert set(report["threads"]) == set(runtime.THREAD_VARS)
+    assert set(report["threads"]) == set(cpus.THREAD_VARS)
     assert [lib["prefix"] for lib in report["openmp_runtimes"]] == ["libgomp"]
     assert report["openmp_runtimes"][0]["num_threads"] == 1
     assert "libgomp" in report["openmp_runtimes"][0]["filepath"]
@@ -153,19 +153,19 @@ def test_format_environment_from_real_report(pinned):
 
 DEFAULT_CHILD = """
 import json, os, psutil
-from ssdq import runtime
+from ssdq import cpus, environment
 allowed = psutil.Process().cpu_affinity()
-result = runtime.pin_threads()
+result = cpus.pin_threads()
 print("%s" + json.dumps({"result": result, "allowed": allowed,
                          "affinity": psutil.Process().cpu_affinity(),
-                         "env": {k: os.environ.get(k) for k in runtime.THREAD_VARS}}))
+                         "env": {k: os.environ.get(k) for k in cpus.THREAD_VARS}}))
 """ % MARK
 
 
 def test_defaults_respect_user_environment():
     out = run_child(DEFAULT_CHILD, OMP_NUM_THREADS="1", KMP_BLOCKTIME="200")
     result, env = out["result"], out["result"]["env"]
-    assert result["cores"] == runtime.physical_cores(out["allowed"])
+    assert result["cores"] == cpus.physical_cores(out["allowed"])
     assert result["cores_source"] == "default"
     assert out["affinity"] == result["cores"]
     assert env["OMP_NUM_THREADS"] == {"value": "1", "source": "environment"}
@@ -186,7 +186,7 @@ def test_user_placement_is_kept_without_cores_argument():
 
 
 def test_cores_argument_overrides_user_placement():
-    code = DEFAULT_CHILD.replace("runtime.pin_threads()", "runtime.pin_threads(cores='0')")
+    code = DEFAULT_CHILD.replace("cpus.pin_threads()", "cpus.pin_threads(cores='0')")
     out = run_child(code, OMP_PLACES="{1}")
     assert out["result"]["env"]["OMP_PLACES"] == {"value": "{0}", "source": "argument"}
     assert out["env"]["OMP_PLACES"] == "{0}" and out["affinity"] == [0]
@@ -203,7 +203,7 @@ def untouched(monkeypatch):
 
     proc = psutil.Process()
     affinity, environ = proc.cpu_affinity(), ours()
-    monkeypatch.setattr(runtime, "_pinned", None)
+    monkeypatch.setattr(cpus, "_pinned", None)
     yield
     changed = (proc.cpu_affinity() != affinity, ours() != environ)
     proc.cpu_affinity(affinity)
@@ -216,7 +216,7 @@ def untouched(monkeypatch):
 @pytest.mark.parametrize("cores", ["abc", "0-", "3-1", "1,,2", "", [], ["0"], [-1], 0])
 def test_bad_core_syntax(untouched, cores):
     with pytest.raises(SsdqError) as err:
-        runtime.pin_threads(cores=cores)
+        cpus.pin_threads(cores=cores)
     assert "\n" not in str(err.value)
 
 
@@ -227,30 +227,30 @@ def test_cores_outside_affinity(untouched):
         specs.append("99")
     for spec in specs:
         with pytest.raises(SsdqError, match="not available"):
-            runtime.pin_threads(cores=spec)
+            cpus.pin_threads(cores=spec)
 
 
 @pytest.mark.parametrize("threads", [0, -2, "x", "1.5", 1.5, True])
 def test_bad_threads(untouched, threads):
     with pytest.raises(SsdqError, match="--threads"):
-        runtime.pin_threads(cores="0", threads=threads)
+        cpus.pin_threads(cores="0", threads=threads)
 
 
 def test_pin_after_mxnet_import_in_process(untouched, monkeypatch):
     monkeypatch.setitem(sys.modules, "mxnet", types.ModuleType("mxnet"))
     with pytest.raises(RuntimeError, match="before mxnet is imported"):
-        runtime.pin_threads()
+        cpus.pin_threads()
 
 
 def test_parse_and_format_cpu_lists():
     allowed = list(range(16))
-    assert runtime.parse_cores("0-3,6", allowed) == [0, 1, 2, 3, 6]
-    assert runtime.parse_cores(" 6, 0-3 ,2", allowed) == [0, 1, 2, 3, 6]
-    assert runtime.parse_cores([5, 1, 5], allowed) == [1, 5]
-    assert runtime.format_cpu_list([6, 0, 1, 2, 3]) == "0-3,6"
-    assert runtime.format_cpu_list([0, 2, 4]) == "0,2,4"
+    assert cpus.parse_cores("0-3,6", allowed) == [0, 1, 2, 3, 6]
+    assert cpus.parse_cores(" 6, 0-3 ,2", allowed) == [0, 1, 2, 3, 6]
+    assert cpus.parse_cores([5, 1, 5], allowed) == [1, 5]
+    assert cpus.format_cpu_list([6, 0, 1, 2, 3]) == "0-3,6"
+    assert cpus.format_cpu_list([0, 2, 4]) == "0,2,4"
     with pytest.raises(SsdqError):
-        runtime.parse_cores("0-3", [0, 1])
+        cpus.parse_cores("0-3", [0, 1])
 
 
 def test_physical_cores_skips_hyperthread_siblings(monkeypatch):
@@ -262,39 +262,39 @@ def test_physical_cores_skips_hyperthread_siblings(monkeypatch):
                 return text + "\n"
         return None
 
-    monkeypatch.setattr(runtime, "_read", fake_read)
+    monkeypatch.setattr(cpus, "read_file", fake_read)
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 8 if logical else 4)
-    assert runtime.physical_cores(range(8)) == [0, 1, 2, 3]
-    assert runtime.physical_cores([4, 5, 6, 7]) == [4, 5, 6, 7]  # siblings not allowed
-    assert runtime.physical_cores([1, 4, 5]) == [1, 4]
-    monkeypatch.setattr(runtime, "_read", lambda path: None)  # no sysfs: affinity as is
-    assert runtime.physical_cores([0, 4]) == [0, 4]
+    assert cpus.physical_cores(range(8)) == [0, 1, 2, 3]
+    assert cpus.physical_cores([4, 5, 6, 7]) == [4, 5, 6, 7]  # siblings not allowed
+    assert cpus.physical_cores([1, 4, 5]) == [1, 4]
+    monkeypatch.setattr(cpus, "read_file", lambda path: None)  # no sysfs: affinity as is
+    assert cpus.physical_cores([0, 4]) == [0, 4]
 
 
 def test_check_numpy_passes_with_pinned_numpy():
     loaded = "mxnet" in sys.modules
-    assert runtime.check_numpy() == "1.23.5"
+    assert environment.check_numpy() == "1.23.5"
     assert ("mxnet" in sys.modules) == loaded  # no mxnet import to find out
 
 
 @pytest.mark.parametrize("version", ["1.26.0", "1.24.0rc1", "2.0.2"])
 def test_check_numpy_rejects_new_numpy(monkeypatch, version):
-    monkeypatch.setattr(runtime, "_dist_version", lambda name: version)
+    monkeypatch.setattr(environment, "_dist_version", lambda name: version)
     with pytest.raises(SsdqError) as err:
-        runtime.check_numpy()
+        environment.check_numpy()
     message = str(err.value)
     assert "numpy==1.23.5" in message and version in message and "\n" not in message
 
 
 def test_check_numpy_accepts_older(monkeypatch):
-    monkeypatch.setattr(runtime, "_dist_version", lambda name: "1.23.1")
-    assert runtime.check_numpy() == "1.23.1"
+    monkeypatch.setattr(environment, "_dist_version", lambda name: "1.23.1")
+    assert environment.check_numpy() == "1.23.1"
 
 
 def test_format_environment_on_an_amx_xeon():
     report = {
         "cpu_model": "Intel(R) Xeon(R) Platinum 8480+",
-        "isa": {f: True for f in runtime.ISA_FLAGS},
+        "isa": {f: True for f in environment.ISA_FLAGS},
         "logical_cpus": 224, "physical_cores": 112, "cores_used": [0, 1, 2, 3],
         "threads": {"OMP_NUM_THREADS": "4", "OMP_PROC_BIND": "close",
                     "OMP_PLACES": "{0},{1},{2},{3}"},
@@ -305,7 +305,7 @@ def test_format_environment_on_an_amx_xeon():
                      "gluoncv": "0.10.5.post0", "oneDNN": "2.4.4"},
         "onednn": {"isa": "Intel AVX-512 with Intel AMX"},
     }
-    text = runtime.format_environment(report)
+    text = environment.format_environment(report)
     assert "AVX512-VNNI yes" in text and "AVX512-BF16 yes" in text and "AMX yes" in text
     assert "0-3 (4 in use)" in text and "KMP_* variables in effect" in text
     assert "Intel AMX" in text and "Xeon" in text

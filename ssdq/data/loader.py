@@ -1,0 +1,28 @@
+"""Reading a split in batches: decode and resize one batch ahead of the network.
+
+A thread pool decodes the next batch while the current one runs (OpenCV releases the GIL); each
+batch carries its records (image ids), and the last partial batch is kept.
+"""
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .dataset import read_image
+from .transforms import preprocess
+
+
+def _load(record):
+    return preprocess(read_image(record.path))
+
+
+def iterate_batches(dataset, batch_size, num_workers=1):
+    """Yield (NCHW float32 array, records) for every image of ``dataset``, in order."""
+    records = dataset.records
+    chunks = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
+    with ThreadPoolExecutor(max(1, num_workers)) as pool:
+        pending = [pool.map(_load, chunks[0])] if chunks else []
+        for i, chunk in enumerate(chunks):
+            images = list(pending.pop())
+            if i + 1 < len(chunks):
+                pending.append(pool.map(_load, chunks[i + 1]))
+            yield np.stack(images), chunk
