@@ -13,6 +13,12 @@ the record holds oneDNN's error) and ``int8``. Scopes: ``network`` (up to the ra
 predictions), ``end_to_end`` (through decode + NMS, the fast vectorised tail ssdq evaluates
 with), ``end_to_end_gluoncv`` (the checkpoint's own per-class tail, the "before"), and
 ``eval_loop`` (JPEG decode + resize + network + NMS over real images: img/s as a user sees it).
+
+Other int8 graphs of the same fp32 weights (GluonCV's shipped ``*_int8-symbol.json``, say) are
+timed in the same turns as extra precisions ``int8_LABEL``; ``speedup`` then also holds
+``SCOPE_int8_LABEL_vs_fp32`` and ``SCOPE_int8_vs_int8_LABEL`` (ssdq's int8 over theirs).
+Each graph is fed what its checkpoint's ``input_format`` says (a graph with GluonCV's
+preprocessing baked in gets the resized 0..255 images, NHWC), cut from one pool of images.
 """
 import datetime
 import gc
@@ -39,7 +45,7 @@ def eval_loop_pass(predictor, dataset, batch_size, num_workers=1):
 
     batch_seconds = []
     start = last = time.perf_counter()
-    for batch, _ in iterate_batches(dataset, batch_size, num_workers):
+    for batch, _ in iterate_batches(dataset, batch_size, num_workers, predictor.input_format):
         predictor(batch)
         now = time.perf_counter()
         batch_seconds.append(now - last)
@@ -54,7 +60,8 @@ def nms_load(fp32_ckpt, batch):
     from .predictor import Predictor
 
     tail = graph_tail(fp32_ckpt.symbol)
-    logits, _ = Predictor(fp32_ckpt, len(batch), tail="none")(batch)
+    predictor = Predictor(fp32_ckpt, len(batch), tail="none")
+    logits, _ = predictor(predictor.input_format.from_resized(batch))
     logits = logits.astype(np.float64)
     prob = np.exp(logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True))[..., 1:]
     above = (prob > tail["score_thresh"]).sum(axis=(1, 2))
@@ -69,28 +76,33 @@ def nms_load(fp32_ckpt, batch):
 
 def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scopes=SCOPES,
                 batch_sizes=DEFAULT_BATCH_SIZES, warmup=2, repeats=5, eval_set=None,
-                num_workers=1, progress=True):
+                num_workers=1, progress=True, extra_int8=None):
     """Time every (precision, scope, batch size) of one model; return its list of records.
 
     For each (scope, batch size) the precisions' graphs are bound side by side and timed in
     turns (fp32, int8, fp32, int8, ...), so a slow spell on a shared machine hits them alike
     and their ratios stay honest. ``images``: a pool of preprocessed NCHW images the timed
     batches are cut from. A graph that cannot run (bf16 on a CPU without it, say) gets a record
-    holding the error instead of a speed.
+    holding the error instead of a speed. ``images``: resized RGB images (N, H, W, 3) uint8,
+    turned into each graph's input by its ``input_format``. ``extra_int8``: {label: int8
+    checkpoint} timed beside the others as precision ``int8_LABEL``.
     """
     import mxnet as mx
     from tqdm import tqdm
 
+    graphs = {"fp32": fp32_ckpt, "int8": int8_ckpt}
+    for label, ckpt in (extra_int8 or {}).items():
+        graphs["int8_" + label] = ckpt
+        precisions = list(precisions) + ["int8_" + label]
     groups = [(s, b) for s in scopes for b in batch_sizes if not (s == "eval_loop" and eval_set is None)]
     records = []
     bar = tqdm(total=len(groups) * len(precisions), desc="bench %s" % name, disable=not progress,
                unit="case")
     for scope, batch_size in groups:
         batch = _batch(images, batch_size)
-        data = mx.nd.array(batch)
         live = []  # (record, run one timed unit)
         for precision in precisions:
-            ckpt = _checkpoint(precision, fp32_ckpt, int8_ckpt)
+            ckpt = _checkpoint(precision, graphs)
             record = {"model": name, "precision": precision, "scope": scope,
                       "batch_size": batch_size}
             records.append(record)
@@ -100,6 +112,7 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
             try:
                 with PeakRss() as rss:
                     predictor = _predictor(ckpt, precision, scope, batch_size)
+                    data = mx.nd.array(predictor.input_format.from_resized(batch))
                     for _ in range(max(1, warmup)):  # the first run creates oneDNN primitives
                         predictor.run(data)
             except mx.base.MXNetError as exc:
@@ -110,7 +123,7 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
             if scope == "eval_loop":
                 unit = (lambda p: lambda: eval_loop_pass(p, eval_set, batch_size, num_workers))(predictor)
             else:
-                unit = (lambda p: lambda: timed(p.run, data))(predictor)
+                unit = (lambda p, d: lambda: timed(p.run, d))(predictor, data)
             live.append((record, unit, []))
         for _ in range(max(1, min(repeats, 3)) if scope == "eval_loop" else repeats):
             for record, unit, timings in live:
@@ -130,9 +143,10 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
     return records
 
 
-def _checkpoint(precision, fp32_ckpt, int8_ckpt):
-    """The checkpoint a precision runs from: int8 its own, the others (bf16 via AMP) fp32's."""
-    return int8_ckpt if precision == "int8" else fp32_ckpt
+def _checkpoint(precision, graphs):
+    """The checkpoint a precision runs from: int8 (and each extra int8) its own, the others
+    (bf16 via AMP) fp32's."""
+    return graphs.get(precision) if precision.startswith("int8") else graphs["fp32"]
 
 
 def _predictor(ckpt, precision, scope, batch_size):
@@ -143,7 +157,7 @@ def _predictor(ckpt, precision, scope, batch_size):
 
 
 def profile_model(name, fp32_ckpt, int8_ckpt, images, precisions, scopes, batch_size,
-                  progress=True):
+                  progress=True, extra_int8=None):
     """Per-operator profiles (``profile.profile_ops``) of each precision and scope but the eval
     loop, at one batch size; a graph that cannot run is left out, as its bench record says."""
     import mxnet as mx
@@ -151,13 +165,17 @@ def profile_model(name, fp32_ckpt, int8_ckpt, images, precisions, scopes, batch_
 
     from .profile import profile_ops
 
-    data = mx.nd.array(_batch(images, batch_size))
-    cases = [(p, s, _checkpoint(p, fp32_ckpt, int8_ckpt)) for s in scopes if s != "eval_loop"
+    batch = _batch(images, batch_size)
+    graphs = {"fp32": fp32_ckpt, "int8": int8_ckpt}
+    graphs.update({"int8_" + label: ckpt for label, ckpt in (extra_int8 or {}).items()})
+    precisions = list(precisions) + ["int8_" + label for label in (extra_int8 or {})]
+    cases = [(p, s, _checkpoint(p, graphs)) for s in scopes if s != "eval_loop"
              for p in precisions]
     profiles = []
     for precision, scope, ckpt in tqdm([c for c in cases if c[2] is not None], unit="case",
                                        desc="profile %s" % name, disable=not progress):
         try:
+            data = mx.nd.array(ckpt.input_format.from_resized(batch))
             found = profile_ops(lambda: _predictor(ckpt, precision, scope, batch_size), data)
         except mx.base.MXNetError:
             continue
@@ -191,7 +209,7 @@ def zoo_checkpoints(name, sample_set, model_dir="model", progress=True):
     int8_prefix = fp32_prefix + "-int8"
     sample = sample_set.subset(8)
     if not os.path.isfile(checkpoint_files(fp32_prefix)["meta"]):
-        images, _ = next(iterate_batches(sample, 8))
+        images, _ = next(iterate_batches(sample, 8))  # ssdq's NCHW normalisation, as exported
         net, share = random_zoo_ssd(name, images)
         export_checkpoint(net, {"model": name, "weights": "random (ssdq bench), class head set "
                                 "so %.1f%% of anchors score a class above 0.01" % (100 * share)},
@@ -204,13 +222,16 @@ def zoo_checkpoints(name, sample_set, model_dir="model", progress=True):
 
 def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
               batch_sizes=DEFAULT_BATCH_SIZES, warmup=2, repeats=5, eval_images=64,
-              num_workers=1, progress=True, profile=False):
-    """Benchmark (fp32 prefix, int8 prefix or None) pairs on images of ``image_set``; return the
-    bench dict (records, speed-ups, models, environment) that ``write_bench`` saves. With
-    ``profile``, it also holds per-operator ``profiles`` at the speed-up batch size."""
+              num_workers=1, progress=True, profile=False, extra_int8=None):
+    """Benchmark (fp32, int8 or None) pairs on images of ``image_set``; return the bench dict
+    (records, speed-ups, models, environment) that ``write_bench`` saves. Each may be a prefix
+    or a loaded ``Checkpoint``. ``extra_int8``: {label: int8 prefix or Checkpoint} of the same
+    fp32 weights, timed beside the first pair's graphs. With ``profile``, it also holds
+    per-operator ``profiles`` at the speed-up batch size."""
     from .environment import environment_report
     from .checkpoint import checkpoint_size_mb, load_checkpoint
     from .data.loader import iterate_batches
+    from .data.transforms import resize
     from .quantize import deployed_weights_mb
 
     if not batch_sizes or min(batch_sizes) < 1 or warmup < 0 or repeats < 1:
@@ -220,28 +241,46 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
         raise SsdqError("unknown precision or scope %s (precisions: %s; scopes: %s)" % (
             ", ".join(unknown), ", ".join(PRECISIONS), ", ".join(SCOPES)))
     pool = image_set.subset(min(len(image_set), max(batch_sizes)))
-    images = np.concatenate([b for b, _ in iterate_batches(pool, 64, num_workers)])
+    images = np.concatenate([b for b, _ in iterate_batches(pool, 64, num_workers, resize)])
     eval_set = image_set.subset(min(eval_images, len(image_set)))
     models, records, profiles = {}, [], []
-    for fp32_prefix, int8_prefix in checkpoints:
+    for index, (fp32_prefix, int8_prefix) in enumerate(checkpoints):
         fp32 = load_checkpoint(fp32_prefix)
         int8 = load_checkpoint(int8_prefix) if int8_prefix and "int8" in precisions else None
+        extra = {label: load_checkpoint(p) for label, p in (extra_int8 or {}).items()} \
+            if index == 0 else {}
+        for label, ckpt in extra.items():
+            if ckpt.precision != "int8":
+                raise SsdqError("--extra-int8 %s=%s is a %s graph, not int8"
+                                % (label, ckpt.prefix, ckpt.precision))
         name = fp32.meta.get("model", os.path.basename(fp32.prefix))
+        if fp32.inferred:
+            name = os.path.basename(fp32.prefix)
         models[name] = {
             "fp32": fp32.prefix, "int8": int8.prefix if int8 else None,
-            "weights": fp32.meta.get("weights"), "classes": len(fp32.classes),
-            "size_mb": {"fp32": round(checkpoint_size_mb(fp32.prefix), 2),
-                        "int8": round(checkpoint_size_mb(int8.prefix), 2) if int8 else None},
+            "weights": fp32.meta.get("weights"),
+            "classes": len(fp32.classes) or fp32.meta.get("num_classes"),
+            "size_mb": {"fp32": round(checkpoint_size_mb(fp32.prefix, fp32.params_file), 2),
+                        "int8": round(checkpoint_size_mb(int8.prefix, int8.params_file), 2)
+                        if int8 else None},
             "deployed_weights_mb": {
                 "fp32": round(deployed_weights_mb(fp32.symbol, fp32.arg_params), 2),
                 "int8": round(deployed_weights_mb(int8.symbol, int8.arg_params), 2) if int8 else None},
             "nms_load": nms_load(fp32, images[:8]),
         }
+        inferred = {k: c.meta_inferred for k, c in (("fp32", fp32), ("int8", int8))
+                    if c is not None and c.inferred}
+        if extra:
+            models[name]["extra_int8"] = {label: extra_description(c) for label, c in extra.items()}
+            inferred.update({"int8_" + label: c.meta_inferred for label, c in extra.items()
+                             if c.inferred})
+        if inferred:
+            models[name]["meta_inferred"] = inferred
         records += bench_model(name, fp32, int8, images, precisions, scopes, batch_sizes, warmup,
-                               repeats, eval_set, num_workers, progress)
+                               repeats, eval_set, num_workers, progress, extra)
         if profile:
             profiles += profile_model(name, fp32, int8, images, precisions, scopes,
-                                      _nearest(batch_sizes, SPEEDUP_BATCH_SIZE), progress)
+                                      _nearest(batch_sizes, SPEEDUP_BATCH_SIZE), progress, extra)
     by_model, batch = speedups(records)
     bench = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -256,6 +295,52 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
     if profile:
         bench["profiles"] = profiles
     return bench
+
+
+def bench_checkpoints(pairs, extra_specs=(), classes=None, params_file=None):
+    """Load what ``ssdq bench`` was given: (fp32, int8) pairs and ``LABEL=PREFIX`` extra int8
+    graphs. ``params_file`` binds a graph that has no weights of its own; an extra int8 graph
+    without weights binds to the first fp32 checkpoint's. -> (pairs, {label: Checkpoint})."""
+    import re
+
+    from .checkpoint import checkpoint_files, load_checkpoint, resolve_prefix
+
+    def weights_for(prefix, fallback=None):
+        own = checkpoint_files(resolve_prefix(prefix))["params"]
+        return None if os.path.isfile(own) else (params_file or fallback)
+
+    specs = []
+    for spec in extra_specs:
+        label, sep, prefix = spec.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", label) or not prefix:
+            raise SsdqError("--extra-int8 %s: expected LABEL=PREFIX, e.g. "
+                            "gluoncv=ssd_300_vgg16_atrous_voc_int8" % spec)
+        if label in dict(specs):
+            raise SsdqError("--extra-int8: label %r given twice" % label)
+        specs.append((label, prefix))
+    loaded = []
+    for fp32_prefix, int8_prefix in pairs:
+        fp32 = load_checkpoint(fp32_prefix, classes, weights_for(fp32_prefix))
+        if int8_prefix and weights_for(int8_prefix) and \
+                os.path.isfile(checkpoint_files(resolve_prefix(int8_prefix))["symbol"]):
+            int8_prefix = load_checkpoint(int8_prefix, params_file=weights_for(int8_prefix))
+        loaded.append((fp32, int8_prefix))
+    extra = {}
+    for label, prefix in specs:
+        fp32 = loaded[0][0]
+        fp32_weights = fp32.params_file or checkpoint_files(fp32.prefix)["params"]
+        extra[label] = load_checkpoint(prefix, params_file=weights_for(prefix, fp32_weights))
+    return loaded, extra
+
+
+def extra_description(ckpt):
+    """What the bench records of an extra int8 graph: where it came from and how it is made."""
+    from .quantize import deployed_weights_mb, quantized_conv_nodes
+
+    return {"symbol": ckpt.prefix + "-symbol.json", "params": ckpt.params_file,
+            "quantized_conv_nodes": len(quantized_conv_nodes(ckpt.symbol)),
+            "deployed_weights_mb": round(deployed_weights_mb(ckpt.symbol, ckpt.arg_params), 2),
+            "nms": ckpt.meta.get("nms")}
 
 
 def write_bench(bench, out_json):
@@ -296,7 +381,12 @@ def speedups(records, batch_size=SPEEDUP_BATCH_SIZE):
                   (model, "fp32_unfused", scope))
             ratio("%s_int8_vs_fp32_unfused" % scope, (model, "int8", scope),
                   (model, "fp32_unfused", scope))
-        for precision in PRECISIONS:
+        extras = sorted({key[1] for key in rate if key[0] == model and key[1].startswith("int8_")})
+        for scope in SCOPES:
+            for extra in extras:
+                ratio("%s_%s_vs_fp32" % (scope, extra), (model, extra, scope), (model, "fp32", scope))
+                ratio("%s_int8_vs_%s" % (scope, extra), (model, "int8", scope), (model, extra, scope))
+        for precision in list(PRECISIONS) + extras:
             ratio("fast_tail_vs_gluoncv_tail_%s" % precision, (model, precision, "end_to_end"),
                   (model, precision, "end_to_end_gluoncv"))
         out[model] = figures
@@ -361,7 +451,7 @@ def plot(bench, path):
         points.sort()
         label = "%s %s %s" % (precision, scope, "" if len(bench["models"]) == 1 else model)
         ax.plot([b for b, _ in points], [v for _, v in points], marker="o",
-                linestyle="-" if precision == "int8" else "--", label=label.strip())
+                linestyle="-" if precision.startswith("int8") else "--", label=label.strip())
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size")
     ax.set_ylabel("images/s (median)")

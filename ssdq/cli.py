@@ -48,11 +48,26 @@ def _quant_flags():
     return p
 
 
+def _checkpoint_flags(params=False):
+    """For checkpoints ssdq did not write (no PREFIX-meta.json): see checkpoint_meta.py."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("checkpoints without a -meta.json")
+    g.add_argument("--classes", metavar="coco|voc|FILE",
+                   help="class names of a plain MXNet checkpoint: GluonCV's COCO or VOC list, "
+                        "or a file with one name per line")
+    if params:
+        g.add_argument("--params", metavar="FILE",
+                       help="weights for a symbol-only graph (GluonCV's shipped "
+                            "*_int8-symbol.json binds to its fp32 model's exported params)")
+    return p
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="ssdq", description="Reproduce Intel's int8 results for GluonCV SSD-VGG16 on Xeon CPUs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     rt, data, quant = _runtime_flags(), _data_flags(), _quant_flags()
+    plain, plain_params = _checkpoint_flags(), _checkpoint_flags(params=True)
 
     p = sub.add_parser("data", help="make or fetch a dataset")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SOURCE")
@@ -73,7 +88,8 @@ def build_parser():
     p.add_argument("--params", help="weights file to load instead of the zoo's/reference's")
     p.add_argument("--out", "--model-prefix", dest="out", default=os.path.join("model", "converted"))
 
-    p = sub.add_parser("quantize", parents=[rt, data, quant], help="calibrate and quantize to int8")
+    p = sub.add_parser("quantize", parents=[rt, data, quant, plain],
+                       help="calibrate and quantize to int8")
     p.add_argument("--model-prefix", default=os.path.join("model", "converted"))
     p.add_argument("--out", default=os.path.join("model", "quantized"))
     p.add_argument("--exclude-layers", nargs="*", default=[],
@@ -85,7 +101,7 @@ def build_parser():
 
     for name, text in (("sensitivity", "rank layers by how much int8 costs them"),
                        ("tune", "find the fewest fp32 layers that meet an mAP budget")):
-        p = sub.add_parser(name, parents=[rt, data, quant], help=text)
+        p = sub.add_parser(name, parents=[rt, data, quant, plain], help=text)
         p.add_argument("--model-prefix", default=os.path.join("model", "converted"))
         p.add_argument("--split", default="val")
         p.add_argument("--eval-images", type=int, default=None,
@@ -99,14 +115,14 @@ def build_parser():
     sub.choices["sensitivity"].add_argument("--no-map", action="store_true",
                                             help="only the label-free SNR proxy (fast)")
 
-    p = sub.add_parser("eval", parents=[rt, data], help="evaluate a checkpoint")
+    p = sub.add_parser("eval", parents=[rt, data, plain_params], help="evaluate a checkpoint")
     p.add_argument("--model-prefix", default=os.path.join("model", "converted"))
     p.add_argument("--split", default="val")
     p.add_argument("--out", help="also write the result as JSON here")
 
     from .bench import DEFAULT_BATCH_SIZES, PRECISIONS, SCOPES
 
-    p = sub.add_parser("bench", parents=[rt],
+    p = sub.add_parser("bench", parents=[rt, plain_params],
                        help="img/s by precision, scope and batch size -> reports/bench.{json,md,png}")
     p.add_argument("--model-prefix", default=os.path.join("model", "converted"))
     p.add_argument("--int8-prefix", default=os.path.join("model", "quantized"))
@@ -123,6 +139,10 @@ def build_parser():
                    "embedded synthetic set)")
     p.add_argument("--split", default="val")
     p.add_argument("--num-workers", type=int, default=1, help="image decoding threads")
+    p.add_argument("--extra-int8", nargs="+", default=[], metavar="LABEL=PREFIX",
+                   help="more int8 graphs of the same fp32 weights, timed in turns with the "
+                        "others as precision int8_LABEL, e.g. gluoncv=ssd_300_vgg16_atrous_voc_int8 "
+                        "(GluonCV's shipped graph; binds to --params, else to the fp32 weights)")
     p.add_argument("--profile", action="store_true",
                    help="also profile each graph per operator (MXNet profiler) at the batch "
                         "nearest 8: where the time goes, in bench.json and bench.md")
@@ -186,15 +206,20 @@ def _run(args):
 
         print("wrote %s" % convert(args.out, model=args.model, params_file=args.params))
     elif args.command == "quantize" and args.recipe:
+        from .checkpoint import load_checkpoint
         from .quantize import quantize_from_recipe
 
-        print("wrote %s" % quantize_from_recipe(args.model_prefix, args.out, args.recipe))
+        fp32 = load_checkpoint(args.model_prefix, args.classes)
+        print("wrote %s" % quantize_from_recipe(fp32, args.out, args.recipe))
     elif args.command == "quantize":
+        from .checkpoint import load_checkpoint
         from .data.dataset import open_dataset
         from .quantize import quantize
 
-        calib_set = open_dataset(args.data_root, args.calib_split, args.dataset_format)
-        quantize(args.model_prefix, args.out, calib_set, calib_mode=args.calib_mode,
+        fp32 = load_checkpoint(args.model_prefix, args.classes)
+        classes = fp32.require_classes() if args.dataset_format != "coco" else None
+        calib_set = open_dataset(args.data_root, args.calib_split, args.dataset_format, classes)
+        quantize(fp32, args.out, calib_set, calib_mode=args.calib_mode,
                  num_calib_batches=args.num_calib_batches, batch_size=args.batch_size,
                  exclude_layers=args.exclude_layers, exclude_match=args.exclude_match,
                  exclude_ops=args.exclude_ops, percentile=args.percentile, preset=args.preset,
@@ -208,10 +233,10 @@ def _run(args):
         from .evaluate import evaluate_checkpoint, format_result
         from .fileio import write_json
 
-        prefix = resolve_prefix(args.model_prefix)
-        classes = load_checkpoint(prefix).classes if args.dataset_format != "coco" else None
+        ckpt = load_checkpoint(resolve_prefix(args.model_prefix), args.classes, args.params)
+        classes = ckpt.require_classes() if args.dataset_format != "coco" else None
         dataset = open_dataset(args.data_root, args.split, args.dataset_format, classes=classes)
-        result = evaluate_checkpoint(prefix, dataset, args.batch_size, args.num_workers, progress)
+        result = evaluate_checkpoint(ckpt, dataset, args.batch_size, args.num_workers, progress)
         print(format_result(result))
         if args.out:
             write_json(args.out, dict(result, threads=threads))
@@ -230,16 +255,19 @@ def _run(args):
 
 
 def _accuracy_tools(args, progress):
-    from .checkpoint import resolve_prefix
+    from .checkpoint import load_checkpoint
     from .data.dataset import open_dataset
     from .fileio import write_json, write_text
     from .sensitivity import Int8Variants
 
-    eval_set = open_dataset(args.data_root, args.split, args.dataset_format)
+    fp32 = load_checkpoint(args.model_prefix, args.classes)
+    classes = fp32.require_classes() if args.dataset_format != "coco" else None
+    eval_set = open_dataset(args.data_root, args.split, args.dataset_format, classes)
     if args.eval_images:
         eval_set = eval_set.subset(args.eval_images)
-    variants = Int8Variants(resolve_prefix(args.model_prefix),
-                            open_dataset(args.data_root, args.calib_split, args.dataset_format),
+    variants = Int8Variants(fp32,
+                            open_dataset(args.data_root, args.calib_split, args.dataset_format,
+                                         classes),
                             eval_set, num_calib_batches=args.num_calib_batches,
                             batch_size=args.batch_size, exclude_match=args.exclude_match,
                             num_workers=args.num_workers, progress=progress)
@@ -274,7 +302,7 @@ def _accuracy_tools(args, progress):
 
 
 def _bench(args, progress):
-    from .bench import benchmark, markdown, write_bench, zoo_checkpoints
+    from .bench import bench_checkpoints, benchmark, markdown, write_bench, zoo_checkpoints
     from .data.dataset import open_dataset
     from .data.synthetic import ensure_synthetic
 
@@ -285,9 +313,10 @@ def _bench(args, progress):
         pairs = [zoo_checkpoints(args.zoo, image_set, progress=progress)]
     else:
         pairs = [(args.model_prefix, args.int8_prefix)]
+    pairs, extra = bench_checkpoints(pairs, args.extra_int8, args.classes, args.params)
     bench = benchmark(pairs, image_set, args.precisions, args.scopes, args.batch_sizes,
                       args.warmup, args.repeats, args.eval_images, args.num_workers, progress,
-                      profile=args.profile)
+                      profile=args.profile, extra_int8=extra)
     paths = write_bench(bench, args.out)
     print(markdown(bench))
     print("wrote %s" % ", ".join(paths))

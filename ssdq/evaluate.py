@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .data.loader import iterate_batches
-from .data.transforms import INPUT_SIZE
+from .data.transforms import INPUT_SIZE, preprocess
 
 # gluoncv's COCODetectionMetric drops detections under this score before scoring.
 SCORE_THRESHOLD = 0.05
@@ -27,17 +27,18 @@ def to_image_coords(boxes, record, size=INPUT_SIZE):
 
 
 def detect(forward, dataset, evaluator, batch_size=64, num_workers=1, progress=True,
-           desc="eval", score_threshold=SCORE_THRESHOLD):
+           desc="eval", score_threshold=SCORE_THRESHOLD, transform=preprocess):
     """Feed every image through ``forward`` and return (metrics dict, timing dict).
 
-    ``forward`` takes an NCHW float32 numpy batch and returns numpy (ids, scores, boxes) shaped
-    (N, K, 1), (N, K, 1), (N, K, 4) in network-input pixels.
+    ``forward`` takes a float32 numpy batch of ``transform``'d images (NCHW normalised by
+    default; a checkpoint's ``input_format`` otherwise) and returns numpy (ids, scores, boxes)
+    shaped (N, K, 1), (N, K, 1), (N, K, 4) in network-input pixels.
     """
     evaluator.reset()
     compute_s, images = 0.0, 0
     start = time.perf_counter()
     bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress, leave=False)
-    for batch, records in iterate_batches(dataset, batch_size, num_workers):
+    for batch, records in iterate_batches(dataset, batch_size, num_workers, transform):
         t0 = time.perf_counter()
         ids, scores, boxes = forward(batch)
         compute_s += time.perf_counter() - t0
@@ -61,7 +62,8 @@ def detect(forward, dataset, evaluator, batch_size=64, num_workers=1, progress=T
 
 def evaluate_checkpoint(prefix, dataset, batch_size=64, num_workers=1, progress=True,
                         speed_repeats=5):
-    """Score a checkpoint on ``dataset`` and time its forward pass; return a result dict."""
+    """Score a checkpoint (a prefix or a loaded ``Checkpoint``) on ``dataset`` and time its
+    forward pass; return a result dict."""
     from .timing import time_forward
     from .checkpoint import checkpoint_size_mb, load_checkpoint
     from .data.dataset import check_classes
@@ -70,21 +72,29 @@ def evaluate_checkpoint(prefix, dataset, batch_size=64, num_workers=1, progress=
     from .quantize import deployed_weights_mb
 
     ckpt = load_checkpoint(prefix)
-    check_classes(dataset, ckpt.classes)
+    check_classes(dataset, ckpt.require_classes())
     predictor = Predictor(ckpt, batch_size)
     metrics, timing = detect(predictor, dataset, evaluator_for(dataset), batch_size, num_workers,
-                             progress, desc="eval %s" % ckpt.precision)
-    speed_batch, _ = next(iterate_batches(dataset.subset(batch_size), batch_size, num_workers))
+                             progress, desc="eval %s" % ckpt.precision,
+                             transform=predictor.input_format)
+    speed_batch, _ = next(iterate_batches(dataset.subset(batch_size), batch_size, num_workers,
+                                          predictor.input_format))
     speed = time_forward(predictor, speed_batch, warmup=1, repeats=speed_repeats)
-    return {
+    result = {
         "checkpoint": ckpt.prefix, "precision": ckpt.precision, "graph": predictor.graph,
         "dataset": dataset.describe(), "metric": "coco" if dataset.fmt == "coco" else "voc07",
         **{k: v for k, v in metrics.items() if k != "summary"},
         "images_per_sec": speed["images_per_sec"], "speed": speed,
-        "eval_loop": timing, "size_mb": round(checkpoint_size_mb(ckpt.prefix), 3),
+        "eval_loop": timing, "size_mb": round(checkpoint_size_mb(ckpt.prefix, ckpt.params_file), 3),
         "deployed_weights_mb": round(deployed_weights_mb(ckpt.symbol, ckpt.arg_params), 3),
         "coco_summary": metrics.get("summary"),
+        "input": predictor.input_format.describe(),
     }
+    if ckpt.params_file:
+        result["params_file"] = ckpt.params_file
+    if ckpt.meta_inferred:
+        result["meta_inferred"] = ckpt.meta_inferred
+    return result
 
 
 def format_result(result):

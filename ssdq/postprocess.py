@@ -47,20 +47,82 @@ def graph_tail(symbol):
         elif (node["op"] == "slice_axis" and "nms_index" in tail
               and node["inputs"][0][0] == tail["nms_index"] and attrs.get("axis") == "1"):
             tail["post_nms"] = int(attrs["end"])
-    missing = {"cls", "box", "anchors", "nms"} - set(tail)
+    if "box" not in tail:
+        tail.update(_unfused_box_decoder(nodes))
+    missing = [what for key, what in (("cls", "class softmax"), ("nms", "box_nms"))
+               if key not in tail]
     if missing:
-        raise SsdqError("not a GluonCV SSD graph: cannot find its %s" % ", ".join(sorted(missing)))
+        raise SsdqError("not a GluonCV SSD graph: cannot find its %s" % " or ".join(missing))
     tail.setdefault("score_thresh", 0.01)
     return tail
+
+
+def _unfused_box_decoder(nodes):
+    """GluonCV's box decoder as graphs saved before ``box_decode`` existed hold it (GluonCV's
+    shipped int8 SSDs): split the offsets and anchors in 4, ``offset * std (+ 0)``, ``exp`` for
+    w/h, scale by the anchors. -> {"box", "anchors", "stds", ...}, or {} if not recognised (then
+    only the graph's own tail can run)."""
+    consumers = {}
+    for i, node in enumerate(nodes):
+        for src, out, _ in node["inputs"]:
+            consumers.setdefault((src, out), []).append(i)
+
+    def scaled(split, out):
+        """std of ``offsets[out] * std + 0`` and the node holding the result, or None."""
+        for mul in consumers.get((split, out), []):
+            if nodes[mul]["op"] != "_mul_scalar":
+                continue
+            node, std = mul, float(nodes[mul]["attrs"]["scalar"])
+            plus = [j for j in consumers.get((mul, 0), []) if nodes[j]["op"] == "_plus_scalar"]
+            if plus:
+                if float(nodes[plus[0]]["attrs"]["scalar"]) != 0.0:
+                    return None  # non-zero means: not what box_decode computes
+                node = plus[0]
+            return std, node
+        return None
+
+    for split, node in enumerate(nodes):
+        attrs = node.get("attrs", {})
+        if node["op"] != "SliceChannel" or attrs.get("num_outputs") != "4":
+            continue
+        found = [scaled(split, i) for i in range(4)]
+        if None in found:
+            continue
+        if not any(nodes[j]["op"] == "exp" for j in consumers.get((found[2][1], 0), [])):
+            continue
+        anchors = None
+        for mul in consumers.get((found[0][1], 0), []):
+            if nodes[mul]["op"] == "broadcast_mul":
+                other = [s for s, _, _ in nodes[mul]["inputs"] if s != found[0][1]]
+                if other and nodes[other[0]]["op"] == "SliceChannel":
+                    anchors = nodes[other[0]]["inputs"][0][0]
+        if anchors is None:
+            continue
+        exp = [j for j in consumers[(found[2][1], 0)] if nodes[j]["op"] == "exp"][0]
+        clip = [float(nodes[j]["attrs"]["scalar"]) for j in consumers.get((exp, 0), [])
+                if nodes[j]["op"] == "_minimum_scalar"]
+        return {"box": nodes[node["inputs"][0][0]]["name"] + "_output",
+                "anchors": nodes[anchors]["name"] + "_output",
+                "stds": tuple(std for std, _ in found), "box_format": "center",
+                "clip": clip[0] if clip else -1.0, "decoder": "unfused (pre-box_decode GluonCV)"}
+    return {}
 
 
 def network_symbol(symbol):
     """The network up to the raw class logits and box offsets (no decoding, no NMS)."""
     import mxnet as mx
 
-    tail = graph_tail(symbol)
+    tail = _decodable_tail(symbol)
     internals = symbol.get_internals()
     return mx.sym.Group([internals[tail["cls"]], internals[tail["box"]]])
+
+
+def _decodable_tail(symbol):
+    tail = graph_tail(symbol)
+    if "box" not in tail:
+        raise SsdqError("cannot find the SSD's box decoder (box_decode, or GluonCV's split/exp "
+                        "decoder) in the graph: only its own tail can run")
+    return tail
 
 
 def fast_detection_symbol(symbol, data_shape=(1, 3, 300, 300)):
@@ -68,7 +130,7 @@ def fast_detection_symbol(symbol, data_shape=(1, 3, 300, 300)):
     (class ids, scores, boxes), same detections."""
     import mxnet as mx
 
-    tail = graph_tail(symbol)
+    tail = _decodable_tail(symbol)
     internals = symbol.get_internals()
     cls, box, anchors = (internals[tail[k]] for k in ("cls", "box", "anchors"))
     _, out_shapes, _ = cls.infer_shape(data=data_shape)

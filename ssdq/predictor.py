@@ -7,10 +7,12 @@ is bound once for ``batch_size``; a smaller last batch is padded and the padding
 ``tail``: "fast" (default) replaces GluonCV's per-class decoder + NMS with the vectorised one of
 ``postprocess.fast_detection_symbol`` (same detections); "graph" runs the checkpoint's own tail;
 "none" stops at the raw class logits and box offsets (the network-only benchmark scope).
+
+The input is what the checkpoint's ``input_format`` says: NCHW normalised for ssdq's own
+checkpoints, NHWC 0..255 for a graph with GluonCV's preprocessing baked in.
 """
 import numpy as np
 
-from .data.transforms import INPUT_SIZE
 from .errors import SsdqError
 
 
@@ -21,14 +23,18 @@ class Predictor:
     def __init__(self, checkpoint, batch_size, fuse_fp32=True, tail="fast", bf16=False):
         import mxnet as mx
 
-        from .postprocess import fast_detection_symbol, network_symbol
+        from .postprocess import fast_detection_symbol, graph_tail, network_symbol
 
-        data_shape = (batch_size, 3, INPUT_SIZE, INPUT_SIZE)
+        self.input_format = checkpoint.input_format
+        data_shape = self.input_format.shape(batch_size)
+        self.graph = checkpoint.precision
+        if tail == "fast" and "box" not in graph_tail(checkpoint.symbol):
+            tail = "graph"  # a decoder ssdq cannot read: the graph's own tail, and say so
+            self.graph += " (its own tail: decoder not recognised)"
         symbol = {"fast": lambda s: fast_detection_symbol(s, data_shape),
                   "graph": lambda s: s, "none": network_symbol}[tail](checkpoint.symbol)
         arg_params, aux_params = checkpoint.arg_params, checkpoint.aux_params
         self.tail = tail
-        self.graph = checkpoint.precision
         if bf16:
             if checkpoint.precision != "fp32":
                 raise SsdqError("bf16 is made from an fp32 checkpoint, not %s" % checkpoint.precision)
@@ -53,7 +59,7 @@ class Predictor:
         return outputs
 
     def __call__(self, batch):
-        """NCHW float32 numpy batch -> numpy (ids, scores, boxes), one row per input image
+        """A float32 numpy batch as ``self.input_format`` makes it -> numpy (ids, scores, boxes), one row per input image
         (with ``tail="none"``: (class logits, box offsets))."""
         n = len(batch)
         if n < self.batch_size:

@@ -127,11 +127,12 @@ def collect_statistics(fused, ckpt, calib_set, batch_size, excluded=(), exclude_
             excluded_sym_names=list(excluded), excluded_op_names=list(exclude_ops),
             calib_mode="entropy", quantized_dtype="auto")
     collector = _LayerHistogramCollector(include_layer=set(collector.include_layer))
-    executor = fused.simple_bind(mx.cpu(), grad_req="null", data=(batch_size, 3, 300, 300))
+    executor = fused.simple_bind(mx.cpu(), grad_req="null", data=ckpt.input_format.shape(batch_size))
     executor.copy_params_from(ckpt.arg_params, ckpt.aux_params, allow_extra_params=True)
     executor.set_monitor_callback(collector.collect, monitor_all=True)
     num_batches = len(calib_set) // batch_size
-    for batch, _ in tqdm(iterate_batches(calib_set, batch_size, num_workers), total=num_batches,
+    for batch, _ in tqdm(iterate_batches(calib_set, batch_size, num_workers, ckpt.input_format),
+                         total=num_batches,
                          desc=desc, unit="batch", disable=not progress, leave=False):
         executor.forward(is_train=False, data=mx.nd.array(batch))
         mx.nd.waitall()
@@ -227,7 +228,7 @@ def quantize(fp32_prefix, out_prefix, calib_set, calib_mode="naive", num_calib_b
     if ckpt.precision != "fp32":
         raise SsdqError("%s is already %s; quantize an fp32 checkpoint" % (ckpt.prefix, ckpt.precision))
     if match_classes:
-        check_classes(calib_set, ckpt.classes)
+        check_classes(calib_set, ckpt.require_classes())
     calib_set = calibration_dataset(calib_set, num_calib_batches, batch_size)
 
     fused = fuse_for_quantization(ckpt.symbol)
@@ -260,6 +261,8 @@ def save_int8(out_prefix, fp32_ckpt, graph, thresholds, quantization):
     qsym, qarg_params, aux_params = graph
     meta = dict(fp32_ckpt.meta)
     meta.pop("files", None)
+    if "inferred" in meta:  # the fp32 source had no meta file: say how its meta was read
+        meta["source_meta_inferred"] = meta.pop("inferred")
     meta.update({
         "precision": "int8",
         "source_checkpoint": fp32_ckpt.prefix,
@@ -305,12 +308,14 @@ class _Thresholds:
 
 
 def quantized_conv_nodes(symbol):
-    """Names of the convolution nodes that run in int8 in a (fused) symbol."""
+    """Names of the convolution nodes that run in int8 in a (fused) symbol: ssdq's and MXNet
+    1.5's (GluonCV's shipped int8 SSDs: ``_sg_mkldnn_conv`` with ``quantized=true`` and the
+    calibration ranges as attributes)."""
     nodes = json.loads(symbol.tojson())["nodes"]
     found = []
     for node in nodes:
         attrs = node.get("attrs", {})
-        if node["op"] == "_sg_mkldnn_conv" and attrs.get("quantized") == "true":
+        if node["op"] == "_sg_mkldnn_conv" and attrs.get("quantized", "").lower() == "true":
             found.append(node["name"])
         elif node["op"] == "_contrib_quantized_conv":
             found.append(node["name"])
@@ -331,7 +336,8 @@ def deployed_weights_mb(symbol, arg_params):
     int8_weights = set()
     for node in nodes:
         attrs = node.get("attrs", {})
-        if node["op"] == "_sg_mkldnn_conv" and attrs.get("quantized") == "true":
+        if node["op"] in ("_sg_mkldnn_conv", "_contrib_quantized_conv") and \
+                attrs.get("quantized", "true").lower() == "true":
             for src, _, _ in node["inputs"]:
                 if nodes[src]["op"] == "null" and nodes[src]["name"].endswith("weight"):
                     int8_weights.add(nodes[src]["name"])

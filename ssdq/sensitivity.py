@@ -46,7 +46,7 @@ class Int8Variants:
         self.ckpt = load_checkpoint(fp32_prefix)
         if self.ckpt.precision != "fp32":
             raise SsdqError("%s is %s; analyse an fp32 checkpoint" % (self.ckpt.prefix, self.ckpt.precision))
-        check_classes(calib_set, self.ckpt.classes)
+        check_classes(calib_set, self.ckpt.require_classes())
         check_classes(eval_set, self.ckpt.classes)
         self.calib_set = calibration_dataset(calib_set, num_calib_batches, batch_size)
         self.eval_set, self.batch_size, self.num_workers = eval_set, batch_size, num_workers
@@ -58,7 +58,8 @@ class Int8Variants:
                                         self.base_excluded, num_workers=num_workers,
                                         progress=progress)
         self._thresholds = {}
-        self.proxy_batch, _ = next(iterate_batches(self.calib_set, batch_size, num_workers))
+        self.proxy_batch, _ = next(iterate_batches(self.calib_set, batch_size, num_workers,
+                                                   self.ckpt.input_format))
         self._fp32_raw = self._raw(self.ckpt)
 
     def thresholds(self, mode, percentile=99.99):
@@ -77,7 +78,7 @@ class Int8Variants:
     def score(self, ckpt):
         metrics, _ = detect(Predictor(ckpt, self.batch_size), self.eval_set,
                             evaluator_for(self.eval_set), self.batch_size, self.num_workers,
-                            progress=False)
+                            progress=False, transform=ckpt.input_format)
         return metrics
 
     def _raw(self, ckpt):
@@ -109,7 +110,8 @@ def analyse(variants, mode="naive", with_map=True, progress=True):
     return {"calib_mode": mode, "fp32_map": fp32_map, "int8_map": int8_map,
             "eval_images": len(variants.eval_set), "calib_images": len(variants.calib_set),
             "ranked_by": "map_recovered" if with_map else "snr_db", "layers": rows,
-            "seconds": round(time.time() - start, 1)}
+            "seconds": round(time.time() - start, 1),
+            **({"meta_inferred": variants.ckpt.meta_inferred} if variants.ckpt.inferred else {})}
 
 
 def markdown_table(report, top=None):

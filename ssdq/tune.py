@@ -97,6 +97,7 @@ def tune(variants, out_prefix, max_relative_drop=0.5, modes=CALIB_MODES, max_tri
                                 for m, v in calibration.items()},
         "trials": trials, "seconds": round(time.time() - start, 1),
         "eval_images": len(variants.eval_set),
+        **({"meta_inferred": variants.ckpt.meta_inferred} if variants.ckpt.inferred else {}),
     }
 
 

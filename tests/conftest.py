@@ -55,3 +55,58 @@ def assert_clean_error(proc, *fragments):
     assert len(lines) == 1 and lines[0].startswith("ssdq: error: "), proc.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+VOC_IMAGES = (("000001", [("dog", 40, 60, 300, 330), ("person", 320, 30, 470, 360)]),
+              ("000002", [("car", 20, 120, 420, 300)]),
+              ("000003", [("cat", 100, 80, 260, 250), ("bottle", 300, 40, 360, 200)]))
+
+
+def make_voc_folder(root, images=VOC_IMAGES, split="val"):
+    """A tiny VOC-format folder: JPEGs with coloured boxes where the annotations say."""
+    import cv2
+    import numpy as np
+
+    for sub in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main")):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    rng = np.random.RandomState(14)
+    for name, objects in images:
+        img = rng.randint(0, 80, (400, 500, 3)).astype(np.uint8)
+        xml = ["<annotation><size><width>500</width><height>400</height><depth>3</depth></size>"]
+        for cls, x1, y1, x2, y2 in objects:
+            cv2.rectangle(img, (x1, y1), (x2, y2), [int(c) for c in rng.randint(100, 255, 3)], -1)
+            xml.append("<object><name>%s</name><difficult>0</difficult><bndbox><xmin>%d</xmin>"
+                       "<ymin>%d</ymin><xmax>%d</xmax><ymax>%d</ymax></bndbox></object>"
+                       % (cls, x1 + 1, y1 + 1, x2 + 1, y2 + 1))
+        cv2.imwrite(os.path.join(root, "JPEGImages", name + ".jpg"), img)
+        with open(os.path.join(root, "Annotations", name + ".xml"), "w") as f:
+            f.write("".join(xml) + "</annotation>")
+    with open(os.path.join(root, "ImageSets", "Main", split + ".txt"), "w") as f:
+        f.write("".join(name + "\n" for name, _ in images))
+    return root
+
+
+@pytest.fixture(scope="session")
+def voc_exports(tmp_path_factory):
+    """A full-size zoo VOC SSD (ssd_300_vgg16_atrous_voc) with random, seeded weights, saved
+    the two ways users do -- ``net.export`` and ``export_block(preprocess=True)`` -- beside a
+    3-image VOC folder: {"plain": prefix, "baked": prefix, "voc": root}. No meta files."""
+    import mxnet as mx
+    from gluoncv.utils.export_helper import export_block
+
+    from ssdq.data.dataset import load_voc
+    from ssdq.data.loader import iterate_batches
+    from ssdq.model import random_zoo_ssd
+
+    folder = tmp_path_factory.mktemp("plain_exports")
+    voc = make_voc_folder(str(folder / "voc"))
+    from gluoncv.data import VOCDetection
+
+    sample, _ = next(iterate_batches(load_voc(voc, "val", VOCDetection.CLASSES), 3))
+    net, _ = random_zoo_ssd("ssd_300_vgg16_atrous_voc", sample)
+    net.hybridize()
+    net(mx.nd.zeros((1, 3, 300, 300)))
+    net.export(str(folder / "exported"), epoch=0)
+    export_block(str(folder / "baked"), net, data_shape=(300, 300, 3), preprocess=True,
+                 layout="HWC")
+    return {"plain": str(folder / "exported"), "baked": str(folder / "baked"), "voc": voc}

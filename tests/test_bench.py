@@ -120,3 +120,41 @@ def test_random_zoo_model_gets_a_trained_score_profile(tiny_data):
     ids, scores, boxes = net(mx.nd.array(images))
     kept = (scores.asnumpy() > 0.01).sum(axis=(1, 2))
     assert np.all(kept > 0) and np.all(kept < 400)  # some detections, far from all anchors
+
+
+def test_shipped_int8_is_timed_in_turns_beside_the_others(voc_exports):
+    """GluonCV's shipped int8 graph as an extra precision, bound to the fp32 export's weights;
+    the baked-preprocessing export is fed NHWC 0..255 from the same image pool."""
+    from ssdq.bench import bench_checkpoints
+    from ssdq.checkpoint import gluoncv_shipped_dir
+    from ssdq.data.dataset import load_voc
+    from ssdq.checkpoint_meta import class_list
+
+    if not os.path.isfile(os.path.join(gluoncv_shipped_dir() or "",
+                                       "ssd_300_vgg16_atrous_voc_int8-symbol.json")):
+        pytest.skip("gluoncv's wheel has no ssd_300_vgg16_atrous_voc_int8-symbol.json here")
+    pairs, extra = bench_checkpoints([(voc_exports["baked"], None)],
+                                     ["gluoncv=ssd_300_vgg16_atrous_voc_int8"])
+    assert extra["gluoncv"].params_file == voc_exports["baked"] + "-0000.params"
+    images = load_voc(voc_exports["voc"], "val", class_list("voc"))
+    result = benchmark(pairs, images, precisions=("fp32", "int8"), scopes=("network",),
+                       batch_sizes=(1,), warmup=0, repeats=1, progress=False, extra_int8=extra)
+    rows = {r["precision"]: r for r in result["records"]}
+    assert set(rows) == {"fp32", "int8", "int8_gluoncv"}
+    assert rows["int8"]["error"] == "no int8 checkpoint given"
+    assert rows["fp32"]["images_per_sec"] > 0 and rows["int8_gluoncv"]["images_per_sec"] > 0
+    assert "network_int8_gluoncv_vs_fp32" in result["speedup"]
+    model = next(iter(result["models"].values()))
+    assert model["extra_int8"]["gluoncv"]["quantized_conv_nodes"] == 35
+    assert model["meta_inferred"]["fp32"]["input"]["layout"] == "NHWC"
+    with pytest.raises(SsdqError, match="LABEL=PREFIX"):
+        bench_checkpoints([(voc_exports["plain"], None)], ["gluoncv"])
+
+
+def test_speedups_compare_extra_int8_graphs():
+    records = [{"model": "m", "precision": p, "scope": "network", "batch_size": 8,
+                "images_per_sec": v} for p, v in (("fp32", 5.0), ("int8", 20.0),
+                                                  ("int8_gluoncv", 16.0))]
+    figures, _ = speedups(records)
+    assert figures["m"]["network_int8_gluoncv_vs_fp32"] == 3.2
+    assert figures["m"]["network_int8_vs_int8_gluoncv"] == 1.25

@@ -11,12 +11,14 @@ from .dataset import read_image
 from .transforms import preprocess
 
 
-def _load(record):
-    return preprocess(read_image(record.path))
+def iterate_batches(dataset, batch_size, num_workers=1, transform=preprocess):
+    """Yield (array, records) for every image of ``dataset``, in order. ``transform`` turns a
+    decoded RGB image into one network input: ssdq's NCHW normalisation unless a checkpoint's
+    ``input_format`` says otherwise."""
 
+    def _load(record):
+        return transform(read_image(record.path))
 
-def iterate_batches(dataset, batch_size, num_workers=1):
-    """Yield (NCHW float32 array, records) for every image of ``dataset``, in order."""
     records = dataset.records
     chunks = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
     with ThreadPoolExecutor(max(1, num_workers)) as pool:
