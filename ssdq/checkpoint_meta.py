@@ -126,7 +126,7 @@ def infer_meta(symbol, arg_params, classes=None, classes_from=None):
                 "post_nms": tail.get("post_nms"), "score_threshold": tail["score_thresh"]},
         "num_classes": num_classes,
         "inferred": {"by": "ssdq.checkpoint_meta (no -meta.json)",
-                     "precision": "quantized ops in the graph",
+                     "precision": "the graph's operators (quantized ones or not)",
                      "nms": "the graph's tail",
                      "input": "export_block(preprocess=True) prefix found in the graph" if baked
                      else "no preprocessing in the graph: ssdq's NCHW ImageNet normalisation",

@@ -51,3 +51,9 @@ def test_gluon_parameter_file_is_refused(fp32_prefix, tmp_path):
     net.save_parameters(str(tmp_path / "gluon.params"))
     with pytest.raises(SsdqError, match="save_parameters"):
         load_checkpoint(fp32_prefix, params_file=str(tmp_path / "gluon.params"))
+
+
+def test_classes_flag_cannot_contradict_a_meta_file(fp32_prefix):
+    with pytest.raises(SsdqError, match="differs from the classes in"):
+        load_checkpoint(fp32_prefix, classes="voc")
+    assert not load_checkpoint(fp32_prefix).inferred

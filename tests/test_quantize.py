@@ -110,3 +110,38 @@ def test_unknown_layer_name_is_refused(fp32_prefix, tiny_data, tmp_path):
     with pytest.raises(SsdqError, match="no layer named 'conv99'"):
         quantize(fp32_prefix, str(tmp_path / "q"), open_dataset(tiny_data, "train"),
                  num_calib_batches=1, batch_size=8, exclude_layers=["conv99"], progress=False)
+
+
+def test_quantize_and_eval_a_plain_export_with_a_class_file(tiny_data, tmp_path):
+    """The recipe's situation: a checkpoint from ``net.export`` (BatchNorm still in the graph),
+    no meta file, class names in a text file; ssdq quantizes and evaluates it and says the meta
+    was read from the graph. Nothing is written beside the user's files."""
+    import mxnet as mx
+
+    from conftest import run_cli
+    from ssdq.convert import build_gluon_model
+
+    net, _ = build_gluon_model("reference")
+    net.hybridize()
+    net(mx.nd.zeros((1, 3, 300, 300)))
+    user = tmp_path / "user"
+    user.mkdir()
+    net.export(str(user / "converted"), epoch=0)
+    (user / "classes.txt").write_text("\n".join(net.classes) + "\n")
+    out = str(tmp_path / "ours" / "quantized")
+    quantize(load_checkpoint(str(user / "converted"), classes=str(user / "classes.txt")), out,
+             open_dataset(tiny_data, "train"), num_calib_batches=1, batch_size=16, progress=False)
+    assert sorted(os.listdir(user)) == ["classes.txt", "converted-0000.params",
+                                        "converted-symbol.json"]
+    int8 = load_checkpoint(out)
+    assert int8.precision == "int8" and int8.classes == tuple(net.classes)
+    assert int8.meta["source_meta_inferred"]["classes"].startswith("--classes")
+    assert len(quantized_conv_nodes(int8.symbol)) >= 30
+
+    result = tmp_path / "eval.json"
+    proc = run_cli("eval", "--model-prefix", str(user / "converted"), "--classes",
+                   str(user / "classes.txt"), "--data-root", tiny_data, "--batch-size", "32",
+                   "--quiet", "--out", str(result))
+    assert proc.returncode == 0, proc.stderr
+    scored = json.loads(result.read_text())
+    assert scored["map"] > 20 and scored["meta_inferred"]["precision"] == "fp32"
