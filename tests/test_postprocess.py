@@ -1,5 +1,6 @@
 """The vectorised SSD tail gives GluonCV's detections, and the cut at the raw predictions is right."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -53,3 +54,30 @@ def test_network_scope_stops_at_the_raw_predictions(fp32_prefix, tiny_data):
     batch, _ = next(iterate_batches(open_dataset(tiny_data, "val").subset(2), 2))
     logits, offsets = Predictor(ckpt, 2, tail="none")(batch)
     assert logits.shape == (2, 8732, len(ckpt.classes) + 1) and offsets.shape == (2, 8732, 4)
+
+
+def test_unrecognised_decoder_falls_back_to_the_graph_tail(voc_exports, tmp_path):
+    """GluonCV's shipped int8 graph decodes boxes without box_decode; ssdq recognises that
+    decoder, and when it cannot (here: a non-zero mean added to the offsets, which box_decode
+    cannot express) the graph's own tail runs and the predictor says so."""
+    import mxnet as mx
+
+    from ssdq.checkpoint import Checkpoint, gluoncv_shipped_dir
+
+    shipped = os.path.join(gluoncv_shipped_dir() or "", "ssd_300_vgg16_atrous_voc_int8")
+    if not os.path.isfile(shipped + "-symbol.json"):
+        pytest.skip("gluoncv's wheel has no ssd_300_vgg16_atrous_voc_int8-symbol.json here")
+    ckpt = load_checkpoint(shipped, params_file=voc_exports["plain"] + "-0000.params")
+    tail = graph_tail(ckpt.symbol)
+    assert tail["stds"] == (0.1, 0.1, 0.2, 0.2) and tail["anchors"].startswith("ssd0_reshape")
+    graph = json.loads(ckpt.symbol.tojson())
+    for node in graph["nodes"]:
+        if node["op"] == "_plus_scalar" and "boxcenterdecoder" in node["name"]:
+            node["attrs"]["scalar"] = "0.5"
+    changed = Checkpoint(ckpt.prefix, mx.sym.load_json(json.dumps(graph)), ckpt.arg_params,
+                         ckpt.aux_params, ckpt.meta)
+    assert "box" not in graph_tail(changed.symbol)
+    predictor = Predictor(changed, 1)
+    assert predictor.tail == "graph" and "decoder not recognised" in predictor.graph
+    ids, scores, boxes = predictor(np.zeros((1, 3, 300, 300), np.float32))
+    assert boxes.shape == (1, 100, 4)
