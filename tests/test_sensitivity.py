@@ -86,3 +86,25 @@ def test_cli_label_free_sensitivity_ranks_the_outlier_first(outlier_prefix, tiny
     assert report["fp32_map"] is None and HARD_CONV in json.dumps(report["layers"][0])
     assert "n/a (--no-map)" in open(tmp_path / "sensitivity.md").read()
     assert open(tmp_path / "sensitivity.png", "rb").read(4) == b"\x89PNG"
+
+
+def test_variants_of_a_plain_export_calibrate_and_score(tiny_data, tmp_path):
+    """sensitivity/tune start from a checkpoint without a meta file (classes from a file)."""
+    import mxnet as mx
+
+    from ssdq.convert import build_gluon_model
+
+    net, _ = build_gluon_model("reference")
+    net.hybridize()
+    net(mx.nd.zeros((1, 3, 300, 300)))
+    net.export(str(tmp_path / "plain"), epoch=0)
+    (tmp_path / "classes.txt").write_text("\n".join(net.classes) + "\n")
+    fp32 = load_checkpoint(str(tmp_path / "plain"), classes=str(tmp_path / "classes.txt"))
+    variants = Int8Variants(fp32, open_dataset(tiny_data, "train"),
+                            open_dataset(tiny_data, "val").subset(16), num_calib_batches=1,
+                            batch_size=16, progress=False)
+    assert variants.ckpt.inferred and len(variants.layers) >= 30
+    full, _ = variants.build("naive")
+    assert full.precision == "int8" and full.meta["input"]["layout"] == "NCHW"
+    assert variants.proxy(full)["cosine"] > 0.9
+    assert variants.score(variants.ckpt)["map"] > 20
