@@ -30,6 +30,7 @@ setup(
     python_requires="==3.11.*",
     packages=find_packages(include=["ssdq", "ssdq.*"]),
     install_requires=["%s==%s" % (name, PINS[name]) for name in RUNTIME],
-    extras_require={"test": ["pytest==%s" % PINS["pytest"]]},
+    extras_require={"ray": ["ray==%s" % PINS["ray"]],
+                    "test": ["pytest==%s" % PINS["pytest"], "ray==%s" % PINS["ray"]]},
     entry_points={"console_scripts": ["ssdq=ssdq.cli:main"]},
 )

@@ -33,6 +33,23 @@ def _data_flags(split="val"):
     return p
 
 
+def _scaleout_flags():
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("scale-out (Ray)")
+    g.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run trials as Ray tasks: alone, a Ray started on this machine; with an "
+                        "address (auto, HOST:PORT), a cluster started with `ray start`")
+    g.add_argument("--cpus-per-task", type=int, default=1,
+                   help="CPUs (pinned cores and OpenMP threads) each Ray task gets (default 1)")
+    return p
+
+
+def _engine(args):
+    from .scaleout.engine import make_engine
+
+    return make_engine(args.ray, args.cpus_per_task)
+
+
 def _quant_flags():
     from .quantize import CALIB_MODES, DEFAULT_EXCLUDE_MATCH, DEFAULT_PERCENTILE
 
@@ -68,6 +85,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     rt, data, quant = _runtime_flags(), _data_flags(), _quant_flags()
     plain, plain_params = _checkpoint_flags(), _checkpoint_flags(params=True)
+    scaleout = _scaleout_flags()
 
     p = sub.add_parser("data", help="make or fetch a dataset")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SOURCE")
@@ -101,7 +119,7 @@ def build_parser():
 
     for name, text in (("sensitivity", "rank layers by how much int8 costs them"),
                        ("tune", "find the fewest fp32 layers that meet an mAP budget")):
-        p = sub.add_parser(name, parents=[rt, data, quant, plain], help=text)
+        p = sub.add_parser(name, parents=[rt, data, quant, plain, scaleout], help=text)
         p.add_argument("--model-prefix", default=os.path.join("model", "converted"))
         p.add_argument("--split", default="val")
         p.add_argument("--eval-images", type=int, default=None,
@@ -115,9 +133,12 @@ def build_parser():
     sub.choices["sensitivity"].add_argument("--no-map", action="store_true",
                                             help="only the label-free SNR proxy (fast)")
 
-    p = sub.add_parser("eval", parents=[rt, data, plain_params], help="evaluate a checkpoint")
+    p = sub.add_parser("eval", parents=[rt, data, plain_params, scaleout],
+                       help="evaluate a checkpoint")
     p.add_argument("--model-prefix", default=os.path.join("model", "converted"))
     p.add_argument("--split", default="val")
+    p.add_argument("--shards", type=int, default=1,
+                   help="split the images into N shards (Ray tasks with --ray), merge, score once")
     p.add_argument("--out", help="also write the result as JSON here")
 
     from .bench import DEFAULT_BATCH_SIZES, PRECISIONS, SCOPES
@@ -236,7 +257,15 @@ def _run(args):
         ckpt = load_checkpoint(resolve_prefix(args.model_prefix), args.classes, args.params)
         classes = ckpt.require_classes() if args.dataset_format != "coco" else None
         dataset = open_dataset(args.data_root, args.split, args.dataset_format, classes=classes)
-        result = evaluate_checkpoint(ckpt, dataset, args.batch_size, args.num_workers, progress)
+        if args.shards < 1:
+            raise SsdqError("--shards must be at least 1")
+        engine = _engine(args) if args.ray or args.shards > 1 else None
+        try:
+            result = evaluate_checkpoint(ckpt, dataset, args.batch_size, args.num_workers,
+                                         progress, shards=args.shards, engine=engine)
+        finally:
+            if engine is not None:
+                engine.close()
         print(format_result(result))
         if args.out:
             write_json(args.out, dict(result, threads=threads))
@@ -257,7 +286,6 @@ def _run(args):
 def _accuracy_tools(args, progress):
     from .checkpoint import load_checkpoint
     from .data.dataset import open_dataset
-    from .fileio import write_json, write_text
     from .sensitivity import Int8Variants
 
     fp32 = load_checkpoint(args.model_prefix, args.classes)
@@ -272,10 +300,21 @@ def _accuracy_tools(args, progress):
                             batch_size=args.batch_size, exclude_match=args.exclude_match,
                             num_workers=args.num_workers, progress=progress)
     out = args.out_dir
+    engine = _engine(args)
+    try:
+        _run_accuracy_tool(args, variants, engine, out, progress)
+    finally:
+        engine.close()
+
+
+def _run_accuracy_tool(args, variants, engine, out, progress):
+    from .fileio import write_json, write_text
+
     if args.command == "sensitivity":
         from .sensitivity import analyse, markdown_table, plot
 
-        report = analyse(variants, args.calib_mode, with_map=not args.no_map, progress=progress)
+        report = analyse(variants, args.calib_mode, with_map=not args.no_map, progress=progress,
+                         engine=engine)
         write_json(os.path.join(out, "sensitivity.json"), report)
         table = markdown_table(report)
         write_text(os.path.join(out, "sensitivity.md"), "# int8 sensitivity per layer\n\n"
@@ -289,7 +328,7 @@ def _accuracy_tools(args, progress):
     from .tune import calibration_markdown, tune, tune_markdown
 
     report = tune(variants, args.out, args.max_relative_drop, max_trials=args.max_trials,
-                  time_limit_s=args.time_limit, progress=progress)
+                  time_limit_s=args.time_limit, progress=progress, engine=engine)
     write_json(os.path.join(out, "tune.json"), report)
     write_text(os.path.join(out, "tune.md"), tune_markdown(report))
     write_json(os.path.join(out, "calibration.json"),

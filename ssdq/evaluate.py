@@ -61,9 +61,12 @@ def detect(forward, dataset, evaluator, batch_size=64, num_workers=1, progress=T
 
 
 def evaluate_checkpoint(prefix, dataset, batch_size=64, num_workers=1, progress=True,
-                        speed_repeats=5):
+                        speed_repeats=5, shards=1, engine=None):
     """Score a checkpoint (a prefix or a loaded ``Checkpoint``) on ``dataset`` and time its
-    forward pass; return a result dict."""
+    forward pass; return a result dict.
+
+    ``shards`` > 1 splits the images into shards run by ``engine`` (``scaleout.engine``: here,
+    one after another, or as Ray tasks) and scores the merged detections once."""
     from .timing import time_forward
     from .checkpoint import checkpoint_size_mb, load_checkpoint
     from .data.dataset import check_classes
@@ -74,9 +77,20 @@ def evaluate_checkpoint(prefix, dataset, batch_size=64, num_workers=1, progress=
     ckpt = load_checkpoint(prefix)
     check_classes(dataset, ckpt.require_classes())
     predictor = Predictor(ckpt, batch_size)
-    metrics, timing = detect(predictor, dataset, evaluator_for(dataset), batch_size, num_workers,
-                             progress, desc="eval %s" % ckpt.precision,
-                             transform=predictor.input_format)
+    scaleout = {}
+    if shards > 1 or engine is not None:
+        from .scaleout.engine import LocalEngine, ray_block
+        from .scaleout.sharded_eval import sharded_detect
+
+        engine = engine or LocalEngine()
+        metrics, timing, ranges, results = sharded_detect(
+            ckpt, dataset, evaluator_for(dataset), engine, shards, batch_size, num_workers, progress)
+        scaleout = {"shards": [list(r) for r in ranges],
+                    "ray": ray_block(engine, results, timing["wall_s"])}
+    else:
+        metrics, timing = detect(predictor, dataset, evaluator_for(dataset), batch_size,
+                                 num_workers, progress, desc="eval %s" % ckpt.precision,
+                                 transform=predictor.input_format)
     speed_batch, _ = next(iterate_batches(dataset.subset(batch_size), batch_size, num_workers,
                                           predictor.input_format))
     speed = time_forward(predictor, speed_batch, warmup=1, repeats=speed_repeats)
@@ -88,7 +102,7 @@ def evaluate_checkpoint(prefix, dataset, batch_size=64, num_workers=1, progress=
         "eval_loop": timing, "size_mb": round(checkpoint_size_mb(ckpt.prefix, ckpt.params_file), 3),
         "deployed_weights_mb": round(deployed_weights_mb(ckpt.symbol, ckpt.arg_params), 3),
         "coco_summary": metrics.get("summary"),
-        "input": predictor.input_format.describe(),
+        "input": predictor.input_format.describe(), **scaleout,
     }
     if ckpt.params_file:
         result["params_file"] = ckpt.params_file

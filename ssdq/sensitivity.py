@@ -13,7 +13,6 @@ import re
 import time
 
 import numpy as np
-from tqdm import tqdm
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .data.dataset import check_classes
@@ -33,7 +32,9 @@ def agreement(reference, test):
     out = np.concatenate([t.ravel() for t in test]).astype(np.float64)
     noise = ((ref - out) ** 2).sum()
     snr = 10 * np.log10((ref ** 2).sum() / noise) if noise > 0 else float("inf")
-    cosine = ref.dot(out) / (np.linalg.norm(ref) * np.linalg.norm(out) + 1e-12)
+    # numpy's pairwise sums, not BLAS dot products: those sum in an order that depends on the
+    # thread count, and a figure must not change with where it was computed (scaleout)
+    cosine = (ref * out).sum() / (np.sqrt((ref * ref).sum() * (out * out).sum()) + 1e-12)
     return {"snr_db": float(snr), "cosine": float(cosine)}
 
 
@@ -88,30 +89,54 @@ class Int8Variants:
         return agreement(self._fp32_raw, self._raw(ckpt))
 
 
-def analyse(variants, mode="naive", with_map=True, progress=True):
-    """Rank the quantizable layers by sensitivity; return the sensitivity report dict."""
+def sensitivity_trial(context, item):
+    """One trial of the analysis (a pure function, so it can run as a Ray task):
+    ("fp32", None) and ("int8", None) score the whole model; ("layer", name) measures one layer."""
+    variants, mode, with_map = context
+    kind, layer = item
+    if kind == "fp32":
+        return variants.score(variants.ckpt)["map"]
+    if kind == "int8":
+        return variants.score(variants.build(mode)[0])["map"]
+    others = [l for l in variants.layers if l != layer]
+    only_this, _ = variants.build(mode, fp32_layers=others)
+    row = {"layer": layer, "conv": variants.layers[layer], **variants.proxy(only_this)}
+    if with_map:
+        fallback, _ = variants.build(mode, fp32_layers=[layer])
+        row["map_with_layer_fp32"] = variants.score(fallback)["map"]
+    return row
+
+
+def analyse(variants, mode="naive", with_map=True, progress=True, engine=None):
+    """Rank the quantizable layers by sensitivity; return the sensitivity report dict.
+
+    ``engine`` (``scaleout.engine``) runs the trials; by default one after another here."""
+    from .scaleout.engine import LocalEngine, ray_block
+
+    engine = engine or LocalEngine()
     start = time.time()
-    fp32_map = variants.score(variants.ckpt)["map"] if with_map else None
-    full, _ = variants.build(mode)
-    int8_map = variants.score(full)["map"] if with_map else None
-    rows = []
-    for fused_name, original in tqdm(variants.layers.items(), desc="sensitivity", unit="layer",
-                                     disable=not progress, leave=False):
-        others = [l for l in variants.layers if l != fused_name]
-        only_this, _ = variants.build(mode, fp32_layers=others)
-        row = {"layer": fused_name, "conv": original, **variants.proxy(only_this)}
+    items = [("fp32", None), ("int8", None)] if with_map else []
+    items += [("layer", layer) for layer in variants.layers]
+    results = engine.map(sensitivity_trial, (variants, mode, with_map), items, progress,
+                         desc="sensitivity")
+    values = [r["value"] for r in results]
+    fp32_map, int8_map = values[:2] if with_map else (None, None)
+    rows = values[2:] if with_map else values
+    for row in rows:
         if with_map:
-            fallback, _ = variants.build(mode, fp32_layers=[fused_name])
-            row["map_with_layer_fp32"] = variants.score(fallback)["map"]
             row["map_recovered"] = row["map_with_layer_fp32"] - int8_map
-        rows.append(row)
     key = (lambda r: -r["map_recovered"]) if with_map else (lambda r: r["snr_db"])
     rows.sort(key=key)
-    return {"calib_mode": mode, "fp32_map": fp32_map, "int8_map": int8_map,
-            "eval_images": len(variants.eval_set), "calib_images": len(variants.calib_set),
-            "ranked_by": "map_recovered" if with_map else "snr_db", "layers": rows,
-            "seconds": round(time.time() - start, 1),
-            **({"meta_inferred": variants.ckpt.meta_inferred} if variants.ckpt.inferred else {})}
+    report = {"calib_mode": mode, "fp32_map": fp32_map, "int8_map": int8_map,
+              "eval_images": len(variants.eval_set), "calib_images": len(variants.calib_set),
+              "ranked_by": "map_recovered" if with_map else "snr_db", "layers": rows,
+              "seconds": round(time.time() - start, 1)}
+    if variants.ckpt.inferred:
+        report["meta_inferred"] = variants.ckpt.meta_inferred
+    ray_info = ray_block(engine, results, time.time() - start)
+    if ray_info:
+        report["ray"] = ray_info
+    return report
 
 
 def markdown_table(report, top=None):

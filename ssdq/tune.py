@@ -10,8 +10,6 @@ calibration pass, and the chosen one is saved as a checkpoint plus a recipe JSON
 """
 import time
 
-from tqdm import tqdm
-
 from .timing import time_forward
 from .fileio import write_json
 from .predictor import Predictor
@@ -26,43 +24,75 @@ def relative_drop_pct(fp32_map, int8_map):
     return 100.0 * (fp32_map - int8_map) / fp32_map if fp32_map else 0.0
 
 
-def tune(variants, out_prefix, max_relative_drop=0.5, modes=CALIB_MODES, max_trials=40,
-         time_limit_s=1800, progress=True):
-    """Search, save the chosen int8 checkpoint and recipe; return the tune report dict."""
-    start = time.time()
-    fp32_map = variants.score(variants.ckpt)["map"]
-    trials = []
+def tune_trial(context, item):
+    """One tuner trial (a pure function, so it can run as a Ray task): ("score", mode, fp32
+    layers) -> int8 metrics (mode None: the fp32 model); ("proxy", mode, layer) -> the
+    prediction SNR with only ``layer`` in int8."""
+    variants = context
+    kind, mode, arg = item
+    if kind == "proxy":
+        others = [l for l in variants.layers if l != arg]
+        return variants.proxy(variants.build(mode, others)[0])["snr_db"]
+    ckpt = variants.ckpt if mode is None else variants.build(mode, list(arg))[0]
+    metrics = variants.score(ckpt)
+    return {"map": metrics["map"], "ap50": metrics["ap50"]}
 
-    def trial(mode, fp32_layers):
-        ckpt, excluded = variants.build(mode, fp32_layers)
-        result = variants.score(ckpt)
+
+def tune(variants, out_prefix, max_relative_drop=0.5, modes=CALIB_MODES, max_trials=40,
+         time_limit_s=1800, progress=True, engine=None):
+    """Search, save the chosen int8 checkpoint and recipe; return the tune report dict.
+
+    ``engine`` (``scaleout.engine``) runs the trials; the search order and stop rules stay
+    here. With a parallel engine the fallback steps run in waves of ``engine.parallelism``
+    consecutive steps, read back in order, so the outcome is the serial search's."""
+    from .scaleout.engine import LocalEngine, ray_block
+
+    engine = engine or LocalEngine()
+    start = time.time()
+    trials, done = [], []
+
+    def run(items, desc):
+        results = engine.map(tune_trial, variants, items, progress, desc=desc)
+        done.extend(results)
+        return [r["value"] for r in results]
+
+    def record(mode, fp32_layers, result):
         trials.append({"calib_mode": mode, "fp32_layers": list(fp32_layers), "map": result["map"],
-                       "ap50": result["ap50"], "relative_drop_pct": relative_drop_pct(fp32_map, result["map"])})
+                       "ap50": result["ap50"],
+                       "relative_drop_pct": relative_drop_pct(fp32_map, result["map"])})
         return result["map"]
 
-    calibration = {mode: trial(mode, []) for mode in modes}
+    first = run([("score", None, ())] + [("score", m, ()) for m in modes], "calibration")
+    fp32_map = first[0]["map"]
+    calibration = {mode: record(mode, [], r) for mode, r in zip(modes, first[1:])}
     best_mode = max(calibration, key=calibration.get)
     best = (calibration[best_mode], best_mode, [])
     stop = "budget met by calibration alone"
     if not within_budget(fp32_map, best[0], max_relative_drop):
-        ranking = sorted(variants.layers, key=lambda layer: variants.proxy(
-            variants.build(best_mode, [l for l in variants.layers if l != layer])[0])["snr_db"])
-        fallback = []
+        snr = run([("proxy", best_mode, layer) for layer in variants.layers], "ranking")
+        ranking = [layer for _, layer in sorted(zip(snr, variants.layers), key=lambda p: p[0])]
         stop = "every layer tried"
-        for layer in tqdm(ranking, desc="tuning", unit="trial", disable=not progress, leave=False):
+        step = 0
+        while step < len(ranking):
             if len(trials) >= max_trials:
                 stop = "trial limit (%d) reached" % max_trials
                 break
             if time.time() - start > time_limit_s:
                 stop = "time limit (%ds) reached" % time_limit_s
                 break
-            fallback.append(layer)
-            int8_map = trial(best_mode, fallback)
-            if int8_map > best[0]:
-                best = (int8_map, best_mode, list(fallback))
-            if within_budget(fp32_map, int8_map, max_relative_drop):
-                best = (int8_map, best_mode, list(fallback))
-                stop = "budget met"
+            width = min(engine.parallelism, max_trials - len(trials), len(ranking) - step)
+            wave = [ranking[:k] for k in range(step + 1, step + width + 1)]
+            results = run([("score", best_mode, tuple(layers)) for layers in wave], "tuning")
+            for fallback, result in zip(wave, results):
+                int8_map = record(best_mode, fallback, result)
+                step += 1
+                if int8_map > best[0]:
+                    best = (int8_map, best_mode, list(fallback))
+                if within_budget(fp32_map, int8_map, max_relative_drop):
+                    best = (int8_map, best_mode, list(fallback))
+                    stop = "budget met"
+                    break
+            if stop == "budget met":
                 break
     int8_map, mode, fp32_layers = best
     ckpt, excluded = variants.build(mode, fp32_layers)
@@ -98,6 +128,7 @@ def tune(variants, out_prefix, max_relative_drop=0.5, modes=CALIB_MODES, max_tri
         "trials": trials, "seconds": round(time.time() - start, 1),
         "eval_images": len(variants.eval_set),
         **({"meta_inferred": variants.ckpt.meta_inferred} if variants.ckpt.inferred else {}),
+        **({"ray": ray_block(engine, done, time.time() - start)} if engine.describe() else {}),
     }
 
 

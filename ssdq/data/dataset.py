@@ -55,6 +55,12 @@ class DetectionDataset:
         clone.records = self.records[:count]
         return clone
 
+    def shard(self, start, stop):
+        """Images [start, stop) as a dataset of the same kind (a shard of a sharded evaluation)."""
+        clone = self.subset(len(self))
+        clone.records = self.records[start:stop]
+        return clone
+
     def describe(self):
         return {"format": self.fmt, "root": os.path.abspath(self.root), "split": self.split,
                 "images": len(self), "classes": list(self.classes)}

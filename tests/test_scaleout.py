@@ -1,0 +1,136 @@
+"""ssdq.scaleout: the same figures with and without Ray, retries, and where trials ran.
+
+Ray starts once for the module (a local Ray in this process, ~10 s); the CLI test starts its own
+in a child process, as a user's `ssdq eval --ray` would.
+"""
+import json
+import os
+import sys
+
+import pytest
+
+from conftest import run_cli
+from ssdq.scaleout.engine import LocalEngine, TrialFailed
+from ssdq.scaleout.sharded_eval import shard_ranges
+
+ray = pytest.importorskip("ray")
+# the trials below are defined in this test module, which Ray's workers cannot import
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module")
+def ray_engine(tmp_path_factory):
+    from ssdq.scaleout.engine import RayEngine
+
+    engine = RayEngine(cpus_per_task=1, slot_dir=str(tmp_path_factory.mktemp("slots")))
+    yield engine
+    engine.close()
+
+
+def test_shard_ranges_are_whole_batches_covering_every_image():
+    assert shard_ranges(500, 4, 64) == [(0, 128), (128, 256), (256, 384), (384, 500)]
+    assert shard_ranges(10, 4, 8) == [(0, 8), (8, 10)]  # never more shards than batches
+    assert shard_ranges(5, 1, 64) == [(0, 5)]
+
+
+def test_sharded_eval_scores_exactly_like_the_unsharded_loop(fp32_prefix, tiny_data):
+    from ssdq.data.dataset import open_dataset
+    from ssdq.evaluate import evaluate_checkpoint
+
+    val = open_dataset(tiny_data, "val").subset(40)
+    whole = evaluate_checkpoint(fp32_prefix, val, batch_size=8, progress=False, speed_repeats=1)
+    sharded = evaluate_checkpoint(fp32_prefix, val, batch_size=8, progress=False,
+                                  speed_repeats=1, shards=3, engine=LocalEngine())
+    assert sharded["shards"] == [[0, 16], [16, 24], [24, 40]]
+    for key in ("map", "ap50", "ap75", "per_class", "detections"):
+        assert sharded[key] == whole[key], key
+
+
+def _fails_once(context, item):
+    marker = os.path.join(context, "attempted-%s" % item)
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        if item == "crash":
+            os._exit(1)  # the worker process dies: Ray reports the actor lost
+        raise ValueError("first attempt fails")
+    return item
+
+
+def _always_fails(context, item):
+    raise ValueError("broken variant %s" % item)
+
+
+def test_ray_retries_a_failed_or_lost_trial_once_then_reports_it(ray_engine, tmp_path):
+    results = ray_engine.map(_fails_once, str(tmp_path), ["raise", "crash", "fine"])
+    assert [r["value"] for r in results] == ["raise", "crash", "fine"]
+    assert [r["attempts"] for r in results] == [2, 2, 2]
+    with pytest.raises(TrialFailed, match="broken variant b"):
+        ray_engine.map(_always_fails, None, ["b"])
+
+
+def test_sensitivity_on_ray_gives_the_serial_report(fp32_prefix, tiny_data, ray_engine):
+    from ssdq.data.dataset import open_dataset
+    from ssdq.sensitivity import Int8Variants, analyse
+
+    variants = Int8Variants(fp32_prefix, open_dataset(tiny_data, "train"),
+                            open_dataset(tiny_data, "val").subset(16), num_calib_batches=1,
+                            batch_size=16, progress=False)
+    variants.layers = dict(list(variants.layers.items())[:3])  # keep the test short
+    serial = analyse(variants, progress=False)
+    on_ray = analyse(variants, progress=False, engine=ray_engine)
+    assert "ray" not in serial
+    for report in (serial, on_ray):
+        report.pop("seconds")
+    ray_info = on_ray.pop("ray")
+    assert json.dumps(on_ray, sort_keys=True) == json.dumps(serial, sort_keys=True)
+    assert ray_info["cpus_per_task"] == 1 and ray_info["nodes"]
+    assert len(ray_info["tasks"]) == 2 + 3
+    workers = {t["where"]["pid"]: t["where"] for t in ray_info["tasks"]}
+    pinned = [w["cpus"] for w in workers.values() if w["pinned"]]
+    assert len({tuple(c) for c in pinned}) == len(pinned)  # no two workers share a core
+    for where in workers.values():
+        if where["pinned"]:
+            assert where["threads_cpus"] == where["cpus"]  # every thread stays on its core
+
+
+def test_tune_in_parallel_waves_makes_the_serial_choices(fp32_prefix, tiny_data, tmp_path):
+    from ssdq.data.dataset import open_dataset
+    from ssdq.sensitivity import Int8Variants
+    from ssdq.tune import tune
+
+    class Waves(LocalEngine):
+        parallelism = 3  # runs serially, but the tuner plans waves of three steps
+
+    variants = Int8Variants(fp32_prefix, open_dataset(tiny_data, "train"),
+                            open_dataset(tiny_data, "val").subset(16), num_calib_batches=1,
+                            batch_size=16, progress=False)
+    variants.layers = dict(list(variants.layers.items())[:4])
+    # a budget no variant meets, so the fallback walks the whole ranking
+    reports = [tune(variants, str(tmp_path / name), max_relative_drop=-50, modes=("naive",),
+                    progress=False, engine=engine)
+               for name, engine in (("serial", LocalEngine()), ("waves", Waves()))]
+    assert reports[0]["trials"] == reports[1]["trials"]
+    assert len(reports[0]["trials"]) == 1 + 4
+    assert reports[0]["stop_reason"] == reports[1]["stop_reason"] == "every layer tried"
+
+
+def test_cli_eval_shards_on_ray(fp32_prefix, tiny_data, tmp_path):
+    plain, sharded = tmp_path / "plain.json", tmp_path / "sharded.json"
+    common = ["eval", "--model-prefix", fp32_prefix, "--data-root", tiny_data, "--batch-size",
+              "8", "--quiet"]
+    assert run_cli(*common, "--out", str(plain)).returncode == 0
+    proc = run_cli(*common, "--shards", "4", "--ray", "--out", str(sharded))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = json.loads(plain.read_text()), json.loads(sharded.read_text())
+    assert b["map"] == a["map"] and b["per_class"] == a["per_class"]
+    assert len(b["shards"]) == 4
+    assert b["ray"]["address"] == "local" and b["ray"]["workers"] >= 1
+    assert b["ray"]["serial_estimate_s"] > 0 and b["ray"]["wall_s"] > 0
+
+
+def test_cli_bad_ray_address_is_one_line(fp32_prefix, tiny_data):
+    from conftest import assert_clean_error
+
+    proc = run_cli("eval", "--model-prefix", fp32_prefix, "--data-root", tiny_data, "--quiet",
+                   "--ray", "127.0.0.1:1")
+    assert_clean_error(proc, "Ray")
