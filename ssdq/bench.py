@@ -198,7 +198,7 @@ def zoo_checkpoints(name, sample_set, model_dir="model", progress=True):
                           fp32_prefix)
     if not os.path.isfile(checkpoint_files(int8_prefix)["meta"]):
         quantize(fp32_prefix, int8_prefix, sample, num_calib_batches=1, batch_size=8,
-                 progress=progress, match_classes=False)
+                 progress=progress)
     return fp32_prefix, int8_prefix
 
 

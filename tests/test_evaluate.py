@@ -27,11 +27,16 @@ def test_every_image_is_scored_including_the_last_partial_batch(results):
     assert results["fp32"]["eval_loop"]["images"] == 64
 
 
-def test_printout_has_the_recipe_block(results):
-    lines = format_result(results["int8"]).splitlines()
+def test_printout_has_the_recipe_block_in_gluoncv_convention_and_both_labelled(results):
+    r = results["int8"]
+    lines = format_result(r).splitlines()
     assert lines[0] == "~~~~ MeanAP @ IoU=[0.50,0.95] ~~~~"
-    assert float(lines[1]) == pytest.approx(results["int8"]["map"], abs=0.05)
+    assert lines[1] == "%.3f" % r["map_gluoncv"]  # three decimals, as the recipe's 24.059
+    assert "GluonCV" in lines[2] and "24.059" in lines[2]
+    assert lines[3].startswith("pycocotools convention") and "%.3f" % r["map"] in lines[3]
     assert any(line.startswith("ring") for line in lines)
+    # the two conventions score the same detections differently (w/h + 1 moves every box)
+    assert r["map_gluoncv"] != r["map"] and abs(r["map_gluoncv"] - r["map"]) < 2
 
 
 def test_speed_is_measured_not_assumed(results):
@@ -39,6 +44,23 @@ def test_speed_is_measured_not_assumed(results):
         s = r["speed"]
         assert s["images_per_sec_min"] <= s["images_per_sec"] <= s["images_per_sec_max"]
         assert r["graph"] in ("fp32 (oneDNN-fused)", "int8")
+        assert r["eval_loop_images_per_sec"] == r["eval_loop"]["images_per_sec"] > 0
+
+
+def test_exif_rotated_copy_scores_exactly_as_the_original(fp32_prefix, tiny_data, tmp_path):
+    from conftest import add_exif_orientation, write_labelme_export
+
+    original = write_labelme_export(str(tmp_path / "orig"), tiny_data, 6, open_dataset(tiny_data, "val").classes)
+    rotated = write_labelme_export(str(tmp_path / "rot"), tiny_data, 6, open_dataset(tiny_data, "val").classes)
+    for i, rec in enumerate(open_dataset(annotations=rotated)):
+        data = open(rec.path, "rb").read()
+        with open(rec.path, "wb") as f:  # orientations 6 and 8 swap width and height
+            f.write(add_exif_orientation(data, (6, 8, 3)[i % 3]))
+    scores = [evaluate_checkpoint(fp32_prefix, open_dataset(annotations=path), batch_size=3,
+                                  progress=False, speed_repeats=0) for path in (original, rotated)]
+    assert scores[0]["map"] > 20
+    for key in ("map", "ap50", "map_gluoncv", "per_class", "detections"):
+        assert scores[0][key] == scores[1][key], key
 
 
 def test_detect_accepts_any_forward(tiny_data):
