@@ -48,10 +48,11 @@ def run_cli(*args, cwd=None, env=None):
 
 
 def assert_clean_error(proc, *fragments):
-    """Exit status 2, one line on stderr starting 'ssdq: error:', no traceback."""
+    """Exit status 2, one line on stderr starting 'ssdq: error:', no traceback (notes about the
+    data that came before the error, one line each, may precede it)."""
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    lines = [l for l in proc.stderr.splitlines() if l.strip() and not l.startswith("ssdq: note: ")]
     assert len(lines) == 1 and lines[0].startswith("ssdq: error: "), proc.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]

@@ -99,15 +99,31 @@ def match_classes(dataset, model_classes):
         renamed = " (renamed to %r by --class-map)" % target if target != name else ""
         others = " (and %d more: %s)" % (len(missing) - 1, ", ".join(
             repr(n) for n, _ in missing[1:4])) if len(missing) > 1 else ""
+        guess = _closest(target, model_classes)
         raise SsdqError(
             "dataset class %r%s has %d annotations but is not a class of the model (%s)%s; "
-            "map it with --class-map FILE, a JSON object such as {\"%s\": \"MODEL CLASS\"}"
-            % (name, renamed, counts[name], _listing(model_classes), others, name))
+            "map it with --class-map FILE, a JSON object such as {\"%s\": \"%s\"}"
+            % (name, renamed, counts[name], _listing(model_classes), others, name,
+               guess or "MODEL CLASS"))
     if ignored:
         warnings.warn("ignoring dataset class%s %s: no annotations and not a class of the model"
                       % ("es" if len(ignored) > 1 else "", ", ".join(repr(c) for c in ignored)),
                       SsdqNote)
     return ClassMatch(dataset_classes, model_classes, dataset_to_model, tuple(ignored))
+
+
+def _closest(name, model_classes):
+    """The model class ``name`` most likely means ('potted plant' -> 'pottedplant'), or None."""
+    import difflib
+
+    def key(text):
+        return "".join(ch for ch in text.lower() if ch.isalnum())
+
+    same = [m for m in model_classes if key(m) == key(name)]
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(key(name), [key(m) for m in model_classes], n=1, cutoff=0.8)
+    return next((m for m in model_classes if close and key(m) == close[0]), None)
 
 
 def _listing(names, limit=8):
