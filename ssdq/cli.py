@@ -331,7 +331,10 @@ def _open_data(args, calibration=False):
     annotations, images, split = args.annotations, args.images, getattr(args, "split", None)
     if calibration:
         split = args.calib_split
-        if args.calib_annotations or args.calib_images:
+        if args.calib_images and not args.calib_annotations:
+            raise SsdqError("--calib-images DIR needs --calib-annotations FILE (the COCO file "
+                            "describing them)")
+        if args.calib_annotations:
             annotations, images = args.calib_annotations, args.calib_images
     return open_dataset(args.data_root, split, args.dataset_format, annotations=annotations,
                         images=images, class_map=None if calibration else args.class_map,
