@@ -129,7 +129,6 @@ def test_compare_gate_on_a_bench_file(tmp_path):
 # --- users' own data: labelme's COCO export, a one-class COCO file, classes by name ---------
 
 LABELME_NAMES = ("circle", "Square", "triangle", "star", "cross", "annulus")  # two need a map
-VOC_NAMES = ("potted plant", "tv/monitor", "car", "dog", "person", "chair")  # labelme's spellings
 
 
 @pytest.fixture(scope="module")
@@ -193,65 +192,3 @@ def test_size_mismatch_error_and_allow_flag(labelme_export, fp32_prefix, tmp_pat
     proc = run_cli(*args, "--allow-size-mismatch")
     assert proc.returncode == 0, proc.stderr
     assert "ssdq: warning: " in proc.stderr and "using the decoded size" in proc.stderr
-
-
-@pytest.fixture(scope="module")
-def voc_zoo_prefix(tmp_path_factory):
-    """gluoncv's ssd_300_vgg16_atrous_voc with random weights, converted by `ssdq convert --params`."""
-    import mxnet as mx
-    from gluoncv import model_zoo
-
-    root = tmp_path_factory.mktemp("voczoo")
-    net = model_zoo.get_model("ssd_300_vgg16_atrous_voc", pretrained=False, pretrained_base=False)
-    net.initialize(mx.init.Xavier())
-    net(mx.nd.zeros((1, 3, 300, 300)))
-    net.save_parameters(str(root / "random.params"))
-    proc = run_cli("convert", "--model", "ssd_300_vgg16_atrous_voc", "--params",
-                   str(root / "random.params"), "--out", str(root / "voc"))
-    assert proc.returncode == 0, proc.stderr
-    return str(root / "voc")
-
-
-def test_voc_names_as_labelme_spells_them(voc_zoo_prefix, tiny_data, tmp_path):
-    from conftest import write_labelme_export
-
-    ann = write_labelme_export(str(tmp_path), tiny_data, 2, VOC_NAMES)
-    args = ("eval", "--model-prefix", voc_zoo_prefix, "--annotations", ann, "--batch-size", "2",
-            "--quiet")
-    assert_clean_error(run_cli(*args), "dataset class 'potted plant' has", "pottedplant",
-                       "(and 1 more: 'tv/monitor')", "--class-map FILE")
-    class_map = tmp_path / "voc-names.json"
-    class_map.write_text(json.dumps({"potted plant": "pottedplant", "tv/monitor": "tvmonitor"}))
-    out = tmp_path / "result.json"
-    proc = run_cli(*args, "--class-map", str(class_map), "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
-    result = json.load(open(out))
-    assert result["classes_scored"] == list(VOC_NAMES) and result["model_classes_not_scored"] == 14
-    assert set(result["per_class"]) == set(VOC_NAMES) and result["images"] == 2
-
-
-def test_one_class_coco_file_with_a_png_for_a_model_of_many_classes(voc_zoo_prefix, tmp_path):
-    import cv2
-    import numpy as np
-
-    (tmp_path / "img").mkdir()
-    for name, shade in (("a.png", 90), ("b.png", 160)):
-        img = np.full((240, 320, 3), shade, np.uint8)
-        cv2.rectangle(img, (40, 60), (200, 150), (20, 20, 200), -1)
-        cv2.imwrite(str(tmp_path / "img" / name), img)
-    ann = tmp_path / "cars.json"
-    ann.write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "a.png", "width": 320, "height": 240},
-                   {"id": 2, "file_name": "b.png", "width": 320, "height": 240}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [40, 60, 160, 90],
-                         "area": 14400, "iscrowd": 0},
-                        {"id": 2, "image_id": 2, "category_id": 3, "bbox": [40, 60, 160, 90],
-                         "area": 14400, "iscrowd": 0}],
-        "categories": [{"id": 3, "name": "car"}]}))
-    out = tmp_path / "result.json"
-    proc = run_cli("eval", "--model-prefix", voc_zoo_prefix, "--annotations", str(ann), "--images",
-                   str(tmp_path / "img"), "--batch-size", "2", "--quiet", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
-    result = json.load(open(out))
-    assert result["classes_scored"] == ["car"] and list(result["per_class"]) == ["car"]
-    assert "detections of the model's other 19 classes dropped" in proc.stdout

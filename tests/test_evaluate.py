@@ -74,3 +74,70 @@ def test_detect_accepts_any_forward(tiny_data):
 
     metrics, timing = detect(nothing, ds, COCOEvaluator(ds), batch_size=2, progress=False)
     assert metrics["map"] == 0.0 and timing["images"] == 5
+
+
+VOC_NAMES = ("potted plant", "tv/monitor", "car", "dog", "person", "chair")  # labelme's spellings
+
+
+@pytest.fixture(scope="module")
+def voc_zoo_prefix(tmp_path_factory):
+    """gluoncv's ssd_300_vgg16_atrous_voc with random weights, through ssdq's convert --params path."""
+    import mxnet as mx
+    from gluoncv import model_zoo
+
+    from ssdq.convert import convert
+
+    root = tmp_path_factory.mktemp("voczoo")
+    net = model_zoo.get_model("ssd_300_vgg16_atrous_voc", pretrained=False, pretrained_base=False)
+    net.initialize(mx.init.Xavier())
+    net(mx.nd.zeros((1, 3, 300, 300)))
+    net.save_parameters(str(root / "random.params"))
+    return convert(str(root / "voc"), model="ssd_300_vgg16_atrous_voc",
+                   params_file=str(root / "random.params"))
+
+
+def test_voc_names_as_labelme_spells_them(voc_zoo_prefix, tiny_data, tmp_path):
+    from conftest import write_labelme_export
+
+    from ssdq.errors import SsdqError, SsdqNote
+
+    ann = write_labelme_export(str(tmp_path), tiny_data, 2, VOC_NAMES)
+    with pytest.raises(
+            SsdqError, match=r"dataset class 'potted plant' has \d+ annotations .*\(and 1 more: "
+                             r"'tv/monitor'\); map it with --class-map FILE.*\"pottedplant\""):
+        evaluate_checkpoint(voc_zoo_prefix, open_dataset(annotations=ann), progress=False)
+    class_map = {"potted plant": "pottedplant", "tv/monitor": "tvmonitor"}
+    with pytest.warns(SsdqNote, match="_background_"):
+        result = evaluate_checkpoint(voc_zoo_prefix, open_dataset(annotations=ann, class_map=class_map),
+                                     batch_size=2, progress=False, speed_repeats=0)
+    assert result["classes_scored"] == list(VOC_NAMES) and result["model_classes_not_scored"] == 14
+    assert set(result["per_class"]) == set(VOC_NAMES) and result["images"] == 2
+    assert result["classes_renamed"] == class_map
+
+
+def test_one_class_coco_file_with_a_png_for_a_model_of_many_classes(voc_zoo_prefix, tmp_path):
+    import json
+
+    import cv2
+    import numpy as np
+
+    (tmp_path / "img").mkdir()
+    for name, shade in (("a.png", 90), ("b.png", 160)):
+        img = np.full((240, 320, 3), shade, np.uint8)
+        cv2.rectangle(img, (40, 60), (200, 150), (20, 20, 200), -1)
+        cv2.imwrite(str(tmp_path / "img" / name), img)
+    ann = tmp_path / "cars.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": 320, "height": 240},
+                   {"id": 2, "file_name": "b.png", "width": 320, "height": 240}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [40, 60, 160, 90],
+                         "area": 14400, "iscrowd": 0},
+                        {"id": 2, "image_id": 2, "category_id": 3, "bbox": [40, 60, 160, 90],
+                         "area": 14400, "iscrowd": 0}],
+        "categories": [{"id": 3, "name": "car"}]}))
+    result = evaluate_checkpoint(voc_zoo_prefix, open_dataset(annotations=str(ann),
+                                                              images=str(tmp_path / "img")),
+                                 batch_size=2, progress=False, speed_repeats=0)
+    assert result["classes_scored"] == ["car"] and list(result["per_class"]) == ["car"]
+    assert result["images"] == 2 and result["model_classes_not_scored"] == 19
+    assert "detections of the model's other 19 classes dropped" in format_result(result)
