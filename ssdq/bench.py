@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 from .errors import SsdqError
-from .timing import PeakRss, latency_percentiles, summarize, time_forward, timed
+from .timing import PeakRss, latency_percentiles, summarize, timed
 
 PRECISIONS = ("fp32", "fp32_unfused", "bf16", "int8")
 SCOPES = ("network", "end_to_end", "end_to_end_gluoncv", "eval_loop")
@@ -216,7 +216,7 @@ def zoo_checkpoints(name, sample_set, model_dir="model", progress=True):
                           fp32_prefix)
     if not os.path.isfile(checkpoint_files(int8_prefix)["meta"]):
         quantize(fp32_prefix, int8_prefix, sample, num_calib_batches=1, batch_size=8,
-                 progress=progress, match_classes=False)
+                 progress=progress)
     return fp32_prefix, int8_prefix
 
 

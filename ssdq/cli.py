@@ -6,6 +6,7 @@ handler. A ``SsdqError`` becomes one line on stderr and exit status 2; Ctrl-C ex
 import argparse
 import os
 import sys
+import warnings
 
 from .errors import SsdqError
 
@@ -28,6 +29,16 @@ def _data_flags(split="val"):
     g.add_argument("--data-root", default=DEFAULT_DATA_ROOT,
                    help="COCO- or VOC-format dataset folder (default: the embedded synthetic set)")
     g.add_argument("--dataset-format", default="auto", choices=("auto", "coco", "voc"))
+    g.add_argument("--annotations", metavar="FILE",
+                   help="a COCO instances file anywhere (labelme's annotations.json, ...): use it "
+                        "instead of --data-root/--split")
+    g.add_argument("--images", metavar="DIR", help="the folder the COCO file's file_name entries "
+                   "are relative to (default: the file's folder)")
+    g.add_argument("--class-map", metavar="FILE", help="JSON object renaming dataset classes to "
+                   "the model's, e.g. {\"potted plant\": \"pottedplant\"}")
+    g.add_argument("--allow-size-mismatch", action="store_true",
+                   help="an image whose decoded size differs from its annotation's width/height "
+                        "is a warning (the decoded size is used), not an error")
     g.add_argument("--batch-size", type=int, default=64)
     g.add_argument("--num-workers", type=int, default=1, help="image decoding threads")
     return p
@@ -58,6 +69,9 @@ def _quant_flags():
     g.add_argument("--calib-mode", default="naive", choices=CALIB_MODES)
     g.add_argument("--num-calib-batches", type=int, default=5)
     g.add_argument("--calib-split", default="train", help="split to calibrate on (not the eval split)")
+    g.add_argument("--calib-annotations", metavar="FILE",
+                   help="calibrate on this COCO file's images (default: --annotations' if given)")
+    g.add_argument("--calib-images", metavar="DIR", help="the folder of --calib-annotations' images")
     g.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
                    help="for --calib-mode percentile: the percentile of |x| kept (default 99.99)")
     g.add_argument("--exclude-match", nargs="*", default=list(DEFAULT_EXCLUDE_MATCH),
@@ -188,8 +202,22 @@ def build_parser():
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    from .errors import SsdqNote, SsdqWarning
+
+    if issubclass(category, SsdqWarning):
+        kind = "note" if issubclass(category, SsdqNote) else "warning"
+        print("ssdq: %s: %s" % (kind, message), file=sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         return _run(args)
     except SsdqError as exc:
@@ -234,12 +262,10 @@ def _run(args):
         print("wrote %s" % quantize_from_recipe(fp32, args.out, args.recipe))
     elif args.command == "quantize":
         from .checkpoint import load_checkpoint
-        from .data.dataset import open_dataset
         from .quantize import quantize
 
         fp32 = load_checkpoint(args.model_prefix, args.classes)
-        classes = fp32.require_classes() if args.dataset_format != "coco" else None
-        calib_set = open_dataset(args.data_root, args.calib_split, args.dataset_format, classes)
+        calib_set = _open_data(args, calibration=True)
         quantize(fp32, args.out, calib_set, calib_mode=args.calib_mode,
                  num_calib_batches=args.num_calib_batches, batch_size=args.batch_size,
                  exclude_layers=args.exclude_layers, exclude_match=args.exclude_match,
@@ -250,13 +276,11 @@ def _run(args):
         _accuracy_tools(args, progress)
     elif args.command == "eval":
         from .checkpoint import load_checkpoint, resolve_prefix
-        from .data.dataset import open_dataset
         from .evaluate import evaluate_checkpoint, format_result
         from .fileio import write_json
 
         ckpt = load_checkpoint(resolve_prefix(args.model_prefix), args.classes, args.params)
-        classes = ckpt.require_classes() if args.dataset_format != "coco" else None
-        dataset = open_dataset(args.data_root, args.split, args.dataset_format, classes=classes)
+        dataset = _open_data(args)
         if args.shards < 1:
             raise SsdqError("--shards must be at least 1")
         engine = _engine(args) if args.ray or args.shards > 1 else None
@@ -276,6 +300,8 @@ def _run(args):
 
         reproduce(model=args.model, params_file=args.params, data_root=args.data_root,
                   eval_split=args.split, calib_split=args.calib_split,
+                  eval_set=_open_data(args) if _custom_data(args) else None,
+                  calib_set=_open_data(args, calibration=True) if _custom_data(args) else None,
                   calib_mode=args.calib_mode, num_calib_batches=args.num_calib_batches,
                   batch_size=args.batch_size, num_workers=args.num_workers,
                   exclude_match=args.exclude_match, model_dir=args.model_dir,
@@ -285,17 +311,13 @@ def _run(args):
 
 def _accuracy_tools(args, progress):
     from .checkpoint import load_checkpoint
-    from .data.dataset import open_dataset
     from .sensitivity import Int8Variants
 
     fp32 = load_checkpoint(args.model_prefix, args.classes)
-    classes = fp32.require_classes() if args.dataset_format != "coco" else None
-    eval_set = open_dataset(args.data_root, args.split, args.dataset_format, classes)
+    eval_set = _open_data(args)
     if args.eval_images:
         eval_set = eval_set.subset(args.eval_images)
-    variants = Int8Variants(fp32,
-                            open_dataset(args.data_root, args.calib_split, args.dataset_format,
-                                         classes),
+    variants = Int8Variants(fp32, _open_data(args, calibration=True),
                             eval_set, num_calib_batches=args.num_calib_batches,
                             batch_size=args.batch_size, exclude_match=args.exclude_match,
                             num_workers=args.num_workers, progress=progress)
@@ -359,6 +381,29 @@ def _bench(args, progress):
     paths = write_bench(bench, args.out)
     print(markdown(bench))
     print("wrote %s" % ", ".join(paths))
+
+
+def _custom_data(args):
+    return any(getattr(args, flag, None) for flag in (
+        "annotations", "images", "calib_annotations", "calib_images"))
+
+
+def _open_data(args, calibration=False):
+    """The dataset the data flags name: evaluation data, or with ``calibration`` the images to
+    calibrate on (``--calib-annotations``, else ``--annotations``, else ``--calib-split``)."""
+    from .data.dataset import open_dataset
+
+    annotations, images, split = args.annotations, args.images, getattr(args, "split", None)
+    if calibration:
+        split = args.calib_split
+        if args.calib_images and not args.calib_annotations:
+            raise SsdqError("--calib-images DIR needs --calib-annotations FILE (the COCO file "
+                            "describing them)")
+        if args.calib_annotations:
+            annotations, images = args.calib_annotations, args.calib_images
+    return open_dataset(args.data_root, split, args.dataset_format, annotations=annotations,
+                        images=images, class_map=None if calibration else args.class_map,
+                        allow_size_mismatch=args.allow_size_mismatch)
 
 
 def _maybe(value, fmt="%.2f"):

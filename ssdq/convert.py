@@ -114,7 +114,13 @@ def fold_batchnorm(symbol, arg_params, aux_params):
         gamma = args[gamma_n]
         if attrs.get("fix_gamma", "True") == "True":
             gamma = np.ones_like(gamma)
-        scale = gamma / np.sqrt(auxs[var_n] + float(attrs.get("eps", 1e-3)))
+        variance = auxs[var_n] + float(attrs.get("eps", 1e-3))
+        if not (variance > 0).all():  # also catches NaN
+            bad = variance[~(variance > 0)]
+            raise SsdqError("BatchNorm %s has %d channel(s) with running_var + eps <= 0 or NaN "
+                            "(first: %g): its statistics are corrupt, not weights to fold"
+                            % (node["name"], bad.size, bad[0]))
+        scale = gamma / np.sqrt(variance)
         weight_n = nodes[conv["inputs"][1][0]]["name"]
         args[weight_n] = args[weight_n] * scale.reshape(-1, 1, 1, 1)
         conv_attrs = conv.setdefault("attrs", {})

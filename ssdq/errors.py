@@ -1,4 +1,8 @@
-"""The one exception type users see: its message is printed as a single line by the CLI."""
+"""The exception type users see, and the warnings ssdq gives about their data.
+
+Both are printed by the CLI as single lines: ``ssdq: error: ...`` (exit status 2),
+``ssdq: warning: ...`` and ``ssdq: note: ...``.
+"""
 
 
 class SsdqError(Exception):
@@ -7,3 +11,14 @@ class SsdqError(Exception):
     The CLI catches it, prints ``ssdq: error: <message>`` and exits non-zero; anything else
     escaping is a bug in ssdq and keeps its traceback.
     """
+
+
+class SsdqWarning(UserWarning):
+    """An error the user chose to downgrade (``--allow-size-mismatch``): ``ssdq: warning: ...``.
+
+    Library code emits it with ``warnings.warn``, so tests can catch it and the CLI prints it.
+    """
+
+
+class SsdqNote(SsdqWarning):
+    """Something ssdq decided about the user's data that they should know: ``ssdq: note: ...``."""

@@ -24,7 +24,6 @@ import numpy as np
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data.dataset import check_classes
 from .errors import SsdqError
 from .data.loader import iterate_batches
 from .fileio import write_json
@@ -217,18 +216,15 @@ def build_int8(ckpt, fused, thresholds, excluded=(), exclude_ops=(), quantized_d
 def quantize(fp32_prefix, out_prefix, calib_set, calib_mode="naive", num_calib_batches=5,
              batch_size=64, exclude_layers=(), exclude_match=DEFAULT_EXCLUDE_MATCH,
              exclude_ops=(), quantized_dtype="auto", quantize_mode="smart", num_workers=1,
-             percentile=DEFAULT_PERCENTILE, preset=None, progress=True, match_classes=True):
+             percentile=DEFAULT_PERCENTILE, preset=None, progress=True):
     """Write an int8 checkpoint at ``out_prefix`` from the fp32 one at ``fp32_prefix``.
 
-    Calibration reads images only; ``match_classes=False`` lets a benchmark calibrate a model on
-    images of another label set."""
+    Calibration reads images only, so ``calib_set``'s labels and classes play no part."""
     if calib_mode not in CALIB_MODES:
         raise SsdqError("unknown calibration mode %r (one of %s)" % (calib_mode, ", ".join(CALIB_MODES)))
     ckpt = load_checkpoint(fp32_prefix)
     if ckpt.precision != "fp32":
         raise SsdqError("%s is already %s; quantize an fp32 checkpoint" % (ckpt.prefix, ckpt.precision))
-    if match_classes:
-        check_classes(calib_set, ckpt.require_classes())
     calib_set = calibration_dataset(calib_set, num_calib_batches, batch_size)
 
     fused = fuse_for_quantization(ckpt.symbol)

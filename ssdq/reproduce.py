@@ -21,13 +21,18 @@ REPRODUCE_BENCH_BATCH = 8
 def reproduce(model="reference", params_file=None, data_root=DEFAULT_ROOT, eval_split="val",
               calib_split="train", calib_mode="naive", num_calib_batches=5, batch_size=64,
               num_workers=1, exclude_match=DEFAULT_EXCLUDE_MATCH, model_dir="model",
-              out_dir="reports", threads=None, progress=True, echo=print):
+              out_dir="reports", threads=None, progress=True, echo=print, eval_set=None,
+              calib_set=None):
+    """Run the whole job. ``eval_set``/``calib_set``: datasets already opened (``open_dataset``
+    with ``--annotations``, say); by default the splits of ``data_root``."""
     from .environment import format_environment
 
-    if os.path.normpath(data_root) == os.path.normpath(DEFAULT_ROOT):
-        ensure_synthetic(data_root, progress=progress)
-    eval_set = open_dataset(data_root, eval_split)
-    calib_set = open_dataset(data_root, calib_split)
+    if eval_set is None or calib_set is None:
+        if os.path.normpath(data_root) == os.path.normpath(DEFAULT_ROOT):
+            ensure_synthetic(data_root, progress=progress)
+        eval_set = eval_set if eval_set is not None else open_dataset(data_root, eval_split)
+        calib_set = calib_set if calib_set is not None else open_dataset(data_root, calib_split)
+    eval_split, calib_split = eval_set.split, calib_set.split
 
     fp32_prefix = os.path.join(model_dir, "converted")
     int8_prefix = os.path.join(model_dir, "quantized")
@@ -41,8 +46,9 @@ def reproduce(model="reference", params_file=None, data_root=DEFAULT_ROOT, eval_
     results = {}
     for step, (precision, prefix) in enumerate((("fp32", fp32_prefix), ("int8", int8_prefix)), 3):
         echo("[%d/4] evaluate %s on %d images of %r" % (step, precision, len(eval_set), eval_split))
+        # no separate timing: the bench below times fp32 and int8 in turns
         results[precision] = evaluate_checkpoint(prefix, eval_set, batch_size, num_workers,
-                                                 progress=progress)
+                                                 progress=progress, speed_repeats=0)
         echo(format_result(results[precision]))
 
     echo("[bench] fp32 vs int8, network and end to end, batch %d" % REPRODUCE_BENCH_BATCH)
@@ -56,11 +62,15 @@ def reproduce(model="reference", params_file=None, data_root=DEFAULT_ROOT, eval_
     calibration = {"mode": calib_mode, "batches": num_calib_batches, "batch_size": batch_size,
                    "images": num_calib_batches * batch_size,
                    "dataset": calib_set.subset(num_calib_batches * batch_size).describe(),
-                   "same_split_as_eval": calib_split == eval_split}
+                   "same_split_as_eval": _same_images(calib_set, eval_set)}
     report = build_report(results["fp32"], results["int8"], environment, threads, calibration,
-                          eval_set.describe())
-    report["bench"] = {k: v for k, v in bench.items() if k != "environment"}
+                          eval_set.describe(), bench={k: v for k, v in bench.items()
+                                                      if k != "environment"})
     json_path, md_path = write_report(out_dir, report, format_environment(environment))
     echo("\n" + comparison_table(report))
     echo("\nwrote %s and %s" % (json_path, md_path))
     return report
+
+
+def _same_images(a, b):
+    return (os.path.abspath(a.root), a.split, a.source) == (os.path.abspath(b.root), b.split, b.source)

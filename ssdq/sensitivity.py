@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .data.dataset import check_classes
+from .data.classmap import match_classes
 from .errors import SsdqError
 from .data.loader import iterate_batches
 from .evaluate import detect
@@ -47,8 +47,7 @@ class Int8Variants:
         self.ckpt = load_checkpoint(fp32_prefix)
         if self.ckpt.precision != "fp32":
             raise SsdqError("%s is %s; analyse an fp32 checkpoint" % (self.ckpt.prefix, self.ckpt.precision))
-        check_classes(calib_set, self.ckpt.require_classes())
-        check_classes(eval_set, self.ckpt.classes)
+        self.match = match_classes(eval_set, self.ckpt.require_classes())  # calibration reads images only
         self.calib_set = calibration_dataset(calib_set, num_calib_batches, batch_size)
         self.eval_set, self.batch_size, self.num_workers = eval_set, batch_size, num_workers
         self.progress = progress
@@ -78,8 +77,8 @@ class Int8Variants:
 
     def score(self, ckpt):
         metrics, _ = detect(Predictor(ckpt, self.batch_size), self.eval_set,
-                            evaluator_for(self.eval_set), self.batch_size, self.num_workers,
-                            progress=False, transform=ckpt.input_format)
+                            evaluator_for(self.eval_set, self.match), self.batch_size,
+                            self.num_workers, progress=False, transform=ckpt.input_format)
         return metrics
 
     def _raw(self, ckpt):

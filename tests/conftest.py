@@ -48,10 +48,11 @@ def run_cli(*args, cwd=None, env=None):
 
 
 def assert_clean_error(proc, *fragments):
-    """Exit status 2, one line on stderr starting 'ssdq: error:', no traceback."""
+    """Exit status 2, one line on stderr starting 'ssdq: error:', no traceback (notes about the
+    data that came before the error, one line each, may precede it)."""
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    lines = [l for l in proc.stderr.splitlines() if l.strip() and not l.startswith("ssdq: note: ")]
     assert len(lines) == 1 and lines[0].startswith("ssdq: error: "), proc.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
@@ -110,3 +111,49 @@ def voc_exports(tmp_path_factory):
     export_block(str(folder / "baked"), net, data_shape=(300, 300, 3), preprocess=True,
                  layout="HWC")
     return {"plain": str(folder / "exported"), "baked": str(folder / "baked"), "voc": voc}
+
+
+def add_exif_orientation(jpeg, orientation):
+    """The JPEG bytes with an EXIF APP1 segment holding just an Orientation tag (0x0112)."""
+    import struct
+
+    tiff = (b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1)
+            + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0))
+    payload = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+def write_labelme_export(out_dir, source_root, count, names, split="val"):
+    """A COCO file as labelme's labelme2coco writes it, from the first ``count`` images of a
+    COCO-layout split: ``annotations.json`` beside ``JPEGImages/``, image and annotation ids from
+    0, a ``_background_`` category (id 0, no annotations), the source categories renamed to
+    ``names`` (in id order). Returns the annotation file's path."""
+    import json
+    import shutil
+
+    with open(os.path.join(source_root, "annotations", "instances_%s.json" % split)) as f:
+        source = json.load(f)
+    os.makedirs(os.path.join(out_dir, "JPEGImages"), exist_ok=True)
+    images = sorted(source["images"], key=lambda i: i["id"])[:count]
+    new_image_id = {img["id"]: i for i, img in enumerate(images)}
+    cats = sorted(source["categories"], key=lambda c: c["id"])
+    new_cat_id = {c["id"]: i + 1 for i, c in enumerate(cats)}
+    out = {"info": {"description": "labelme-style export"}, "licenses": [],
+           "images": [], "annotations": [],
+           "categories": [{"supercategory": None, "id": 0, "name": "_background_"}]
+           + [{"supercategory": None, "id": new_cat_id[c["id"]], "name": n} for c, n in zip(cats, names)]}
+    for img in images:
+        file_name = "JPEGImages/%s" % os.path.basename(img["file_name"])
+        shutil.copy(os.path.join(source_root, split, img["file_name"]), os.path.join(out_dir, file_name))
+        out["images"].append({"license": 0, "url": None, "file_name": file_name, "height": img["height"],
+                              "width": img["width"], "date_captured": None, "id": new_image_id[img["id"]]})
+    for ann in source["annotations"]:
+        if ann["image_id"] in new_image_id:
+            out["annotations"].append({
+                "id": len(out["annotations"]), "image_id": new_image_id[ann["image_id"]],
+                "category_id": new_cat_id[ann["category_id"]], "segmentation": [],
+                "area": ann["area"], "bbox": ann["bbox"], "iscrowd": ann.get("iscrowd", 0)})
+    path = os.path.join(out_dir, "annotations.json")
+    with open(path, "w") as f:
+        json.dump(out, f)
+    return path

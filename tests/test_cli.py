@@ -51,7 +51,7 @@ def test_class_mismatch_and_corrupt_annotations(tmp_path, tiny_data, fp32_prefix
     data["categories"][0]["name"] = "person"
     json.dump(data, open(ann, "w"))
     assert_clean_error(run_cli("eval", "--model-prefix", fp32_prefix, "--data-root", root),
-                       "do not match", "person")
+                       "dataset class 'person' has", "not a class of the model", "--class-map FILE")
     open(ann, "w").write("{")
     assert_clean_error(run_cli("eval", "--model-prefix", fp32_prefix, "--data-root", root),
                        "not valid JSON")
@@ -85,6 +85,7 @@ def test_recipe_scripts_run_with_their_defaults(tmp_path, tiny_data):
         lines = proc.stdout.splitlines()
         block = lines.index("~~~~ MeanAP @ IoU=[0.50,0.95] ~~~~")
         assert float(lines[block + 1]) > 30
+        assert len(lines[block + 1].split(".")[1]) == 3  # GluonCV's convention, as "24.059"
 
 
 def test_bad_recipe_file(tmp_path, fp32_prefix):
@@ -123,3 +124,71 @@ def test_compare_gate_on_a_bench_file(tmp_path):
     assert len(failed) == 1 and "end-to-end" in failed[0] and "2.10x" in failed[0]
     ok = run_cli("compare", str(bench), "--min-speedup", "2.0", "--min-network-speedup", "3.5")
     assert ok.returncode == 0 and "FAIL" not in ok.stdout
+
+
+# --- users' own data: labelme's COCO export, a one-class COCO file, classes by name ---------
+
+LABELME_NAMES = ("circle", "Square", "triangle", "star", "cross", "annulus")  # two need a map
+
+
+@pytest.fixture(scope="module")
+def labelme_export(tiny_data, tmp_path_factory):
+    from conftest import write_labelme_export
+
+    root = tmp_path_factory.mktemp("labelme")
+    ann = write_labelme_export(str(root), tiny_data, 4, LABELME_NAMES)
+    class_map = root / "class-map.json"
+    class_map.write_text(json.dumps({"Square": "square", "annulus": "ring"}))
+    return ann, str(root / "JPEGImages"), str(class_map)
+
+
+def test_labelme_export_evaluates_untouched_with_a_class_map(labelme_export, fp32_prefix, tiny_data,
+                                                             tmp_path):
+    from ssdq.data.dataset import open_dataset
+    from ssdq.evaluate import evaluate_checkpoint
+
+    ann, images, class_map = labelme_export
+    before = open(ann).read()
+    out = tmp_path / "result.json"
+    proc = run_cli("eval", "--model-prefix", fp32_prefix, "--annotations", ann, "--images",
+                   os.path.dirname(images), "--class-map", class_map, "--batch-size", "4",
+                   "--quiet", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "ssdq: note: ignoring dataset class '_background_'" in proc.stderr
+    result = json.load(open(out))
+    assert result["classes_ignored"] == ["_background_"] and len(result["classes_scored"]) == 6
+    assert result["classes_renamed"] == {"Square": "square", "annulus": "ring"}
+    # the same 4 images through the synthetic set's own layout score the same
+    same = evaluate_checkpoint(fp32_prefix, open_dataset(tiny_data, "val").subset(4), batch_size=4,
+                               progress=False, speed_repeats=0)
+    for key in ("map", "ap50", "map_gluoncv"):
+        assert round(result[key], 6) == round(same[key], 6), key
+    assert open(ann).read() == before
+    proc = run_cli("eval", "--model-prefix", fp32_prefix, "--annotations", ann, "--batch-size", "4")
+    assert_clean_error(proc, "dataset class 'Square' has", "--class-map FILE")
+
+
+def test_calibration_reads_images_only(labelme_export, fp32_prefix, tmp_path):
+    ann, _, _ = labelme_export  # classes unlike the model's: no class map needed to calibrate
+    proc = run_cli("quantize", "--model-prefix", fp32_prefix, "--out", str(tmp_path / "q"),
+                   "--annotations", ann, "--num-calib-batches", "1", "--batch-size", "4", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    meta = json.load(open(tmp_path / "q-meta.json"))
+    assert meta["quantization"]["calibration"]["dataset"]["annotation_file"] == ann
+
+
+def test_size_mismatch_error_and_allow_flag(labelme_export, fp32_prefix, tmp_path):
+    ann, images, class_map = labelme_export
+    data = json.load(open(ann))
+    data["images"][1]["width"] += 11
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps(data))
+    args = ("eval", "--model-prefix", fp32_prefix, "--annotations", str(wrong), "--images",
+            os.path.dirname(images), "--class-map", class_map, "--batch-size", "4", "--quiet")
+    w, h = data["images"][1]["width"], data["images"][1]["height"]
+    assert_clean_error(run_cli(*args), data["images"][1]["file_name"],
+                       "decodes as %dx%d but its annotation says %dx%d" % (w - 11, h, w, h),
+                       "--allow-size-mismatch")
+    proc = run_cli(*args, "--allow-size-mismatch")
+    assert proc.returncode == 0, proc.stderr
+    assert "ssdq: warning: " in proc.stderr and "using the decoded size" in proc.stderr

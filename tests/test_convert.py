@@ -62,18 +62,46 @@ def test_zoo_model_offline_names_params_flag(tmp_path, monkeypatch):
     assert not os.path.exists(str(tmp_path / "x-meta.json"))
 
 
-def test_zoo_model_with_params_file(tmp_path):
+def _random_mobilenet_ssd():
+    """A zoo SSD with random weights and valid BatchNorm statistics: ``initialize()`` draws the
+    expansion layers' ``moving_var`` (no 'ones' initializer of its own) uniformly in
+    [-0.07, 0.07], which no trained model has; we draw every variance in [0.5, 1.5]."""
     from gluoncv import model_zoo
 
     net = model_zoo.get_model("ssd_512_mobilenet1.0_voc", pretrained=False, pretrained_base=False)
     net.initialize()
     net(mx.nd.zeros((1, 3, 300, 300)))
+    rng = np.random.default_rng(0)
+    for param in net.collect_params(".*(running|moving)_var").values():
+        param.set_data(mx.nd.array(rng.uniform(0.5, 1.5, param.shape)))
+    return net
+
+
+def test_zoo_model_with_params_file(tmp_path):
+    net = _random_mobilenet_ssd()
     weights = str(tmp_path / "w.params")
     net.save_parameters(weights)
-    prefix = convert(str(tmp_path / "zoo"), model="ssd_512_mobilenet1.0_voc", params_file=weights)
-    meta = load_checkpoint(prefix).meta
+    with np.errstate(invalid="raise"):  # no "invalid value encountered in sqrt"
+        prefix = convert(str(tmp_path / "zoo"), model="ssd_512_mobilenet1.0_voc", params_file=weights)
+    ckpt = load_checkpoint(prefix)
+    meta = ckpt.meta
     assert meta["model"] == "ssd_512_mobilenet1.0_voc" and meta["classes"][0] == "aeroplane"
     assert meta["batchnorm_folded"] > 10
+    assert all(np.isfinite(v.asnumpy()).all() for v in ckpt.arg_params.values())
+
+
+def test_negative_batchnorm_variance_is_a_clean_error(tmp_path):
+    net = _random_mobilenet_ssd()
+    bad = next(n for n in net.collect_params(".*(running|moving)_var").keys()
+               if "expand_trans_bn0" in n)
+    var = net.collect_params()[bad].data().asnumpy()
+    var[7] = -1.0
+    net.collect_params()[bad].set_data(mx.nd.array(var))
+    weights = str(tmp_path / "w.params")
+    net.save_parameters(weights)
+    with pytest.raises(SsdqError, match=r"BatchNorm \S*expand_trans_bn0 has \d+ channel.*corrupt"):
+        convert(str(tmp_path / "zoo"), model="ssd_512_mobilenet1.0_voc", params_file=weights)
+    assert os.listdir(tmp_path) == ["w.params"]
 
 
 def test_wrong_or_missing_params_file(tmp_path):

@@ -1,7 +1,7 @@
 import numpy as np
 
 from ssdq.data.dataset import open_dataset
-from ssdq.metrics import COCOEvaluator, VOC07Evaluator
+from ssdq.metrics import COCOEvaluator, VOC07Evaluator, gluoncv_coco_boxes
 
 
 def _ground_truth_as_detections(ds, shift=0.0):
@@ -55,3 +55,72 @@ def test_voc07_perfect_and_wrong_class(tiny_data):
     ev.reset()
     ev.process(ids, [(l + 1) % 6 for l in labels], scores, boxes)
     assert ev.evaluate()["map"] < 5
+
+
+def test_gluoncv_box_convention_clips_to_the_input_then_scales_and_adds_one():
+    boxes = np.array([[-10, 20, 150, 310], [30, 60, 90, 120]], np.float32)  # network-input pixels
+    out = gluoncv_coco_boxes(boxes, width=600, height=450, input_size=300)
+    # clipped to [0, 300], scaled by 2 (x) and 1.5 (y), then w = x2 - x1 + 1, h = y2 - y1 + 1
+    np.testing.assert_allclose(out, [[0, 30, 301, 421], [60, 90, 121, 91]])
+    np.testing.assert_allclose(gluoncv_coco_boxes(np.array([[1.5, 2, 3, 7]])), [[1.5, 2, 2.5, 6]])
+
+
+def test_both_conventions_match_gluoncv_coco_detection_metric(fp32_prefix, tiny_data, tmp_path):
+    """The same detections scored by gluoncv's own COCODetectionMetric (fed as its SSD eval
+    script feeds it) and by ssdq: map_gluoncv is its figure to 3 decimals."""
+    import types
+
+    from gluoncv.utils.metrics.coco_detection import COCODetectionMetric
+
+    from ssdq.checkpoint import load_checkpoint
+    from ssdq.evaluate import detect
+    from ssdq.predictor import Predictor
+
+    ds = open_dataset(tiny_data, "val")
+    predictor = Predictor(load_checkpoint(fp32_prefix), 16)
+    raw = {}
+
+    def forward(batch):  # keep every image's raw detections, keyed by image id
+        ids, scores, boxes = predictor(batch)
+        raw[len(raw)] = (ids, scores, boxes)
+        return ids, scores, boxes
+
+    ours, _ = detect(forward, ds, COCOEvaluator(ds), batch_size=16, progress=False)
+    by_image = {}
+    for b, (ids, scores, boxes) in raw.items():
+        for k, rec in enumerate(ds.records[16 * b:16 * (b + 1)]):
+            by_image[rec.image_id] = (ids[k], scores[k], boxes[k])
+    shim = types.SimpleNamespace(coco=ds.coco, classes=list(ds.classes),
+                                 contiguous_id_to_json=dict(enumerate(ds.category_ids)))
+    metric = COCODetectionMetric(shim, str(tmp_path / "gluoncv_eval"), cleanup=True,
+                                 data_shape=(300, 300))
+    for image_id in sorted(ds.coco.getImgIds()):  # the metric numbers images by call order
+        ids, scores, boxes = by_image[image_id]
+        clipped = np.clip(boxes, 0, 300)  # GluonCV's validate(): det_bboxes.clip(0, 300)
+        metric.update(clipped[None], ids[None], scores[None])
+    names, values = metric.get()
+    theirs = metric._coco_eval.stats * 100
+    assert round(ours["map_gluoncv"], 3) == round(theirs[0], 3)
+    assert round(ours["ap50_gluoncv"], 3) == round(theirs[1], 3)
+    assert round(ours["ap75_gluoncv"], 3) == round(theirs[2], 3)
+    assert values[-1] == "%.1f" % ours["map_gluoncv"] and names[-1].startswith("~~~~ MeanAP")
+    assert ours["map"] != ours["map_gluoncv"]  # the continuous figure is another convention
+
+
+def test_detections_of_model_classes_the_dataset_lacks_are_dropped(tiny_data):
+    from ssdq.data.classmap import match_classes
+
+    ds = open_dataset(tiny_data, "val")
+    model_classes = ("person",) + ds.classes  # the model knows one class more, at index 0
+    match = match_classes(ds, model_classes)
+    ids, labels, scores, boxes = _ground_truth_as_detections(ds)
+    ev = COCOEvaluator(ds, match)
+    ev.process(ids, [l + 1 for l in labels], scores, boxes)  # model indices
+    perfect = ev.evaluate()
+    ev.reset()
+    # the same plus confident 'person' boxes over every object: not scored, so no harm
+    ev.process(ids, [np.concatenate([l + 1, np.zeros_like(l)]) for l in labels],
+               [np.concatenate([s, s]) for s in scores], [np.concatenate([b, b]) for b in boxes])
+    result = ev.evaluate()
+    assert perfect["map"] > 99.9 and result["map"] == perfect["map"]
+    assert result["classes_scored"] == list(ds.classes) and result["model_classes_not_scored"] == 1

@@ -2,23 +2,32 @@
 
 Every check that can fail on a user's data fails here, with a one-line ``SsdqError`` that names
 the file: a missing or corrupt annotation file, an empty split, a listed image that is not on
-disk, a JPEG that does not decode. Images are only decoded when read, so opening COCO val2017 is
-fast; ``read_image`` refuses truncated JPEGs that OpenCV would silently half-decode.
+disk, a JPEG that does not decode, an image whose decoded size is not the one its annotation
+records. Images are only decoded when read, so opening COCO val2017 is fast; ``read_image``
+refuses truncated JPEGs that OpenCV would silently half-decode and, like ``mx.image.imdecode``
+(GluonCV's and the recipe's decoder), does not apply a JPEG's EXIF orientation: COCO's boxes and
+``width``/``height`` describe the stored pixels.
 
-Class order is the model's contiguous index: COCO categories sorted by id (as gluoncv does), VOC
-classes as the caller gives them.
+A COCO file may sit anywhere (``annotations=FILE``, images under ``images=DIR``, ``file_name``
+may hold sub-folders) or in the ``ROOT/annotations/instances_SPLIT.json`` layout. A dataset's class
+index is its own: COCO categories sorted by id (as gluoncv does), VOC names as the caller gives them
+or, if not given, sorted as found. ``data.classmap.match_classes`` maps them onto a model's classes
+by name.
 """
 import contextlib
 import io
 import json
+import glob
 import os
+import warnings
 import xml.etree.ElementTree as ET
+import dataclasses
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from ..errors import SsdqError
+from ..errors import SsdqError, SsdqNote, SsdqWarning
 
 
 @dataclass
@@ -41,6 +50,9 @@ class DetectionDataset:
         self.root, self.split = root, split
         self.classes = tuple(classes)
         self.records = records
+        self.class_map = {}  # dataset class name -> model class name (--class-map)
+        self.allow_size_mismatch = False
+        self.source = {}  # how the split was found, for describe()
 
     def __len__(self):
         return len(self.records)
@@ -61,9 +73,19 @@ class DetectionDataset:
         clone.records = self.records[start:stop]
         return clone
 
+    def annotation_counts(self):
+        """Annotations per class (crowd/difficult included) over the whole split."""
+        counts = np.zeros(len(self.classes), np.int64)
+        for rec in self.records:
+            np.add.at(counts, rec.labels, 1)
+        return dict(zip(self.classes, counts.tolist()))
+
     def describe(self):
-        return {"format": self.fmt, "root": os.path.abspath(self.root), "split": self.split,
-                "images": len(self), "classes": list(self.classes)}
+        out = {"format": self.fmt, "root": os.path.abspath(self.root), "split": self.split,
+               "images": len(self), "classes": list(self.classes), **self.source}
+        if self.class_map:
+            out["class_map"] = dict(self.class_map)
+        return out
 
 
 class CocoDataset(DetectionDataset):
@@ -92,21 +114,49 @@ def detect_format(root, split):
         return "voc"
     if not os.path.isdir(root):
         raise SsdqError("dataset folder not found: %s" % root)
-    raise SsdqError("no split %r in %s: expected annotations/instances_%s.json (COCO) or "
-                    "ImageSets/Main/%s.txt (VOC)" % (split, root, split, split))
+    if glob.glob(os.path.join(root, "Annotations", "*.xml")):
+        return "voc"  # no split list (labelme's VOC export): every Annotations/*.xml
+    raise SsdqError("no split %r in %s: expected annotations/instances_%s.json (COCO), "
+                    "ImageSets/Main/%s.txt or Annotations/*.xml (VOC), or pass --annotations FILE "
+                    "--images DIR" % (split, root, split, split))
 
 
-def open_dataset(root, split, fmt="auto", classes=None):
-    """Open a split of a COCO- or VOC-format dataset (``fmt="auto"`` looks at the layout)."""
-    if fmt == "auto":
-        fmt = detect_format(root, split)
-    if fmt == "coco":
-        return load_coco(root, split)
-    if fmt == "voc":
-        if classes is None:
-            raise SsdqError("a VOC-format dataset needs the class list (taken from the model)")
-        return load_voc(root, split, classes)
-    raise SsdqError("unknown dataset format %r (coco, voc or auto)" % fmt)
+def open_dataset(root=None, split=None, fmt="auto", classes=None, annotations=None, images=None,
+                 class_map=None, allow_size_mismatch=False):
+    """Open a detection dataset: every way ssdq reads a user's data goes through here.
+
+    Either a split of a dataset folder (``root``, ``split``; ``fmt="auto"`` looks at the layout),
+    or a COCO file anywhere (``annotations``) with its images under ``images`` (default: the
+    file's folder). ``class_map``: a dict (or JSON file) renaming dataset classes to the model's;
+    ``allow_size_mismatch``: a decoded size other than the annotated one is a warning, not an
+    error, and the decoded size is used.
+    """
+    from .classmap import load_class_map
+
+    if annotations is not None:
+        if fmt not in ("auto", "coco"):
+            raise SsdqError("--annotations takes a COCO file; a VOC dataset is a folder "
+                            "(--data-root)")
+        image_dir = images if images is not None else os.path.dirname(os.path.abspath(annotations))
+        if not os.path.isdir(image_dir):
+            raise SsdqError("image folder not found: %s" % image_dir)
+        dataset = load_coco_file(annotations, image_dir, os.path.splitext(
+            os.path.basename(annotations))[0])
+    elif images is not None:
+        raise SsdqError("--images DIR needs --annotations FILE (the COCO file describing them)")
+    else:
+        if fmt == "auto":
+            fmt = detect_format(root, split)
+        if fmt == "coco":
+            dataset = load_coco(root, split)
+        elif fmt == "voc":
+            dataset = load_voc(root, split, classes)
+        else:
+            raise SsdqError("unknown dataset format %r (coco, voc or auto)" % fmt)
+    if class_map:
+        dataset.class_map = load_class_map(class_map) if isinstance(class_map, str) else dict(class_map)
+    dataset.allow_size_mismatch = allow_size_mismatch
+    return dataset
 
 
 def _load_json(path):
@@ -120,9 +170,15 @@ def _load_json(path):
 
 
 def load_coco(root, split):
+    """A split of the COCO layout: ``ROOT/annotations/instances_SPLIT.json``, images in ``ROOT/SPLIT/``."""
+    return load_coco_file(coco_annotation_path(root, split), os.path.join(root, split), split,
+                          root=root)
+
+
+def load_coco_file(ann_file, image_dir, split, root=None):
+    """Any COCO instances file, its images' ``file_name`` relative to ``image_dir``."""
     from pycocotools.coco import COCO
 
-    ann_file = coco_annotation_path(root, split)
     data = _load_json(ann_file)
     if not isinstance(data, dict):
         raise SsdqError("annotation file %s is not a COCO instances file" % ann_file)
@@ -131,9 +187,10 @@ def load_coco(root, split):
             raise SsdqError("annotation file %s has no %r list: not a COCO instances file"
                             % (ann_file, key))
     if not data["images"]:
-        raise SsdqError("split %r of %s holds no images" % (split, root))
+        raise SsdqError("%s holds no images" % ann_file)
     if not data["categories"]:
         raise SsdqError("annotation file %s lists no categories" % ann_file)
+    _complete_annotations(data, ann_file)
     coco = COCO()
     coco.dataset = data
     try:
@@ -143,7 +200,6 @@ def load_coco(root, split):
         raise SsdqError("annotation file %s is malformed (missing field %s)" % (ann_file, exc)) from None
     category_ids = sorted(coco.cats)
     index_of = {cat: i for i, cat in enumerate(category_ids)}
-    image_dir = os.path.join(root, split)
     records = []
     for image_id in sorted(coco.imgs):
         info = coco.imgs[image_id]
@@ -155,53 +211,107 @@ def load_coco(root, split):
             boxes.append([x, y, x + w, y + h])
             labels.append(index_of[ann["category_id"]])
             ignore.append(bool(ann.get("iscrowd", 0)))
-        records.append(ImageRecord(
-            image_id=int(image_id), path=os.path.join(image_dir, info["file_name"]),
-            width=int(info["width"]), height=int(info["height"]),
-            boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
-            labels=np.asarray(labels, np.int64), ignore=np.asarray(ignore, bool)))
+        try:
+            records.append(ImageRecord(
+                image_id=int(image_id), path=os.path.join(image_dir, info["file_name"]),
+                width=int(info["width"]), height=int(info["height"]),
+                boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+                labels=np.asarray(labels, np.int64), ignore=np.asarray(ignore, bool)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SsdqError("annotation file %s: image %s has no valid %s" % (
+                ann_file, image_id, exc)) from None
     _check_files(records, ann_file)
-    return CocoDataset(root, split, ann_file, coco, category_ids, records)
+    dataset = CocoDataset(root if root is not None else image_dir, split, ann_file, coco,
+                          category_ids, records)
+    dataset.source = {"annotation_file": os.path.abspath(ann_file),
+                      "image_dir": os.path.abspath(image_dir)}
+    return dataset
 
 
-def load_voc(root, split, classes):
+def _complete_annotations(data, ann_file):
+    """Fill what pycocotools' evaluation needs but other tools' exports may lack.
+
+    COCOeval reads every ground truth's ``area`` and ``iscrowd``, and takes an annotation id of 0
+    for "unmatched", so a match to it would count as a false positive (labelme numbers its
+    annotations from 0): such ids are renumbered from 1 in memory; the file is not touched.
+    """
+    anns = data["annotations"]
+    for ann in anns:
+        if not isinstance(ann, dict) or not isinstance(ann.get("bbox"), list) or len(ann["bbox"]) != 4:
+            raise SsdqError("annotation file %s is malformed: an annotation without a 4-number "
+                            "'bbox'" % ann_file)
+        ann.setdefault("iscrowd", 0)
+        if "area" not in ann:
+            ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
+    ids = [ann.get("id") for ann in anns]
+    if any(not isinstance(i, int) or i < 1 for i in ids) or len(set(ids)) != len(ids):
+        for number, ann in enumerate(anns, 1):
+            ann["id"] = number
+
+
+def load_voc(root, split, classes=None):
+    """A VOC split (``ImageSets/Main/SPLIT.txt``, or every ``Annotations/*.xml`` if there is no
+    list). ``classes``: the class index to use; by default the names found, sorted."""
     list_file = os.path.join(root, "ImageSets", "Main", split + ".txt")
-    if not os.path.isfile(list_file):
-        raise SsdqError("VOC split list not found: %s" % list_file)
-    with open(list_file) as f:
-        names = [line.strip().split()[0] for line in f if line.strip()]
+    if os.path.isfile(list_file):
+        with open(list_file) as f:
+            names = [line.strip().split()[0] for line in f if line.strip()]
+        listed_in = list_file
+    else:
+        names = sorted(os.path.splitext(os.path.basename(p))[0]
+                       for p in glob.glob(os.path.join(root, "Annotations", "*.xml")))
+        listed_in = os.path.join(root, "Annotations")
+        if names:
+            warnings.warn("%s has no ImageSets/Main/%s.txt: using every Annotations/*.xml "
+                          "(%d files, sorted)" % (root, split, len(names)), SsdqNote)
     if not names:
         raise SsdqError("split %r of %s holds no images" % (split, root))
+    parsed = [_parse_voc_xml(root, name) for name in names]
+    if classes is None:
+        classes = sorted({cls for _, _, _, objects in parsed for cls, _, _ in objects})
     index_of = {name: i for i, name in enumerate(classes)}
     records = []
-    for image_id, name in enumerate(names):
-        xml_path = os.path.join(root, "Annotations", name + ".xml")
-        if not os.path.isfile(xml_path):
-            raise SsdqError("annotation file not found: %s" % xml_path)
-        try:
-            tree = ET.parse(xml_path).getroot()
-            width = int(tree.find("size/width").text)
-            height = int(tree.find("size/height").text)
-            boxes, labels, ignore = [], [], []
-            for obj in tree.iter("object"):
-                cls = obj.find("name").text.strip()
-                if cls not in index_of:
-                    raise SsdqError("%s names class %r, which the model does not know (%s)"
-                                    % (xml_path, cls, ", ".join(classes)))
-                bb = obj.find("bndbox")
-                # VOC boxes are 1-based inclusive pixel indices.
-                boxes.append([float(bb.find(t).text) - 1 for t in ("xmin", "ymin", "xmax", "ymax")])
-                labels.append(index_of[cls])
-                difficult = obj.find("difficult")
-                ignore.append(difficult is not None and difficult.text.strip() == "1")
-        except (ET.ParseError, AttributeError, ValueError) as exc:
-            raise SsdqError("annotation file %s is malformed (%s)" % (xml_path, exc)) from None
+    for image_id, (path, width, height, objects) in enumerate(parsed):
+        for cls, _, _ in objects:
+            if cls not in index_of:
+                raise SsdqError("%s names class %r, which the model does not know (%s)"
+                                % (os.path.join(root, "Annotations", names[image_id] + ".xml"),
+                                   cls, ", ".join(classes)))
         records.append(ImageRecord(
-            image_id=image_id, path=os.path.join(root, "JPEGImages", name + ".jpg"),
-            width=width, height=height, boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
-            labels=np.asarray(labels, np.int64), ignore=np.asarray(ignore, bool)))
-    _check_files(records, list_file)
-    return VocDataset(root, split, classes, records)
+            image_id=image_id, path=path, width=width, height=height,
+            boxes=np.asarray([b for _, b, _ in objects], np.float32).reshape(-1, 4),
+            labels=np.asarray([index_of[c] for c, _, _ in objects], np.int64),
+            ignore=np.asarray([d for _, _, d in objects], bool)))
+    _check_files(records, listed_in)
+    dataset = VocDataset(root, split, classes, records)
+    dataset.source = {"image_list": os.path.abspath(listed_in)}
+    return dataset
+
+
+def _parse_voc_xml(root, name):
+    """-> (image path, width, height, [(class name, x1y1x2y2 box, difficult)])."""
+    xml_path = os.path.join(root, "Annotations", name + ".xml")
+    if not os.path.isfile(xml_path):
+        raise SsdqError("annotation file not found: %s" % xml_path)
+    try:
+        tree = ET.parse(xml_path).getroot()
+        width = int(tree.find("size/width").text)
+        height = int(tree.find("size/height").text)
+        objects = []
+        for obj in tree.iter("object"):
+            bb = obj.find("bndbox")
+            difficult = obj.find("difficult")
+            # VOC boxes are 1-based inclusive pixel indices.
+            objects.append((obj.find("name").text.strip(),
+                            [float(bb.find(t).text) - 1 for t in ("xmin", "ymin", "xmax", "ymax")],
+                            difficult is not None and difficult.text.strip() == "1"))
+    except (ET.ParseError, AttributeError, ValueError) as exc:
+        raise SsdqError("annotation file %s is malformed (%s)" % (xml_path, exc)) from None
+    path = os.path.join(root, "JPEGImages", name + ".jpg")
+    filename = tree.findtext("filename")
+    if not os.path.isfile(path) and filename:
+        path = os.path.join(root, "JPEGImages", filename.strip())
+    return path, width, height, objects
 
 
 def _check_files(records, listed_in):
@@ -211,7 +321,8 @@ def _check_files(records, listed_in):
 
 
 def read_image(path):
-    """Decode an image file to RGB uint8, refusing truncated or corrupt files."""
+    """Decode an image file (JPEG, PNG, ...; grayscale too) to RGB uint8, refusing truncated or
+    corrupt files. EXIF orientation is not applied, as in ``mx.image.imdecode``."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -219,24 +330,25 @@ def read_image(path):
         raise SsdqError("cannot read image %s (%s)" % (path, exc.strerror)) from None
     if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
         raise SsdqError("corrupt JPEG %s: the file is truncated" % path)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
         raise SsdqError("corrupt image %s: it does not decode" % path)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def check_classes(dataset, model_classes):
-    """Refuse to evaluate or calibrate a model on data whose classes differ from its own."""
-    if tuple(dataset.classes) == tuple(model_classes):
-        return
-    missing = [c for c in dataset.classes if c not in model_classes]
-    extra = [c for c in model_classes if c not in dataset.classes]
-    detail = []
-    if missing:
-        detail.append("dataset-only: %s" % ", ".join(missing[:5]))
-    if extra:
-        detail.append("model-only: %s" % ", ".join(extra[:5]))
-    if not detail:
-        detail.append("same names in a different order")
-    raise SsdqError("dataset classes (%d) do not match the model's (%d): %s"
-                    % (len(dataset.classes), len(model_classes), "; ".join(detail)))
+def read_record_image(record, allow_size_mismatch=False):
+    """Decode a record's image and check its size against the annotation's width/height.
+
+    Returns (RGB image, record): with ``allow_size_mismatch`` a mismatch is a warning and the
+    record returned carries the decoded size (the boxes are then mapped to it)."""
+    img = read_image(record.path)
+    height, width = img.shape[:2]
+    if (width, height) == (record.width, record.height):
+        return img, record
+    message = ("%s decodes as %dx%d but its annotation says %dx%d (width x height)"
+               % (record.path, width, height, record.width, record.height))
+    if not allow_size_mismatch:
+        raise SsdqError(message + "; fix the annotation, or pass --allow-size-mismatch to use "
+                        "the decoded size")
+    warnings.warn(message + ": using the decoded size", SsdqWarning)
+    return img, dataclasses.replace(record, width=width, height=height)

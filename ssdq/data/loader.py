@@ -1,30 +1,33 @@
 """Reading a split in batches: decode and resize one batch ahead of the network.
 
 A thread pool decodes the next batch while the current one runs (OpenCV releases the GIL); each
-batch carries its records (image ids), and the last partial batch is kept.
+batch carries its records (image ids, and the image size its boxes are mapped to: the decoded
+one, checked against the annotation), and the last partial batch is kept.
 """
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .dataset import read_image
+from .dataset import read_record_image
 from .transforms import preprocess
 
 
 def iterate_batches(dataset, batch_size, num_workers=1, transform=preprocess):
     """Yield (array, records) for every image of ``dataset``, in order. ``transform`` turns a
     decoded RGB image into one network input: ssdq's NCHW normalisation unless a checkpoint's
-    ``input_format`` says otherwise."""
+    ``input_format`` says otherwise. Records come back with the decoded size when
+    ``--allow-size-mismatch`` let it differ from the annotated one."""
 
-    def _load(record):
-        return transform(read_image(record.path))
+    def load(record):
+        img, record = read_record_image(record, getattr(dataset, "allow_size_mismatch", False))
+        return transform(img), record
 
     records = dataset.records
     chunks = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
     with ThreadPoolExecutor(max(1, num_workers)) as pool:
-        pending = [pool.map(_load, chunks[0])] if chunks else []
+        pending = [pool.map(load, chunks[0])] if chunks else []
         for i, chunk in enumerate(chunks):
-            images = list(pending.pop())
+            loaded = list(pending.pop())
             if i + 1 < len(chunks):
-                pending.append(pool.map(_load, chunks[i + 1]))
-            yield np.stack(images), chunk
+                pending.append(pool.map(load, chunks[i + 1]))
+            yield np.stack([img for img, _ in loaded]), [rec for _, rec in loaded]

@@ -16,8 +16,8 @@ class DetectionRecorder:
     def reset(self):
         self.batches = []
 
-    def process(self, image_ids, labels, scores, boxes):
-        self.batches.append((list(image_ids), labels, scores, boxes))
+    def process(self, image_ids, labels, scores, boxes, **extra):
+        self.batches.append(((list(image_ids), labels, scores, boxes), extra))
 
     def evaluate(self):
         return {"batches": self.batches}
@@ -56,8 +56,8 @@ def sharded_detect(checkpoint, dataset, evaluator, engine, shards, batch_size=64
     wall_s = time.perf_counter() - start
     evaluator.reset()
     for result in results:
-        for batch in result["value"]["batches"]:
-            evaluator.process(*batch)
+        for args, extra in result["value"]["batches"]:
+            evaluator.process(*args, **extra)
     metrics = evaluator.evaluate()
     images = sum(r["value"]["timing"]["images"] for r in results)
     timing = {"images": images, "wall_s": wall_s,
