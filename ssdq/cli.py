@@ -17,6 +17,13 @@ def _runtime_flags():
     g = p.add_argument_group("threads")
     g.add_argument("--cores", help="CPU cores to pin to, e.g. 0-3,6 (default: one per physical core)")
     g.add_argument("--threads", type=int, help="OpenMP threads (default: one per pinned core)")
+    g.add_argument("--numa-node", metavar="N|all",
+                   help="pin to this NUMA node's physical cores, or all nodes' (default: the node "
+                        "of --cores, else one node unless --threads needs more)")
+    g.add_argument("--membind", default="bind", choices=("bind", "preferred", "none"),
+                   help="memory policy for the pinned nodes, via set_mempolicy (default bind)")
+    g.add_argument("--strict", action="store_true",
+                   help="fail if the kernel refuses the memory policy (default: warn, go on)")
     g.add_argument("--gpus", default="", help="GPU ids; ssdq runs on CPU only, so leave empty")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -179,7 +186,8 @@ def _run(args):
         if getattr(args, flag, 1) < 1:
             raise SsdqError("--%s must be at least 1" % flag.replace("_", "-"))
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
-    threads = cpus.pin_threads(args.cores, args.threads)
+    threads = cpus.pin_threads(args.cores, args.threads, args.numa_node, args.membind,
+                               args.strict)
     progress = not args.quiet
     if args.command == "convert":
         from .convert import convert
