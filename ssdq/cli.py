@@ -134,6 +134,15 @@ def build_parser():
                    help="also profile each graph per operator (MXNet profiler) at the batch "
                         "nearest 8: where the time goes, in bench.json and bench.md")
     p.add_argument("--out", default=os.path.join("reports", "bench.json"))
+    g = p.add_argument_group("multi-instance (as Intel's launchers run CI; see README)")
+    g.add_argument("--instances", type=int, help="run N instances together, each on its own cores")
+    g.add_argument("--cores-per-instance", type=int, help="physical cores of each instance")
+    g.add_argument("--mode", choices=("latency", "throughput"),
+                   help="latency: 4 cores an instance within one node; throughput: one per node")
+    g.add_argument("--instance-cores", nargs="+", metavar="CPUS",
+                   help="explicit cores of each instance, e.g. 0-3 4-7")
+    g.add_argument("--rounds", type=int, default=1,
+                   help="times to run (one instance on all the cores, then the N) in turns")
 
     p = sub.add_parser("compare", help="CI gate: fail if a report regressed against a baseline")
     p.add_argument("report", help="the new report.json or bench.json")
@@ -143,6 +152,8 @@ def build_parser():
                    help="minimum end-to-end int8/fp32 images/s ratio (measured within the new run)")
     p.add_argument("--min-network-speedup", type=float,
                    help="minimum network-only int8/fp32 ratio (needs a bench in the file)")
+    p.add_argument("--min-throughput", type=float,
+                   help="multi-instance bench: minimum total img/s (all images / common wall time)")
 
     p = sub.add_parser("reproduce", parents=[rt, data, quant],
                        help="convert, quantize, evaluate fp32 and int8, write the report")
@@ -179,7 +190,7 @@ def _run(args):
         from .compare import compare
 
         ok, lines = compare(args.report, args.baseline, args.max_map_drop, args.min_speedup,
-                            args.min_network_speedup)
+                            args.min_network_speedup, args.min_throughput)
         print("\n".join(lines))
         return 0 if ok else 1
     for flag in ("batch_size", "num_workers", "num_calib_batches"):
@@ -293,6 +304,16 @@ def _bench(args, progress):
         pairs = [zoo_checkpoints(args.zoo, image_set, progress=progress)]
     else:
         pairs = [(args.model_prefix, args.int8_prefix)]
+    if args.instances or args.cores_per_instance or args.mode or args.instance_cores:
+        from .multi_instance import markdown as multi_markdown, run_bench
+
+        bench, paths = run_bench(
+            image_set, *pairs[0], args.precisions, args.scopes, args.batch_sizes, args.instances,
+            args.cores_per_instance, args.mode, args.numa_node, args.instance_cores, args.warmup,
+            args.repeats, args.rounds, args.membind, args.strict, args.out, args.zoo, progress)
+        print(multi_markdown(bench))
+        print("wrote %s" % ", ".join(paths))
+        return
     bench = benchmark(pairs, image_set, args.precisions, args.scopes, args.batch_sizes,
                       args.warmup, args.repeats, args.eval_images, args.num_workers, progress,
                       profile=args.profile)
