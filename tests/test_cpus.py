@@ -303,3 +303,11 @@ def test_format_environment_on_an_amx_xeon():
     assert "AVX512-VNNI yes" in text and "AVX512-BF16 yes" in text and "AMX yes" in text
     assert "0-3 (4 in use)" in text and "KMP_* variables in effect" in text
     assert "Intel AMX" in text and "Xeon" in text
+
+
+def test_cores_off_the_requested_node(untouched, fake_host):
+    root = fake_host(nodes={0: "0", 1: "1"}, siblings=["0", "1"])
+    with pytest.raises(SsdqError, match="not all on --numa-node 1"):
+        cpus.pin_threads(cores="0", numa_node=1, sysfs_root=root)
+    with pytest.raises(SsdqError, match="--membind"):
+        cpus.pin_threads(cores="0", membind="interleave", sysfs_root=root)

@@ -109,3 +109,21 @@ def test_masks_round_trip():
     assert mempolicy._nodes_of(words) == [0, 3, 64, 1023]
     with pytest.raises(ValueError):
         mempolicy._mask([1024])
+
+
+def test_every_command_takes_the_numa_flags(fp32_prefix, tiny_data, tmp_path):
+    from conftest import assert_clean_error, run_cli
+
+    out = str(tmp_path / "eval.json")
+    proc = run_cli("eval", "--model-prefix", fp32_prefix, "--data-root", tiny_data, "--numa-node",
+                   "0", "--membind", "preferred", "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(out) as f:
+        numa = json.load(f)["threads"]["numa"]
+    assert numa["requested_node"] == 0 and numa["nodes"] == [0]
+    if numa["membind"]["error"] is None:
+        assert numa["membind"]["read_back"] == {"mode": "preferred", "nodes": [0]}
+    assert_clean_error(run_cli("convert", "--numa-node", "7", "--out", str(tmp_path / "c")),
+                       "NUMA node 7 does not exist")
+    assert_clean_error(run_cli("convert", "--numa-node", "x", "--out", str(tmp_path / "c")),
+                       "bad --numa-node")
