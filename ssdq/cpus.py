@@ -159,14 +159,6 @@ def pin_threads(cores=None, threads=None, numa_node=None, membind="bind", strict
            bool(strict))
     if _pinned is not None and _pinned[0] == key:
         return copy.deepcopy(_pinned[1])
-    if "mxnet" in sys.modules:
-        raise RuntimeError("pin_threads() must run before mxnet is imported: its OpenMP "
-                           "runtime has already read OMP_* and cannot be re-pinned")
-    if _pinned is not None:
-        raise RuntimeError("pin_threads() already ran in this process with cores=%r, "
-                           "threads=%r" % (_pinned[1]["requested"]["cores"],
-                                           _pinned[1]["requested"]["threads"]))
-
     topology = read_topology(sysfs_root, allowed_cpus=allowed)
     if cores is not None:
         chosen, cores_source = parsed_cores, "argument"
@@ -180,6 +172,13 @@ def pin_threads(cores=None, threads=None, numa_node=None, membind="bind", strict
     else:
         chosen, nodes = choose_cores(topology, numa_node, threads)
         cores_source = "default" if numa_node is None else "numa_node"
+    if "mxnet" in sys.modules:
+        raise RuntimeError("pin_threads() must run before mxnet is imported: its OpenMP "
+                           "runtime has already read OMP_* and cannot be re-pinned")
+    if _pinned is not None:
+        raise RuntimeError("pin_threads() already ran in this process with cores=%r, "
+                           "threads=%r" % (_pinned[1]["requested"]["cores"],
+                                           _pinned[1]["requested"]["threads"]))
 
     env, warnings = {}, []
 

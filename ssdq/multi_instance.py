@@ -15,6 +15,7 @@ per node with all its cores.
 import csv
 import datetime
 import io
+import json
 import os
 import select
 import statistics
@@ -198,8 +199,6 @@ def _close(fd):
 
 
 def _load(path):
-    import json
-
     with open(path) as f:
         return json.load(f)
 
@@ -411,8 +410,8 @@ def run_bench(image_set, fp32_prefix, int8_prefix, precisions, scopes, batch_siz
     """What ``ssdq bench --instances/--cores-per-instance/--mode`` runs: plan, one precision,
     scope and batch size (the single one given; else int8, network, batch 1 in latency mode and
     8 otherwise), the rounds, the files. Returns (bench, paths)."""
-    from .bench import _checkpoint, _batch
-    from .checkpoint import load_checkpoint
+    from .bench import _batch
+    from .checkpoint import checkpoint_files, resolve_prefix
     from .data.loader import iterate_batches
     from .topology import read_topology
 
@@ -426,13 +425,13 @@ def run_bench(image_set, fp32_prefix, int8_prefix, precisions, scopes, batch_siz
     batch_size = batch_sizes[0] if len(batch_sizes) == 1 else (1 if mode == "latency" else 8)
     if batch_size < 1:
         raise SsdqError("--batch-sizes must be at least 1")
-    ckpt = _checkpoint(precision, load_checkpoint(fp32_prefix),
-                       load_checkpoint(int8_prefix) if int8_prefix and precision == "int8" else None)
-    if ckpt is None:
-        raise SsdqError("--precisions int8 needs an int8 checkpoint (--int8-prefix)")
+    prefix = resolve_prefix((int8_prefix if precision == "int8" else fp32_prefix) or "")
+    if not os.path.isfile(checkpoint_files(prefix)["symbol"]):  # the instances would each fail
+        raise SsdqError("no %s checkpoint at %s (%s)" % (
+            precision, prefix or "?", "--int8-prefix" if precision == "int8" else "--model-prefix"))
     pool = image_set.subset(min(len(image_set), batch_size))
     images = _batch(next(iterate_batches(pool, batch_size))[0], batch_size)
-    bench = bench_instances(plan, ckpt.prefix, precision, scope, images, warmup, repeats, rounds,
+    bench = bench_instances(plan, prefix, precision, scope, images, warmup, repeats, rounds,
                             membind, strict, os.path.dirname(out) or ".",
                             os.path.splitext(os.path.basename(out))[0], model, progress)
     return bench, write_multi_bench(bench, out)

@@ -305,7 +305,8 @@ def test_format_environment_on_an_amx_xeon():
     assert "Intel AMX" in text and "Xeon" in text
 
 
-def test_cores_off_the_requested_node(untouched, fake_host):
+def test_cores_off_the_requested_node(untouched, fake_host, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mxnet", types.ModuleType("mxnet"))  # bad input comes first
     root = fake_host(nodes={0: "0", 1: "1"}, siblings=["0", "1"])
     with pytest.raises(SsdqError, match="not all on --numa-node 1"):
         cpus.pin_threads(cores="0", numa_node=1, sysfs_root=root)
