@@ -304,7 +304,8 @@ def _bench(args, progress):
         pairs = [zoo_checkpoints(args.zoo, image_set, progress=progress)]
     else:
         pairs = [(args.model_prefix, args.int8_prefix)]
-    if args.instances or args.cores_per_instance or args.mode or args.instance_cores:
+    if any(v is not None for v in (args.instances, args.cores_per_instance, args.mode,
+                                   args.instance_cores)):
         from .multi_instance import markdown as multi_markdown, run_bench
 
         bench, paths = run_bench(
