@@ -274,6 +274,7 @@ def bench_instances(plan, prefix, precision, scope, images, warmup=2, repeats=5,
     single_plan = [{"cpus": all_cpus, "nodes": all_nodes,
                     "membind_nodes": sorted({m for i in plan for m in i["membind_nodes"]})}]
     singles, multis = [], []
+    load_before = os.getloadavg()
     for r in tqdm(range(rounds), desc="multi-instance rounds", unit="round", disable=not progress):
         singles.append(run_round(single_plan, common, log_dir, "r%d-single" % r))
         multis.append(run_round(plan, common, log_dir, "r%d-instance" % r))
@@ -308,6 +309,8 @@ def bench_instances(plan, prefix, precision, scope, images, warmup=2, repeats=5,
         "settings": {"model": model, "checkpoint": prefix, "precision": precision,
                      "scope": scope, "batch_size": int(len(images)), "warmup": warmup,
                      "repeats": repeats, "rounds": rounds, "membind": membind,
+                     "load_average_1min": {"before": round(load_before[0], 2),
+                                           "after": round(os.getloadavg()[0], 2)},
                      "clock": "time.perf_counter (CLOCK_MONOTONIC, one clock for all processes)"},
         "instances": instances, "total": total, "single_instance": single,
         "rounds": [{"single_images_per_sec": s[1]["images_per_sec"], **p[1],
@@ -384,6 +387,15 @@ def markdown(bench):
               "| one instance on all %d cores (same run, in turns) | %.2f |" % (
                   total["cores"], single["images_per_sec"]),
               "| sum / single | %.2fx |" % total["sum_vs_single"], "",
+              "| round | one instance img/s | all images / wall img/s | sum img/s |",
+              "|---|---|---|---|"]
+    lines += ["| %d | %.2f | %.2f | %.2f |" % (i, r["single_images_per_sec"], r["images_per_sec"],
+                                             r["sum_images_per_sec"])
+              for i, r in enumerate(bench["rounds"])]
+    load = s.get("load_average_1min")
+    lines += ["", "Host load average (1 min) before / after: %s / %s on %d cores in use (other "
+              "processes share the machine when it exceeds that)." % (
+                  load["before"], load["after"], total["cores"]) if load else "", "",
               "Placement read back from /proc/PID/task/*/status and get_mempolicy: %s." % (
                   "every thread of every instance stayed on its own cores" if total["placement_ok"]
                   else "SOME THREADS RAN OUTSIDE THEIR INSTANCE'S CORES")]

@@ -107,6 +107,7 @@ def test_two_instances_one_core_each(fp32_prefix, int8_prefix, tiny_data, tmp_pa
     assert total["sum_images_per_sec"] == pytest.approx(sum(i["images_per_sec"] for i in instances))
     assert total["images_per_sec"] <= total["sum_images_per_sec"] * 1.0001  # common wall time
     assert bench["single_instance"]["cpus"] == allowed[:2]
+    assert len(bench["rounds"]) == 1 and set(bench["settings"]["load_average_1min"]) == {"before", "after"}
     with open(str(tmp_path / "bench.csv")) as f:
         rows = list(csv.DictReader(f))
     assert [r["row"] for r in rows] == ["instance-0", "instance-1", "total", "single-instance"]
