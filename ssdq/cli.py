@@ -18,6 +18,13 @@ def _runtime_flags():
     g = p.add_argument_group("threads")
     g.add_argument("--cores", help="CPU cores to pin to, e.g. 0-3,6 (default: one per physical core)")
     g.add_argument("--threads", type=int, help="OpenMP threads (default: one per pinned core)")
+    g.add_argument("--numa-node", metavar="N|all",
+                   help="pin to this NUMA node's physical cores, or all nodes' (default: the node "
+                        "of --cores, else one node unless --threads needs more)")
+    g.add_argument("--membind", default="bind", choices=("bind", "preferred", "none"),
+                   help="memory policy for the pinned nodes, via set_mempolicy (default bind)")
+    g.add_argument("--strict", action="store_true",
+                   help="fail if the kernel refuses the memory policy (default: warn, go on)")
     g.add_argument("--gpus", default="", help="GPU ids; ssdq runs on CPU only, so leave empty")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -182,6 +189,15 @@ def build_parser():
                    help="also profile each graph per operator (MXNet profiler) at the batch "
                         "nearest 8: where the time goes, in bench.json and bench.md")
     p.add_argument("--out", default=os.path.join("reports", "bench.json"))
+    g = p.add_argument_group("multi-instance (as Intel's launchers run CI; see README)")
+    g.add_argument("--instances", type=int, help="run N instances together, each on its own cores")
+    g.add_argument("--cores-per-instance", type=int, help="physical cores of each instance")
+    g.add_argument("--mode", choices=("latency", "throughput"),
+                   help="latency: 4 cores an instance within one node; throughput: one per node")
+    g.add_argument("--instance-cores", nargs="+", metavar="CPUS",
+                   help="explicit cores of each instance, e.g. 0-3 4-7")
+    g.add_argument("--rounds", type=int, default=1,
+                   help="times to run (one instance on all the cores, then the N) in turns")
 
     p = sub.add_parser("compare", help="CI gate: fail if a report regressed against a baseline")
     p.add_argument("report", help="the new report.json or bench.json")
@@ -191,6 +207,8 @@ def build_parser():
                    help="minimum end-to-end int8/fp32 images/s ratio (measured within the new run)")
     p.add_argument("--min-network-speedup", type=float,
                    help="minimum network-only int8/fp32 ratio (needs a bench in the file)")
+    p.add_argument("--min-throughput", type=float,
+                   help="multi-instance bench: minimum total img/s (all images / common wall time)")
 
     p = sub.add_parser("reproduce", parents=[rt, data, quant],
                        help="convert, quantize, evaluate fp32 and int8, write the report")
@@ -241,14 +259,15 @@ def _run(args):
         from .compare import compare
 
         ok, lines = compare(args.report, args.baseline, args.max_map_drop, args.min_speedup,
-                            args.min_network_speedup)
+                            args.min_network_speedup, args.min_throughput)
         print("\n".join(lines))
         return 0 if ok else 1
     for flag in ("batch_size", "num_workers", "num_calib_batches"):
         if getattr(args, flag, 1) < 1:
             raise SsdqError("--%s must be at least 1" % flag.replace("_", "-"))
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
-    threads = cpus.pin_threads(args.cores, args.threads)
+    threads = cpus.pin_threads(args.cores, args.threads, args.numa_node, args.membind,
+                               args.strict)
     progress = not args.quiet
     if args.command == "convert":
         from .convert import convert
@@ -374,6 +393,17 @@ def _bench(args, progress):
         pairs = [zoo_checkpoints(args.zoo, image_set, progress=progress)]
     else:
         pairs = [(args.model_prefix, args.int8_prefix)]
+    if any(v is not None for v in (args.instances, args.cores_per_instance, args.mode,
+                                   args.instance_cores)):
+        from .multi_instance import markdown as multi_markdown, run_bench
+
+        bench, paths = run_bench(
+            image_set, *pairs[0], args.precisions, args.scopes, args.batch_sizes, args.instances,
+            args.cores_per_instance, args.mode, args.numa_node, args.instance_cores, args.warmup,
+            args.repeats, args.rounds, args.membind, args.strict, args.out, args.zoo, progress)
+        print(multi_markdown(bench))
+        print("wrote %s" % ", ".join(paths))
+        return
     pairs, extra = bench_checkpoints(pairs, args.extra_int8, args.classes, args.params)
     bench = benchmark(pairs, image_set, args.precisions, args.scopes, args.batch_sizes,
                       args.warmup, args.repeats, args.eval_images, args.num_workers, progress,

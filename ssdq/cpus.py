@@ -1,8 +1,9 @@
 """CPU placement without numactl: CPU lists, physical cores, and pinning OpenMP threads.
 
 ``pin_threads`` must run before anything imports mxnet: the wheel's OpenMP runtime (GNU libgomp)
-reads OMP_* / GOMP_* once, when it is loaded. It sets the process CPU affinity with psutil and
-exports the OpenMP variables; ``environment.py`` records afterwards what was really in effect.
+reads OMP_* / GOMP_* once, when it is loaded. It picks cores by NUMA node (``topology.py``), sets
+the process CPU affinity with psutil and the memory policy with set_mempolicy (``mempolicy.py``:
+threads created later inherit it) and exports the OpenMP variables; ``environment.py`` records afterwards what was really in effect.
 
 Facts this module relies on (mxnet 1.9.1 wheel):
 
@@ -92,29 +93,15 @@ def read_file(path):
         return None
 
 
-def physical_cores(allowed=None):
-    """One logical CPU per physical core among ``allowed`` (default: the current affinity).
-
-    Hyper-thread siblings are skipped using sysfs ``thread_siblings_list``; without SMT, or
-    without sysfs, the affinity list is returned as it is.
-    """
+def physical_cores(allowed=None, sysfs_root="/sys"):
+    """One logical CPU per physical core among ``allowed`` (default: the current affinity),
+    from the siblings ``topology.read_topology`` reads; without sysfs, ``allowed`` as it is."""
     import psutil
 
+    from .topology import read_topology
+
     allowed = sorted(allowed if allowed is not None else psutil.Process().cpu_affinity())
-    physical, logical = psutil.cpu_count(logical=False), psutil.cpu_count(logical=True)
-    if physical is not None and physical == logical:
-        return allowed
-    allowed_set, chosen = set(allowed), []
-    for cpu in allowed:
-        text = read_file("/sys/devices/system/cpu/cpu%d/topology/thread_siblings_list" % cpu)
-        try:
-            siblings = set(_parse_cpu_syntax(text.strip())) if text else set()
-        except SsdqError:
-            siblings = set()
-        siblings = (siblings & allowed_set) or {cpu}
-        if cpu == min(siblings):
-            chosen.append(cpu)
-    return chosen
+    return read_topology(sysfs_root, allowed_cpus=allowed).physical_cores(allowed)
 
 
 def _parse_threads(threads):
@@ -134,11 +121,17 @@ def _openmp_libraries_mapped():
     return sorted(found)
 
 
-def pin_threads(cores=None, threads=None):
-    """Pin this process to ``cores`` and export OpenMP settings; call before importing mxnet.
+def pin_threads(cores=None, threads=None, numa_node=None, membind="bind", strict=False,
+                sysfs_root="/sys"):
+    """Pin this process to ``cores``, bind its memory, export OpenMP settings; call before
+    importing mxnet.
 
     ``cores``: list of CPU numbers or a string like "0-3,6"; default: one logical CPU per
-    physical core in the current affinity mask. ``threads``: OpenMP threads; default: the
+    physical core of one NUMA node (``topology.choose_cores``: ``numa_node`` N or "all", else
+    the node with the most allowed cores, more nodes only when ``threads`` need them).
+    ``membind`` ("bind", "preferred", "none"): memory policy for the nodes of those cores, set
+    with set_mempolicy(2); if the kernel refuses, one warning line on stderr, or SsdqError with
+    ``strict``. ``threads``: OpenMP threads; default: the
     user's OMP_NUM_THREADS if set, else ``len(cores)``. Precedence for every variable: explicit
     arguments, then variables the user already exported, then our defaults; each value's
     source is recorded. If the user exported OMP_PLACES or GOMP_CPU_AFFINITY and gave no
@@ -151,14 +144,34 @@ def pin_threads(cores=None, threads=None):
     global _pinned
     import psutil
 
+    from .mempolicy import MEMBIND_MODES, bind_memory
+    from .topology import check_node, choose_cores, parse_node, read_topology
+
     if threads is not None:
         threads = _parse_threads(threads)
+    if membind not in MEMBIND_MODES:
+        raise SsdqError("bad --membind %r: choose from %s" % (membind, ", ".join(MEMBIND_MODES)))
+    numa_node = parse_node(numa_node)
     proc = psutil.Process()
     allowed = sorted(proc.cpu_affinity())
     parsed_cores = None if cores is None else parse_cores(cores, allowed)
-    key = (None if cores is None else tuple(parsed_cores), threads)
+    key = (None if cores is None else tuple(parsed_cores), threads, numa_node, membind,
+           bool(strict))
     if _pinned is not None and _pinned[0] == key:
         return copy.deepcopy(_pinned[1])
+    topology = read_topology(sysfs_root, allowed_cpus=allowed)
+    if cores is not None:
+        chosen, cores_source = parsed_cores, "argument"
+        nodes = sorted({topology.node_of(c) for c in chosen} - {None})
+        if isinstance(numa_node, int):
+            check_node(topology, numa_node)
+            if nodes != [numa_node]:
+                raise SsdqError("--cores %s are not all on --numa-node %d (node %d: CPUs %s)" % (
+                    format_cpu_list(chosen), numa_node, numa_node,
+                    format_cpu_list(topology.nodes[numa_node].cpus)))
+    else:
+        chosen, nodes = choose_cores(topology, numa_node, threads)
+        cores_source = "default" if numa_node is None else "numa_node"
     if "mxnet" in sys.modules:
         raise RuntimeError("pin_threads() must run before mxnet is imported: its OpenMP "
                            "runtime has already read OMP_* and cannot be re-pinned")
@@ -166,11 +179,6 @@ def pin_threads(cores=None, threads=None):
         raise RuntimeError("pin_threads() already ran in this process with cores=%r, "
                            "threads=%r" % (_pinned[1]["requested"]["cores"],
                                            _pinned[1]["requested"]["threads"]))
-
-    if cores is not None:
-        chosen, cores_source = parsed_cores, "argument"
-    else:
-        chosen, cores_source = physical_cores(allowed), "default"
 
     env, warnings = {}, []
 
@@ -216,6 +224,15 @@ def pin_threads(cores=None, threads=None):
         warnings.append("OpenMP already loaded (%s): it may ignore these settings"
                         % ", ".join(mapped))
 
+    if not set_affinity:
+        nodes = topology.cpu_nodes()
+    memory = bind_memory(membind, topology.memory_for(nodes))
+    if memory["error"]:
+        if strict:
+            raise SsdqError("--membind %s: %s" % (membind, memory["error"]))
+        line = "%s; memory not bound (--strict makes this an error)" % memory["error"]
+        warnings.append(line)
+        print("ssdq: warning: %s" % line, file=sys.stderr)
     if set_affinity:
         proc.cpu_affinity(chosen)
     for name, entry in env.items():
@@ -226,6 +243,29 @@ def pin_threads(cores=None, threads=None):
                             else list(cores), "threads": threads},
               "cores": list(cpus_after), "cores_source": cores_source,
               "allowed_before": allowed, "affinity_set": set_affinity,
-              "threads": n_threads, "env": env, "warnings": warnings}
+              "threads": n_threads, "env": env, "warnings": warnings,
+              "numa": {"requested_node": numa_node, "nodes": nodes, "membind": memory,
+                       "strict": bool(strict)}}
     _pinned = (key, result)
     return copy.deepcopy(result)
+
+
+def read_thread_placement(pid="self"):
+    """[{"tid", "name", "cpus"}] for every thread of ``pid``, from /proc/PID/task/*/status."""
+    import glob
+
+    from .topology import parse_cpu_list
+
+    threads = []
+    for status in sorted(glob.glob("/proc/%s/task/*/status" % pid)):
+        try:
+            with open(status) as f:
+                text = f.read()
+        except OSError:
+            continue  # the thread exited meanwhile
+        name = re.search(r"^Name:\s*(.*)$", text, re.M)
+        cpus = re.search(r"^Cpus_allowed_list:\s*(\S*)$", text, re.M)
+        threads.append({"tid": int(status.split("/")[-2]),
+                        "name": name.group(1).strip() if name else None,
+                        "cpus": parse_cpu_list(cpus.group(1)) if cpus else None})
+    return threads

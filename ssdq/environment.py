@@ -147,6 +147,22 @@ def _runtimes():
     return openmp, blas
 
 
+def numa_record():
+    """Nodes (through this process's cpuset), the nodes pinned to, the memory policy read back
+    from the kernel and the process's pages per node (``numa_maps``)."""
+    from .mempolicy import numa_pages, read_policy
+    from .topology import read_topology
+
+    pinned = pinning() or {}
+    topology = read_topology(allowed_cpus=pinned.get("allowed_before"))
+    pages = numa_pages()
+    return {"nodes": topology.describe(), "numa_sysfs": topology.numa_sysfs,
+            "mems_allowed": topology.allowed_mems,
+            "node_used": (pinned.get("numa") or {}).get("nodes"),
+            "memory_policy": read_policy(),
+            "pages_per_node": pages["pages"], "pages_per_node_error": pages["error"]}
+
+
 def environment_report():
     """What the run really used; call after mxnet is imported (it imports mxnet itself)."""
     import mxnet
@@ -177,6 +193,7 @@ def environment_report():
         "mxnet_features": {name: features.is_enabled(name) for name in MXNET_FEATURES
                            if name in features},
         "pinning": pinning(),
+        "numa": numa_record(),
     }
 
 
@@ -208,6 +225,21 @@ def format_environment(report):
     lines.append("- OpenMP: %s; KMP_* variables %s"
                  % (runtimes, "in effect" if report["kmp_variables_effective"]
                     else "have no effect"))
+    numa = report.get("numa")
+    if numa:
+        policy = numa["memory_policy"]
+        pages = numa["pages_per_node"]
+        lines.append("- NUMA: %d node(s) (%s); pinned to node %s; memory policy read back: %s; "
+                     "pages per node: %s" % (
+                         len(numa["nodes"]), "; ".join(
+                             "%d: CPUs %s%s" % (n["node"], n["allowed_cpus"] or "none",
+                                                 "" if n["has_memory"] else ", no memory")
+                             for n in numa["nodes"]),
+                         ",".join(map(str, numa["node_used"] or [])) or "?",
+                         ("%s %s" % (policy["mode"], ",".join(map(str, policy["nodes"]))))
+                         if policy.get("mode") else "unknown (%s)" % policy.get("error"),
+                         ", ".join("N%s=%d" % kv for kv in pages.items()) if pages is not None
+                         else "unknown (%s)" % numa["pages_per_node_error"]))
     lines.append("- Versions: Python %s, mxnet %s, numpy %s, gluoncv %s, oneDNN %s"
                  % (versions["python"], versions["mxnet"], versions["numpy"],
                     versions["gluoncv"], versions["oneDNN"]))

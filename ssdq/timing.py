@@ -2,6 +2,7 @@
 
 Every speed figure of ssdq comes from here: ``ssdq bench``, the eval result and the tuner.
 """
+import math
 import statistics
 import threading
 import time
@@ -57,3 +58,16 @@ def latency_percentiles(seconds):
     return {"latency_ms_median": float(np.median(ms)),
             "latency_ms": {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
                            "p99": float(np.percentile(ms, 99))}}
+
+
+def nearest_rank(values, percent):
+    """The nearest-rank percentile: the smallest value with at least ``percent`` % of the values
+    at or below it (always one of the values, never an interpolation)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(percent / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def nearest_rank_latency_ms(seconds):
+    """p50/p90/p99 in milliseconds, nearest rank (what multi-instance launchers report)."""
+    return {"p%d" % q: nearest_rank(seconds, q) * 1000 for q in (50, 90, 99)}

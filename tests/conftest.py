@@ -157,3 +157,49 @@ def write_labelme_export(out_dir, source_root, count, names, split="val"):
     with open(path, "w") as f:
         json.dump(out, f)
     return path
+
+
+@pytest.fixture
+def fake_host(tmp_path):
+    """Build a fake host as a real sysfs tree: ``fake_host(nodes={0: "0-3,8-11"}, siblings=...)``.
+
+    ``siblings``: a list (index = CPU) of thread_siblings_list strings, a function cpu -> string,
+    or None (no topology files). ``has_memory``: node numbers with memory (default: every node).
+    ``cpus_allowed`` / ``mems_allowed``: the process status file written at ROOT/status.
+    Returns ROOT (a str) for ``sysfs_root``.
+    """
+    count = [0]
+
+    def build(nodes, siblings=None, has_memory=None, cpus_allowed=None, mems_allowed=None,
+              distances=None):
+        from ssdq.topology import parse_cpu_list
+
+        count[0] += 1
+        root = tmp_path / ("sys%d" % count[0])
+        node_dir = root / "devices" / "system" / "node"
+        cpu_dir = root / "devices" / "system" / "cpu"
+        node_dir.mkdir(parents=True)
+        all_cpus = sorted(c for text in nodes.values() for c in parse_cpu_list(text))
+        for n, text in nodes.items():
+            (node_dir / ("node%d" % n)).mkdir()
+            (node_dir / ("node%d" % n) / "cpulist").write_text(text + "\n")
+            if distances:
+                (node_dir / ("node%d" % n) / "distance").write_text(
+                    " ".join(str(d) for d in distances[n]) + "\n")
+        memory = sorted(nodes) if has_memory is None else has_memory
+        (node_dir / "has_cpu").write_text(
+            ",".join(str(n) for n in sorted(nodes) if nodes[n]) + "\n")
+        (node_dir / "has_memory").write_text(",".join(map(str, memory)) + "\n")
+        for cpu in all_cpus:
+            topo = cpu_dir / ("cpu%d" % cpu) / "topology"
+            topo.mkdir(parents=True)
+            if siblings is not None:
+                text = siblings(cpu) if callable(siblings) else siblings[cpu]
+                (topo / "thread_siblings_list").write_text(text + "\n")
+        (root / "status").write_text(
+            "Name:\tpython\nCpus_allowed_list:\t%s\nMems_allowed_list:\t%s\n" % (
+                cpus_allowed or "%d-%d" % (all_cpus[0], all_cpus[-1]),
+                mems_allowed or ",".join(map(str, memory))))
+        return str(root)
+
+    return build

@@ -64,7 +64,10 @@ start = time.time()
 again = environment.environment_report()
 out["second_report_s"] = time.time() - start
 out["report"] = report
-out["reports_equal"] = json.dumps(report, sort_keys=True) == json.dumps(again, sort_keys=True)
+def steady(r):  # pages per node is a live count: it grows between two reports
+    return dict(r, numa={k: v for k, v in r["numa"].items() if k != "pages_per_node"})
+out["reports_equal"] = (json.dumps(steady(report), sort_keys=True)
+                        == json.dumps(steady(again), sort_keys=True))
 out["text"] = environment.format_environment(report)
 print("%s" + json.dumps(out))
 """ % MARK
@@ -253,22 +256,13 @@ def test_parse_and_format_cpu_lists():
         cpus.parse_cores("0-3", [0, 1])
 
 
-def test_physical_cores_skips_hyperthread_siblings(monkeypatch):
-    siblings = {0: "0,4", 1: "1,5", 2: "2,6", 3: "3,7", 4: "0,4", 5: "1,5", 6: "2,6", 7: "3,7"}
-
-    def fake_read(path):
-        for cpu, text in siblings.items():
-            if path == "/sys/devices/system/cpu/cpu%d/topology/thread_siblings_list" % cpu:
-                return text + "\n"
-        return None
-
-    monkeypatch.setattr(cpus, "read_file", fake_read)
-    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 8 if logical else 4)
-    assert cpus.physical_cores(range(8)) == [0, 1, 2, 3]
-    assert cpus.physical_cores([4, 5, 6, 7]) == [4, 5, 6, 7]  # siblings not allowed
-    assert cpus.physical_cores([1, 4, 5]) == [1, 4]
-    monkeypatch.setattr(cpus, "read_file", lambda path: None)  # no sysfs: affinity as is
-    assert cpus.physical_cores([0, 4]) == [0, 4]
+def test_physical_cores_skips_hyperthread_siblings(fake_host):
+    root = fake_host(nodes={0: "0-7"}, siblings=["0,4", "1,5", "2,6", "3,7"] * 2)
+    assert cpus.physical_cores(range(8), sysfs_root=root) == [0, 1, 2, 3]
+    assert cpus.physical_cores([4, 5, 6, 7], sysfs_root=root) == [4, 5, 6, 7]  # siblings not allowed
+    assert cpus.physical_cores([1, 4, 5], sysfs_root=root) == [1, 4]
+    bare = fake_host(nodes={0: "0-7"}, siblings=None)  # no topology files: affinity as is
+    assert cpus.physical_cores([0, 4], sysfs_root=bare) == [0, 4]
 
 
 def test_check_numpy_passes_with_pinned_numpy():
@@ -309,3 +303,12 @@ def test_format_environment_on_an_amx_xeon():
     assert "AVX512-VNNI yes" in text and "AVX512-BF16 yes" in text and "AMX yes" in text
     assert "0-3 (4 in use)" in text and "KMP_* variables in effect" in text
     assert "Intel AMX" in text and "Xeon" in text
+
+
+def test_cores_off_the_requested_node(untouched, fake_host, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mxnet", types.ModuleType("mxnet"))  # bad input comes first
+    root = fake_host(nodes={0: "0", 1: "1"}, siblings=["0", "1"])
+    with pytest.raises(SsdqError, match="not all on --numa-node 1"):
+        cpus.pin_threads(cores="0", numa_node=1, sysfs_root=root)
+    with pytest.raises(SsdqError, match="--membind"):
+        cpus.pin_threads(cores="0", membind="interleave", sysfs_root=root)

@@ -116,15 +116,9 @@ class _Worker:
 
 def _threads_cpus():
     """The CPUs any thread of this process may run on, read back from the kernel."""
-    from ..cpus import _parse_cpu_syntax, read_file
+    from ..cpus import read_thread_placement
 
-    found = set()
-    for task in os.listdir("/proc/self/task"):
-        text = read_file("/proc/self/task/%s/status" % task) or ""
-        for line in text.splitlines():
-            if line.startswith("Cpus_allowed_list:"):
-                found.update(_parse_cpu_syntax(line.split(":", 1)[1].strip()))
-    return sorted(found)
+    return sorted({c for thread in read_thread_placement() for c in thread["cpus"] or ()})
 
 
 class RayEngine:
