@@ -20,6 +20,7 @@ def pins():
 PINS = pins()
 RUNTIME = ["mxnet", "numpy", "gluoncv", "pycocotools", "opencv-python", "psutil",
            "threadpoolctl", "tqdm", "matplotlib"]
+RUNTIMES = ["onnx", "onnxruntime", "openvino"]  # ssdq export onnx, --backend onnxruntime/openvino
 
 setup(
     name="ssdq",
@@ -30,6 +31,10 @@ setup(
     python_requires="==3.11.*",
     packages=find_packages(include=["ssdq", "ssdq.*"]),
     install_requires=["%s==%s" % (name, PINS[name]) for name in RUNTIME],
-    extras_require={"test": ["pytest==%s" % PINS["pytest"]]},
+    extras_require={
+        "runtimes": ["%s==%s" % (name, PINS[name]) for name in RUNTIMES],
+        # CI runs the runtimes' tests too
+        "test": ["pytest==%s" % PINS["pytest"]] + ["%s==%s" % (name, PINS[name]) for name in RUNTIMES],
+    },
     entry_points={"console_scripts": ["ssdq=ssdq.cli:main"]},
 )

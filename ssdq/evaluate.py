@@ -60,8 +60,9 @@ def detect(forward, dataset, evaluator, batch_size=64, num_workers=1, progress=T
 
 
 def evaluate_checkpoint(prefix, dataset, batch_size=64, num_workers=1, progress=True,
-                        speed_repeats=5):
-    """Score a checkpoint on ``dataset`` and time its forward pass; return a result dict."""
+                        speed_repeats=5, backend="mxnet"):
+    """Score a checkpoint on ``dataset`` and time its forward pass; return a result dict.
+    ``backend``: the runtime it runs on (``backends.BACKENDS``)."""
     from .timing import time_forward
     from .checkpoint import checkpoint_size_mb, load_checkpoint
     from .data.dataset import check_classes
@@ -71,13 +72,19 @@ def evaluate_checkpoint(prefix, dataset, batch_size=64, num_workers=1, progress=
 
     ckpt = load_checkpoint(prefix)
     check_classes(dataset, ckpt.classes)
-    predictor = Predictor(ckpt, batch_size)
+    if backend == "mxnet":
+        predictor = Predictor(ckpt, batch_size)
+    else:
+        from .backends import prepare
+
+        predictor = prepare(backend, ckpt.prefix, ckpt.precision, batch_size, "end_to_end")
     metrics, timing = detect(predictor, dataset, evaluator_for(dataset), batch_size, num_workers,
-                             progress, desc="eval %s" % ckpt.precision)
+                             progress, desc="eval %s %s" % (backend, ckpt.precision))
     speed_batch, _ = next(iterate_batches(dataset.subset(batch_size), batch_size, num_workers))
     speed = time_forward(predictor, speed_batch, warmup=1, repeats=speed_repeats)
     return {
         "checkpoint": ckpt.prefix, "precision": ckpt.precision, "graph": predictor.graph,
+        "backend": backend,
         "dataset": dataset.describe(), "metric": "coco" if dataset.fmt == "coco" else "voc07",
         **{k: v for k, v in metrics.items() if k != "summary"},
         "images_per_sec": speed["images_per_sec"], "speed": speed,
