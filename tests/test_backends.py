@@ -131,3 +131,23 @@ def test_cli_eval_on_a_backend_and_a_missing_runtime(int8_prefix, tiny_data, tmp
                       "--data-root", tiny_data, "--quiet",
                       env={"PYTHONPATH": "%s:%s" % (fake.parent, REPO)})
     assert_clean_error(missing, "openvino", "'.[runtimes]'")
+
+
+def test_tail_suppresses_within_a_class_only():
+    """Two anchors on the same spot: NMS keeps the better of a class, both of two classes;
+    scores at or under the threshold never become detections."""
+    anchors = np.array([[[50, 50, 20, 20], [51, 50, 20, 20], [200, 200, 30, 30]]], np.float32)
+    settings = {"stds": (0.1, 0.1, 0.2, 0.2), "score_thresh": 0.01, "post_nms": 100,
+                "nms": {"overlap_thresh": 0.45, "topk": 400, "valid_thresh": 0.01,
+                        "force_suppress": False}}
+    tail = DetectionTail(anchors, settings)
+    logits = np.full((2, 3, 3), -20, np.float32)  # background, class 0, class 1
+    logits[:, :, 0] = 0
+    logits[0, 0, 1], logits[0, 1, 1] = 5, 4        # image 0: one class on both anchors
+    logits[1, 0, 1], logits[1, 1, 2] = 5, 4        # image 1: two classes
+    ids, scores, boxes = tail(logits, np.zeros((2, 3, 4), np.float32))
+    kept = [int((scores[n, :, 0] > 0).sum()) for n in range(2)]
+    assert kept == [1, 2]
+    np.testing.assert_allclose(boxes[0, 0], [40, 40, 60, 60])  # decoded: centre +- half size
+    assert sorted(ids[1, :2, 0]) == [0, 1] and scores[0, 0, 0] > scores[1, 1, 0]
+    assert np.all(ids[0, 1:] == -1) and np.all(boxes[0, 1:] == -1)
