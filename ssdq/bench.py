@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from .errors import SsdqError
+from .optional import MissingRuntimeError
 from .timing import PeakRss, latency_percentiles, summarize, time_forward, timed
 
 PRECISIONS = ("fp32", "fp32_unfused", "bf16", "int8")
@@ -116,9 +117,9 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
                         inputs = predictor.prepare_input(batch)
                     for _ in range(max(1, warmup)):  # the first run creates oneDNN primitives
                         predictor.run(inputs)
+            except MissingRuntimeError:
+                raise
             except (mx.base.MXNetError, SsdqError, RuntimeError) as exc:
-                if isinstance(exc, SsdqError) and "pip install" in str(exc):
-                    raise  # a missing runtime is the user's to fix, not a result
                 record["error"] = _first_line(exc)
                 continue
             record.update(graph=predictor.graph, peak_rss_mb=round(rss.peak_mb, 1),

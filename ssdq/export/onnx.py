@@ -16,7 +16,8 @@ OpenVINO execute one quantization, not a calibration of their own:
   image (``quantize_v2`` on the first convolution's input), the L2Norm island's output, or a
   max-pooling of a quantized tensor (which keeps its producer's range);
 - uint8 where ssdq's quantize chose it (a range that never goes negative), int8 elsewhere, both
-  with zero point 0 and scale max/255 or max|x|/127, as MXNet's ``quantized_dtype=auto`` does;
+  with zero point 0 and scale max/255.5 or max|x|/127.5: MXNet's own ranges (``kUint8Range``,
+  ``kInt8Range``), the top value saturating;
 - weights int8, symmetric, one scale per output channel, and biases int32 with scale input
   scale x weight scale: what MXNet 1.9.1 asks oneDNN for (its quantized convolution switches
   to channel-wise weight scales whenever the output range is calibrated, which ssdq's always
@@ -40,6 +41,10 @@ from ..optional import require
 
 METADATA_KEY = "ssdq"
 FORMAT_VERSION = 1
+# MXNet's quantization ranges (src/operator/quantization/quantization_utils.h): a calibrated
+# range maps to 127.5 (int8) or 255.5 (uint8) steps, the ends saturating to 127 / 255.
+INT8_RANGE = 127.5
+UINT8_RANGE = 255.5
 # quantized ops that pass their input's range through unchanged (max-pooling of int8 values)
 _RANGE_PRESERVING = ("_contrib_quantized_pooling", "_contrib_quantized_flatten")
 
@@ -211,20 +216,20 @@ def _calib_name(node_name):
 def activation_scale(rng):
     """ONNX (scale, zero point dtype) of a calibrated range, as MXNet's auto dtype quantizes."""
     if rng["dtype"] == "uint8":
-        return max(rng["max"], 1e-12) / 255.0, np.uint8
-    return max(abs(rng["min"]), abs(rng["max"]), 1e-12) / 127.0, np.int8
+        return max(rng["max"], 1e-12) / UINT8_RANGE, np.uint8
+    return max(abs(rng["min"]), abs(rng["max"]), 1e-12) / INT8_RANGE, np.int8
 
 
 def quantize_weight(weight, per_channel):
     """Symmetric int8 weights -> (int8 array, float32 scale: scalar or one per output channel)."""
     if per_channel:
         max_abs = np.abs(weight.reshape(len(weight), -1)).max(axis=1)
-        scale = np.maximum(max_abs, 1e-12) / 127.0
+        scale = np.maximum(max_abs, 1e-12) / INT8_RANGE
         q = np.round(weight / scale.reshape((-1,) + (1,) * (weight.ndim - 1)))
     else:
-        scale = np.float32(max(float(np.abs(weight).max()), 1e-12) / 127.0)
+        scale = np.float32(max(float(np.abs(weight).max()), 1e-12) / INT8_RANGE)
         q = np.round(weight / scale)
-    return np.clip(q, -127, 127).astype(np.int8), np.asarray(scale, np.float32)
+    return np.clip(q, -128, 127).astype(np.int8), np.asarray(scale, np.float32)
 
 
 def insert_qdq(model, arg_params, quantization, per_channel=True):
