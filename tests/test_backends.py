@@ -64,12 +64,12 @@ def test_fp32_predictions_match_mxnet(backend, fp32_prefix, batch):
 
 @pytest.mark.parametrize("backend", OTHERS)
 def test_int8_runs_ssdqs_quantization(backend, fp32_prefix, int8_prefix, batch):
-    """The QDQ model reproduces MXNet's int8 far more closely than a different quantization
-    would: its logits sit nearer MXNet int8's than MXNet's own int8 sits to fp32."""
+    """The QDQ model reproduces MXNet's int8, not a quantization of its own: its logits sit
+    several times nearer MXNet int8's than MXNet's int8 sits to fp32."""
     fp32 = backends.prepare("mxnet", fp32_prefix, "fp32", 8, "network")(batch)[0]
     mx_int8 = backends.prepare("mxnet", int8_prefix, "int8", 8, "network")(batch)[0]
     got = backends.prepare(backend, int8_prefix, "int8", 8, "network")(batch)[0]
-    assert np.abs(got - mx_int8).mean() < 1.5 * np.abs(fp32 - mx_int8).mean()
+    assert np.abs(got - mx_int8).mean() < 0.5 * np.abs(fp32 - mx_int8).mean()
     assert (got.argmax(-1) == mx_int8.argmax(-1)).mean() > 0.99
     assert np.abs(got - fp32).mean() > 1e-3  # it is really quantized
 
