@@ -246,8 +246,9 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
             ", ".join(unknown), ", ".join(PRECISIONS), ", ".join(SCOPES)))
     from .backends import backend_module, runtime_info
 
-    for backend in backends:
-        backend_module(backend)  # an unknown name fails here, before any work
+    for backend in backends:  # an unknown or missing runtime fails here, before any work
+        if backend != "mxnet":
+            backend_module(backend).runtime_info()
     pool = image_set.subset(min(len(image_set), max(batch_sizes)))
     images = np.concatenate([b for b, _ in iterate_batches(pool, 64, num_workers)])
     eval_set = image_set.subset(min(eval_images, len(image_set)))

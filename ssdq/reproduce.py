@@ -27,6 +27,12 @@ def reproduce(model="reference", params_file=None, data_root=DEFAULT_ROOT, eval_
     always among them)."""
     from .environment import format_environment
 
+    if backends:
+        from .backends import backend_module
+
+        for name in backends:  # a missing runtime fails now, not after the evaluations
+            if name != "mxnet":
+                backend_module(name).runtime_info()
     if os.path.normpath(data_root) == os.path.normpath(DEFAULT_ROOT):
         ensure_synthetic(data_root, progress=progress)
     eval_set = open_dataset(data_root, eval_split)

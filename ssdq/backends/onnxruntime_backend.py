@@ -10,6 +10,8 @@ from . import OnnxRunner
 
 
 def runtime_info():
+    """Version and what it runs on; raises MissingRuntimeError if it (or onnx) is missing."""
+    require("onnx", "the onnxruntime backend")
     ort = require("onnxruntime", "the onnxruntime backend")
     return {"version": ort.__version__, "providers": ort.get_available_providers(),
             "used_provider": "CPUExecutionProvider", "device": ort.get_device(),

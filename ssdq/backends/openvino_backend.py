@@ -13,6 +13,8 @@ from . import OnnxRunner
 
 
 def runtime_info():
+    """Version and what it runs on; raises MissingRuntimeError if it (or onnx) is missing."""
+    require("onnx", "the openvino backend")
     ov = require("openvino", "the openvino backend")
     core = ov.Core()
     return {"version": ov.__version__, "device": "CPU",
