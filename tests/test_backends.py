@@ -151,3 +151,17 @@ def test_tail_suppresses_within_a_class_only():
     np.testing.assert_allclose(boxes[0, 0], [40, 40, 60, 60])  # decoded: centre +- half size
     assert sorted(ids[1, :2, 0]) == [0, 1] and scores[0, 0, 0] > scores[1, 1, 0]
     assert np.all(ids[0, 1:] == -1) and np.all(boxes[0, 1:] == -1)
+
+
+def test_a_model_from_another_exporter_version_is_made_again(int8_prefix, tmp_path):
+    import onnx
+
+    from ssdq.export.onnx import FORMAT_VERSION, METADATA_KEY
+
+    path = backends.onnx_model_for(int8_prefix)
+    model = onnx.load(path)
+    entry = next(p for p in model.metadata_props if p.key == METADATA_KEY)
+    entry.value = json.dumps(dict(json.loads(entry.value), format_version=FORMAT_VERSION - 1))
+    onnx.save(model, path)
+    runner = backends.prepare("onnxruntime", int8_prefix, "int8", 2, "network")
+    assert runner.meta["format_version"] == FORMAT_VERSION

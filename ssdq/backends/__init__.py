@@ -92,9 +92,15 @@ class OnnxRunner:
         from ..export.onnx import read_metadata
         from .tail import DetectionTail
 
+        from ..export.onnx import FORMAT_VERSION, export_onnx
+
         onnx = require("onnx", "the %s backend" % self.name)
         self.path = onnx_model_for(checkpoint, per_channel)
         self.meta = read_metadata(onnx.load(self.path, load_external_data=False))
+        made_here = not str(getattr(checkpoint, "prefix", checkpoint)).endswith(".onnx")
+        if made_here and self.meta.get("format_version") != FORMAT_VERSION:
+            export_onnx(self.meta["checkpoint"], self.path, per_channel=per_channel)
+            self.meta = read_metadata(onnx.load(self.path, load_external_data=False))
         model_precision = self.meta["precision"]
         wanted = "int8" if precision == "int8" else "fp32"
         if model_precision != wanted:

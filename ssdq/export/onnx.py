@@ -40,7 +40,7 @@ from ..errors import SsdqError
 from ..optional import require
 
 METADATA_KEY = "ssdq"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: MXNet's 127.5/255.5 ranges; a cached model of another version is re-made
 # MXNet's quantization ranges (src/operator/quantization/quantization_utils.h): a calibrated
 # range maps to 127.5 (int8) or 255.5 (uint8) steps, the ends saturating to 127 / 255.
 INT8_RANGE = 127.5
