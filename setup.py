@@ -20,6 +20,7 @@ def pins():
 PINS = pins()
 RUNTIME = ["mxnet", "numpy", "gluoncv", "pycocotools", "opencv-python", "psutil",
            "threadpoolctl", "tqdm", "matplotlib"]
+RUNTIMES = ["onnx", "onnxruntime", "openvino"]  # ssdq export onnx, --backend onnxruntime/openvino
 
 setup(
     name="ssdq",
@@ -30,7 +31,12 @@ setup(
     python_requires="==3.11.*",
     packages=find_packages(include=["ssdq", "ssdq.*"]),
     install_requires=["%s==%s" % (name, PINS[name]) for name in RUNTIME],
-    extras_require={"ray": ["ray==%s" % PINS["ray"]],
-                    "test": ["pytest==%s" % PINS["pytest"], "ray==%s" % PINS["ray"]]},
+    extras_require={
+        "runtimes": ["%s==%s" % (name, PINS[name]) for name in RUNTIMES],
+        "ray": ["ray==%s" % PINS["ray"]],
+        # CI runs the runtimes' and Ray's tests too
+        "test": ["pytest==%s" % PINS["pytest"], "ray==%s" % PINS["ray"]]
+                + ["%s==%s" % (name, PINS[name]) for name in RUNTIMES],
+    },
     entry_points={"console_scripts": ["ssdq=ssdq.cli:main"]},
 )

@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from .errors import SsdqError
+from .optional import MissingRuntimeError
 from .timing import PeakRss, latency_percentiles, summarize, timed
 
 PRECISIONS = ("fp32", "fp32_unfused", "bf16", "int8")
@@ -35,17 +36,22 @@ SCOPES = ("network", "end_to_end", "end_to_end_gluoncv", "eval_loop")
 SCOPE_TAIL = {"network": "none", "end_to_end": "fast", "end_to_end_gluoncv": "graph",
               "eval_loop": "fast"}
 DEFAULT_BATCH_SIZES = (1, 8, 32)
+# what ONNX Runtime and OpenVINO run (``backends``); fp32_unfused and GluonCV's tail are MXNet's
+OTHER_BACKEND_PRECISIONS = ("fp32", "bf16", "int8")
+OTHER_BACKEND_SCOPES = ("network", "end_to_end", "eval_loop")
 SPEEDUP_BATCH_SIZE = 8
 
 
-def eval_loop_pass(predictor, dataset, batch_size, num_workers=1):
+def eval_loop_pass(predictor, dataset, batch_size, num_workers=1, transform=None):
     """One pass over ``dataset`` as ``ssdq eval`` runs it (decode, resize, network, NMS);
-    return (seconds for the pass, seconds for each batch)."""
+    return (seconds for the pass, seconds for each batch). ``transform``: the checkpoint's
+    ``input_format`` (default: the predictor's own)."""
     from .data.loader import iterate_batches
 
     batch_seconds = []
     start = last = time.perf_counter()
-    for batch, _ in iterate_batches(dataset, batch_size, num_workers, predictor.input_format):
+    transform = transform or predictor.input_format
+    for batch, _ in iterate_batches(dataset, batch_size, num_workers, transform):
         predictor(batch)
         now = time.perf_counter()
         batch_seconds.append(now - last)
@@ -76,16 +82,18 @@ def nms_load(fp32_ckpt, batch):
 
 def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scopes=SCOPES,
                 batch_sizes=DEFAULT_BATCH_SIZES, warmup=2, repeats=5, eval_set=None,
-                num_workers=1, progress=True, extra_int8=None):
-    """Time every (precision, scope, batch size) of one model; return its list of records.
+                num_workers=1, progress=True, extra_int8=None, backends=("mxnet",)):
+    """Time every (backend, precision, scope, batch size) of one model; return its records.
 
-    For each (scope, batch size) the precisions' graphs are bound side by side and timed in
-    turns (fp32, int8, fp32, int8, ...), so a slow spell on a shared machine hits them alike
-    and their ratios stay honest. ``images``: a pool of preprocessed NCHW images the timed
-    batches are cut from. A graph that cannot run (bf16 on a CPU without it, say) gets a record
-    holding the error instead of a speed. ``images``: resized RGB images (N, H, W, 3) uint8,
-    turned into each graph's input by its ``input_format``. ``extra_int8``: {label: int8
-    checkpoint} timed beside the others as precision ``int8_LABEL``.
+    For each (scope, batch size) the graphs of every backend and precision are bound side by
+    side and timed in turns (fp32, int8, fp32, int8, ...), so a slow spell on a shared machine
+    hits them alike and their ratios stay honest. ``images``: resized RGB images (N, H, W, 3)
+    uint8 the timed batches are cut from, turned into each graph's input by its checkpoint's
+    ``input_format``. A graph that cannot run (bf16 on a CPU without it, say) gets a record
+    holding the error instead of a speed. ``extra_int8``: {label: int8 checkpoint} timed beside
+    the others as precision ``int8_LABEL`` (on MXNet). Backends other than MXNet run ``fp32``,
+    ``bf16`` and ``int8`` in the ``network``, ``end_to_end`` and ``eval_loop`` scopes
+    (``backends`` package); every record names its ``backend``.
     """
     import mxnet as mx
     from tqdm import tqdm
@@ -96,14 +104,19 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
         precisions = list(precisions) + ["int8_" + label]
     groups = [(s, b) for s in scopes for b in batch_sizes if not (s == "eval_loop" and eval_set is None)]
     records = []
-    bar = tqdm(total=len(groups) * len(precisions), desc="bench %s" % name, disable=not progress,
+    cases = [(backend, p) for backend in backends for p in precisions
+             if backend == "mxnet" or p in OTHER_BACKEND_PRECISIONS]
+    bar = tqdm(total=len(groups) * len(cases), desc="bench %s" % name, disable=not progress,
                unit="case")
     for scope, batch_size in groups:
         batch = _batch(images, batch_size)
         live = []  # (record, run one timed unit)
-        for precision in precisions:
+        for backend, precision in cases:
+            if backend != "mxnet" and scope not in OTHER_BACKEND_SCOPES:
+                bar.update(1)
+                continue
             ckpt = _checkpoint(precision, graphs)
-            record = {"model": name, "precision": precision, "scope": scope,
+            record = {"model": name, "backend": backend, "precision": precision, "scope": scope,
                       "batch_size": batch_size}
             records.append(record)
             if ckpt is None:
@@ -111,19 +124,26 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
                 continue
             try:
                 with PeakRss() as rss:
-                    predictor = _predictor(ckpt, precision, scope, batch_size)
-                    data = mx.nd.array(predictor.input_format.from_resized(batch))
+                    if backend == "mxnet":
+                        predictor = _predictor(ckpt, precision, scope, batch_size)
+                        inputs = mx.nd.array(predictor.input_format.from_resized(batch))
+                    else:
+                        predictor = _runner(backend, ckpt, precision, scope, batch_size)
+                        inputs = predictor.prepare_input(ckpt.input_format.from_resized(batch))
                     for _ in range(max(1, warmup)):  # the first run creates oneDNN primitives
-                        predictor.run(data)
-            except mx.base.MXNetError as exc:
+                        predictor.run(inputs)
+            except MissingRuntimeError:
+                raise
+            except (mx.base.MXNetError, SsdqError, RuntimeError) as exc:
                 record["error"] = _first_line(exc)
                 continue
             record.update(graph=predictor.graph, peak_rss_mb=round(rss.peak_mb, 1),
                           rss_increase_mb=round(rss.peak_mb - rss.start_mb, 1))
             if scope == "eval_loop":
-                unit = (lambda p: lambda: eval_loop_pass(p, eval_set, batch_size, num_workers))(predictor)
+                unit = (lambda p, t: lambda: eval_loop_pass(p, eval_set, batch_size, num_workers,
+                                                             t))(predictor, ckpt.input_format)
             else:
-                unit = (lambda p, d: lambda: timed(p.run, d))(predictor, data)
+                unit = (lambda p, d: lambda: timed(p.run, d))(predictor, inputs)
             live.append((record, unit, []))
         for _ in range(max(1, min(repeats, 3)) if scope == "eval_loop" else repeats):
             for record, unit, timings in live:
@@ -136,11 +156,18 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
                               batch_size=batch_size, images=len(eval_set))
             else:
                 record.update(summarize(batch_size, timings, warmup))
-        bar.update(len(precisions))
-        live = predictor = None  # free this group's executors before the next binds its own
+        bar.update(len([c for c in cases if c[0] == "mxnet" or scope in OTHER_BACKEND_SCOPES]))
+        live = predictor = inputs = None  # free this group's executors before the next binds its own
         gc.collect()
     bar.close()
     return records
+
+
+def _runner(backend, ckpt, precision, scope, batch_size):
+    from . import backends
+
+    return backends.prepare(backend, ckpt.prefix, precision, batch_size,
+                            "network" if scope == "network" else "end_to_end")
 
 
 def _checkpoint(precision, graphs):
@@ -222,12 +249,13 @@ def zoo_checkpoints(name, sample_set, model_dir="model", progress=True):
 
 def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
               batch_sizes=DEFAULT_BATCH_SIZES, warmup=2, repeats=5, eval_images=64,
-              num_workers=1, progress=True, profile=False, extra_int8=None):
+              num_workers=1, progress=True, profile=False, extra_int8=None, backends=("mxnet",)):
     """Benchmark (fp32, int8 or None) pairs on images of ``image_set``; return the bench dict
     (records, speed-ups, models, environment) that ``write_bench`` saves. Each may be a prefix
     or a loaded ``Checkpoint``. ``extra_int8``: {label: int8 prefix or Checkpoint} of the same
     fp32 weights, timed beside the first pair's graphs. With ``profile``, it also holds
-    per-operator ``profiles`` at the speed-up batch size."""
+    per-operator ``profiles`` (MXNet's) at the speed-up batch size. ``backends``: the runtimes
+    to time side by side (``backends.BACKENDS``)."""
     from .environment import environment_report
     from .checkpoint import checkpoint_size_mb, load_checkpoint
     from .data.loader import iterate_batches
@@ -240,6 +268,11 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
     if unknown:
         raise SsdqError("unknown precision or scope %s (precisions: %s; scopes: %s)" % (
             ", ".join(unknown), ", ".join(PRECISIONS), ", ".join(SCOPES)))
+    from .backends import backend_module, runtime_info
+
+    for backend in backends:  # an unknown or missing runtime fails here, before any work
+        if backend != "mxnet":
+            backend_module(backend).runtime_info()
     pool = image_set.subset(min(len(image_set), max(batch_sizes)))
     images = np.concatenate([b for b, _ in iterate_batches(pool, 64, num_workers, resize)])
     eval_set = image_set.subset(min(eval_images, len(image_set)))
@@ -277,21 +310,25 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
         if inferred:
             models[name]["meta_inferred"] = inferred
         records += bench_model(name, fp32, int8, images, precisions, scopes, batch_sizes, warmup,
-                               repeats, eval_set, num_workers, progress, extra)
+                               repeats, eval_set, num_workers, progress, extra, backends)
         if profile:
             profiles += profile_model(name, fp32, int8, images, precisions, scopes,
                                       _nearest(batch_sizes, SPEEDUP_BATCH_SIZE), progress, extra)
     by_model, batch = speedups(records)
     bench = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "settings": {"precisions": list(precisions), "scopes": list(scopes),
+        "settings": {"backends": list(backends), "precisions": list(precisions),
+                     "scopes": list(scopes),
                      "batch_sizes": list(batch_sizes), "warmup": warmup, "repeats": repeats,
                      "images": image_set.describe(), "eval_loop_images": len(eval_set)},
         "models": models, "records": records,
         "speedup": by_model.get(next(iter(models)), {}) if models else {},
         "speedup_by_model": by_model, "speedup_batch_size": batch,
-        "environment": environment_report(),
+        "environment": dict(environment_report(), runtimes=runtime_info(backends)),
     }
+    fastest = fastest_int8(records, batch)
+    if fastest:
+        bench["fastest_int8"] = fastest
     if profile:
         bench["profiles"] = profiles
     return bench
@@ -364,7 +401,10 @@ def speedups(records, batch_size=SPEEDUP_BATCH_SIZE):
         return {}, None
     batch = _nearest(ran, batch_size)
     rate = {(r["model"], r["precision"], r["scope"]): r["images_per_sec"]
-            for r in records if r["batch_size"] == batch and "images_per_sec" in r}
+            for r in records if r["batch_size"] == batch and "images_per_sec" in r
+            and r.get("backend", "mxnet") == "mxnet"}
+    other = [r for r in records if r["batch_size"] == batch and "images_per_sec" in r
+             and r.get("backend", "mxnet") != "mxnet"]
     out = {}
     for model in sorted({key[0] for key in rate}):
         figures = {}
@@ -389,8 +429,24 @@ def speedups(records, batch_size=SPEEDUP_BATCH_SIZE):
         for precision in list(PRECISIONS) + extras:
             ratio("fast_tail_vs_gluoncv_tail_%s" % precision, (model, precision, "end_to_end"),
                   (model, precision, "end_to_end_gluoncv"))
+        for r in other:  # every other runtime against MXNet's fused fp32 in the same run
+            if r["model"] == model and (model, "fp32", r["scope"]) in rate:
+                figures["%s_%s_%s_vs_mxnet_fp32" % (r["scope"], r["backend"], r["precision"])] = \
+                    round(r["images_per_sec"] / rate[model, "fp32", r["scope"]], 3)
         out[model] = figures
     return out, batch
+
+
+def fastest_int8(records, batch):
+    """Per model and scope, the backend whose int8 ran fastest at ``batch`` (the speed-up batch)."""
+    best = {}
+    for r in records:
+        if r["precision"] == "int8" and r["batch_size"] == batch and "images_per_sec" in r:
+            key = "%s/%s" % (r["model"], r["scope"])
+            if key not in best or r["images_per_sec"] > best[key]["images_per_sec"]:
+                best[key] = {"backend": r.get("backend", "mxnet"),
+                             "images_per_sec": r["images_per_sec"], "batch_size": batch}
+    return best
 
 
 def _nearest(batch_sizes, batch_size):
@@ -399,23 +455,29 @@ def _nearest(batch_sizes, batch_size):
 
 def markdown(bench):
     """The records and speed-ups as Markdown tables."""
-    lines = ["| model | precision | scope | batch | img/s (median) | min-max | latency ms p50 / p90 / p99 | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | backend | precision | scope | batch | img/s (median) | min-max | latency ms p50 / p90 / p99 | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in bench["records"]:
         if "images_per_sec" in r:
             lat = r["latency_ms"]
-            lines.append("| %s | %s | %s | %d | %.2f | %.2f-%.2f | %.0f / %.0f / %.0f | %.0f |" % (
-                r["model"], r["precision"], r["scope"], r["batch_size"], r["images_per_sec"],
+            lines.append("| %s | %s | %s | %s | %d | %.2f | %.2f-%.2f | %.0f / %.0f / %.0f | %.0f |" % (
+                r["model"], r.get("backend", "mxnet"), r["precision"], r["scope"], r["batch_size"],
+                r["images_per_sec"],
                 r["images_per_sec_min"], r["images_per_sec_max"], lat["p50"], lat["p90"],
                 lat["p99"], r["peak_rss_mb"]))
         else:
-            lines.append("| %s | %s | %s | %d | - | - | - | %s |" % (
-                r["model"], r["precision"], r["scope"], r["batch_size"],
+            lines.append("| %s | %s | %s | %s | %d | - | - | - | %s |" % (
+                r["model"], r.get("backend", "mxnet"), r["precision"], r["scope"], r["batch_size"],
                 "error: " + r["error"].replace("|", "/")[:80]))
     lines += ["", "Speed-ups at batch %s (ratios of median img/s within this run):" %
               bench["speedup_batch_size"], "", "| model | figure | ratio |", "|---|---|---|"]
     for model, figures in bench["speedup_by_model"].items():
         lines += ["| %s | %s | %.2fx |" % (model, k, v) for k, v in figures.items()]
+    if len(bench.get("settings", {}).get("backends", ["mxnet"])) > 1:
+        lines += ["", runtime_table(bench)]
+    for key, best in sorted(bench.get("fastest_int8", {}).items()):
+        lines += ["", "Fastest int8 (%s, batch %d): **%s**, %.2f img/s." % (
+            key, best["batch_size"], best["backend"], best["images_per_sec"])]
     for model, info in bench["models"].items():
         load = info.get("nms_load")
         if load:
@@ -432,6 +494,31 @@ def markdown(bench):
     return "\n".join(lines) + "\n"
 
 
+def runtime_table(bench):
+    """One row per (model, scope, backend) at the speed-up batch: img/s of each precision and
+    the speed-up of each against MXNet's fused fp32 of the same run."""
+    batch = bench["speedup_batch_size"]
+    rate = {}
+    for r in bench["records"]:
+        if r["batch_size"] == batch:
+            rate[r["model"], r["scope"], r.get("backend", "mxnet"), r["precision"]] = \
+                r.get("images_per_sec")
+    precisions = [p for p in ("fp32", "bf16", "int8") if any(k[3] == p for k in rate)]
+    lines = ["| model | scope | backend | %s |" % " | ".join(
+        "%s img/s (vs MXNet fp32)" % p for p in precisions), "|---|---|---|" + "---|" * len(precisions)]
+    for model, scope, backend in sorted({k[:3] for k in rate}, key=lambda k: (
+            k[0], SCOPES.index(k[1]), k[2] != "mxnet", k[2])):
+        base = rate.get((model, scope, "mxnet", "fp32"))
+        cells = []
+        for p in precisions:
+            value = rate.get((model, scope, backend, p))
+            cells.append("" if value is None else "%.2f (%.2fx)" % (value, value / base)
+                         if base else "%.2f" % value)
+        lines.append("| %s | %s | %s | %s |" % (model, scope, backend, " | ".join(cells)))
+    return "Batch %s, img/s (median) and the ratio to MXNet's fused fp32 timed in turns in " \
+           "this run:\n\n%s" % (batch, "\n".join(lines))
+
+
 def plot(bench, path):
     """img/s against batch size, one line per (model, precision, scope)."""
     import matplotlib
@@ -444,12 +531,13 @@ def plot(bench, path):
     lines = {}
     for r in bench["records"]:
         if "images_per_sec" in r:
-            lines.setdefault((r["model"], r["precision"], r["scope"]), []).append(
+            lines.setdefault((r["model"], r.get("backend", "mxnet"), r["precision"], r["scope"]), []).append(
                 (r["batch_size"], r["images_per_sec"]))
     fig, ax = plt.subplots(figsize=(8, 5))
-    for (model, precision, scope), points in sorted(lines.items()):
+    for (model, backend, precision, scope), points in sorted(lines.items()):
         points.sort()
-        label = "%s %s %s" % (precision, scope, "" if len(bench["models"]) == 1 else model)
+        label = "%s%s %s %s" % ("" if backend == "mxnet" else backend + " ", precision, scope,
+                                "" if len(bench["models"]) == 1 else model)
         ax.plot([b for b, _ in points], [v for _, v in points], marker="o",
                 linestyle="-" if precision.startswith("int8") else "--", label=label.strip())
     ax.set_xscale("log", base=2)

@@ -1,4 +1,4 @@
-"""Command line: ``ssdq {data,convert,quantize,sensitivity,tune,eval,bench,compare,reproduce}``.
+"""Command line: ``ssdq {data,convert,quantize,sensitivity,tune,eval,bench,compare,reproduce,export}``.
 
 Threads are pinned before anything imports mxnet, so every stage module is imported inside its
 handler. A ``SsdqError`` becomes one line on stderr and exit status 2; Ctrl-C exits 130.
@@ -154,9 +154,14 @@ def build_parser():
     sub.choices["sensitivity"].add_argument("--no-map", action="store_true",
                                             help="only the label-free SNR proxy (fast)")
 
+    from .backends import BACKENDS
+
     p = sub.add_parser("eval", parents=[rt, data, plain_params, scaleout],
                        help="evaluate a checkpoint")
     p.add_argument("--model-prefix", default=os.path.join("model", "converted"))
+    p.add_argument("--backend", default="mxnet", choices=BACKENDS,
+                   help="runtime to evaluate on (onnxruntime/openvino run `ssdq export onnx`'s "
+                        "model of the checkpoint; needs the runtimes extra)")
     p.add_argument("--split", default="val")
     p.add_argument("--shards", type=int, default=1,
                    help="split the images into N shards (Ray tasks with --ray), merge, score once")
@@ -171,6 +176,8 @@ def build_parser():
     p.add_argument("--zoo", nargs="?", const="ssd_300_vgg16_atrous_coco", metavar="NAME",
                    help="bench this gluoncv zoo architecture (default ssd_300_vgg16_atrous_coco) "
                         "with random weights instead of the checkpoints; no download")
+    p.add_argument("--backends", nargs="+", default=["mxnet"], choices=BACKENDS,
+                   help="runtimes timed side by side (default mxnet)")
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     p.add_argument("--scopes", nargs="+", default=list(SCOPES), choices=SCOPES)
     p.add_argument("--batch-sizes", nargs="+", type=int, default=list(DEFAULT_BATCH_SIZES))
@@ -217,6 +224,19 @@ def build_parser():
     p.add_argument("--split", default="val")
     p.add_argument("--model-dir", default="model")
     p.add_argument("--out-dir", default="reports")
+    p.add_argument("--backends", nargs="+", default=[], choices=BACKENDS,
+                   help="also evaluate and time fp32 and int8 on these runtimes (report.json "
+                        "backends.NAME)")
+
+    p = sub.add_parser("export", help="a checkpoint in another runtime's format")
+    export_sub = p.add_subparsers(dest="export_format", required=True, metavar="FORMAT")
+    e = export_sub.add_parser("onnx", parents=[rt], help="fp32, or int8 as a QDQ model with "
+                              "ssdq's calibration (PREFIX-calib.json)")
+    e.add_argument("--model-prefix", default=os.path.join("model", "quantized"))
+    e.add_argument("--out", help="ONNX file (default: PREFIX.onnx)")
+    e.add_argument("--per-tensor", action="store_true",
+                   help="one weight scale per tensor instead of per output channel (MXNet's "
+                        "oneDNN convolution uses per-channel weight scales)")
     return parser
 
 
@@ -305,7 +325,8 @@ def _run(args):
         engine = _engine(args) if args.ray or args.shards > 1 else None
         try:
             result = evaluate_checkpoint(ckpt, dataset, args.batch_size, args.num_workers,
-                                         progress, shards=args.shards, engine=engine)
+                                         progress, shards=args.shards, engine=engine,
+                                         backend=args.backend)
         finally:
             if engine is not None:
                 engine.close()
@@ -314,6 +335,10 @@ def _run(args):
             write_json(args.out, dict(result, threads=threads))
     elif args.command == "bench":
         _bench(args, progress)
+    elif args.command == "export":
+        from .export.onnx import export_onnx
+
+        print("wrote %s" % export_onnx(args.model_prefix, args.out, per_channel=not args.per_tensor))
     elif args.command == "reproduce":
         from .reproduce import reproduce
 
@@ -324,7 +349,8 @@ def _run(args):
                   calib_mode=args.calib_mode, num_calib_batches=args.num_calib_batches,
                   batch_size=args.batch_size, num_workers=args.num_workers,
                   exclude_match=args.exclude_match, model_dir=args.model_dir,
-                  out_dir=args.out_dir, threads=threads, progress=progress)
+                  out_dir=args.out_dir, threads=threads, progress=progress,
+                  backends=args.backends)
     return 0
 
 
@@ -407,7 +433,7 @@ def _bench(args, progress):
     pairs, extra = bench_checkpoints(pairs, args.extra_int8, args.classes, args.params)
     bench = benchmark(pairs, image_set, args.precisions, args.scopes, args.batch_sizes,
                       args.warmup, args.repeats, args.eval_images, args.num_workers, progress,
-                      profile=args.profile, extra_int8=extra)
+                      profile=args.profile, extra_int8=extra, backends=args.backends)
     paths = write_bench(bench, args.out)
     print(markdown(bench))
     print("wrote %s" % ", ".join(paths))

@@ -243,4 +243,15 @@ def format_environment(report):
     lines.append("- Versions: Python %s, mxnet %s, numpy %s, gluoncv %s, oneDNN %s"
                  % (versions["python"], versions["mxnet"], versions["numpy"],
                     versions["gluoncv"], versions["oneDNN"]))
+    for name, info in sorted((report.get("runtimes") or {}).items()):
+        if "error" in info:
+            lines.append("- %s: %s" % (name, info["error"]))
+        elif "optimization_capabilities" in info:
+            lines.append("- %s %s on %s: OPTIMIZATION_CAPABILITIES %s" % (
+                name, info["version"], info.get("device_name"),
+                ", ".join(info["optimization_capabilities"])))
+        else:
+            lines.append("- %s %s: providers %s (runs %s)" % (
+                name, info["version"], ", ".join(info.get("providers", [])),
+                info.get("used_provider")))
     return "\n".join(lines)

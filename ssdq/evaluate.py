@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from .data.loader import iterate_batches
 from .data.transforms import INPUT_SIZE, preprocess
+from .errors import SsdqError
 
 # gluoncv's COCODetectionMetric drops detections under this score before scoring.
 SCORE_THRESHOLD = 0.05
@@ -64,7 +65,8 @@ def detect(forward, dataset, evaluator, batch_size=64, num_workers=1, progress=T
 
 
 def evaluate_checkpoint(prefix, dataset, batch_size=64, num_workers=1, progress=True,
-                        speed_repeats=5, model_classes=None, shards=1, engine=None):
+                        speed_repeats=5, model_classes=None, shards=1, engine=None,
+                        backend="mxnet"):
     """Score a checkpoint (a prefix or a loaded ``Checkpoint``) on ``dataset`` and time its
     forward pass; return a result dict.
 
@@ -72,7 +74,8 @@ def evaluate_checkpoint(prefix, dataset, batch_size=64, num_workers=1, progress=
     overrides the checkpoint's list. ``speed_repeats=0`` skips the timing (``reproduce`` times
     fp32 and int8 in turns instead); the eval loop's own img/s is always in ``eval_loop``.
     ``shards`` > 1 splits the images into shards run by ``engine`` (``scaleout.engine``: here,
-    one after another, or as Ray tasks) and scores the merged detections once."""
+    one after another, or as Ray tasks) and scores the merged detections once. ``backend``: the
+    runtime it runs on (``backends.BACKENDS``)."""
     from .timing import time_forward
     from .checkpoint import checkpoint_size_mb, load_checkpoint
     from .data.classmap import match_classes
@@ -83,7 +86,14 @@ def evaluate_checkpoint(prefix, dataset, batch_size=64, num_workers=1, progress=
     ckpt = load_checkpoint(prefix)
     match = match_classes(dataset, model_classes if model_classes is not None
                           else ckpt.require_classes())
-    predictor = Predictor(ckpt, batch_size)
+    if backend == "mxnet":
+        predictor = Predictor(ckpt, batch_size)
+    else:
+        from .backends import prepare
+
+        if shards > 1 or engine is not None:
+            raise SsdqError("--shards and --ray run MXNet; drop them for --backend %s" % backend)
+        predictor = prepare(backend, ckpt.prefix, ckpt.precision, batch_size, "end_to_end")
     scaleout = {}
     if shards > 1 or engine is not None:
         from .scaleout.engine import LocalEngine, ray_block
@@ -97,17 +107,19 @@ def evaluate_checkpoint(prefix, dataset, batch_size=64, num_workers=1, progress=
                     "ray": ray_block(engine, results, timing["wall_s"])}
     else:
         metrics, timing = detect(predictor, dataset, evaluator_for(dataset, match), batch_size,
-                                 num_workers, progress, desc="eval %s" % ckpt.precision,
-                                 transform=predictor.input_format)
+                                 num_workers, progress,
+                                 desc="eval %s %s" % (backend, ckpt.precision),
+                                 transform=ckpt.input_format)
     result = {
         "checkpoint": ckpt.prefix, "precision": ckpt.precision, "graph": predictor.graph,
+        "backend": backend,
         "dataset": dataset.describe(), "metric": "coco" if dataset.fmt == "coco" else "voc07",
         **{k: v for k, v in metrics.items() if k != "summary"},
         "eval_loop": timing, "eval_loop_images_per_sec": timing["images_per_sec"],
         "size_mb": round(checkpoint_size_mb(ckpt.prefix, ckpt.params_file), 3),
         "deployed_weights_mb": round(deployed_weights_mb(ckpt.symbol, ckpt.arg_params), 3),
         "coco_summary": metrics.get("summary"),
-        "input": predictor.input_format.describe(), **scaleout,
+        "input": ckpt.input_format.describe(), **scaleout,
     }
     if ckpt.params_file:
         result["params_file"] = ckpt.params_file
@@ -115,7 +127,7 @@ def evaluate_checkpoint(prefix, dataset, batch_size=64, num_workers=1, progress=
         result["meta_inferred"] = ckpt.meta_inferred
     if speed_repeats:
         speed_batch, _ = next(iterate_batches(dataset.subset(batch_size), batch_size, num_workers,
-                                              predictor.input_format))
+                                              ckpt.input_format))
         speed = time_forward(predictor, speed_batch, warmup=1, repeats=speed_repeats)
         result.update(images_per_sec=speed["images_per_sec"], speed=speed)
     return result

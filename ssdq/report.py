@@ -144,7 +144,9 @@ def render_markdown(report, environment_text):
         "## Per-class AP\n\n" + per_class_table(report),
     ] + ([
         "## Benchmark (`ssdq bench`, short run)\n\n" + bench_markdown(report["bench"]).strip(),
-    ] if report.get("bench") else []) + [
+    ] if report.get("bench") else []) + ([
+        "## Runtimes (`--backends`)\n\n" + _backends_markdown(report["backends"]),
+    ] if report.get("backends") else []) + [
         "## Environment\n\n```\n" + environment_text + "\n```",
         "images/s: the median of repeated forward passes (network + decode + NMS) on one "
         "batch of real images, threads pinned, fp32 and int8 timed in turns in this run's bench; "
@@ -155,6 +157,12 @@ def render_markdown(report, environment_text):
         "loaded, so its file is no smaller: \"weights as deployed\" counts int8 weights at one "
         "byte.",
     ]) + "\n"
+
+
+def _backends_markdown(section):
+    from .backends.evaluate import markdown_table
+
+    return markdown_table(section)
 
 
 def write_report(out_dir, report, environment_text, name="report"):

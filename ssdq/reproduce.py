@@ -22,11 +22,19 @@ def reproduce(model="reference", params_file=None, data_root=DEFAULT_ROOT, eval_
               calib_split="train", calib_mode="naive", num_calib_batches=5, batch_size=64,
               num_workers=1, exclude_match=DEFAULT_EXCLUDE_MATCH, model_dir="model",
               out_dir="reports", threads=None, progress=True, echo=print, eval_set=None,
-              calib_set=None):
-    """Run the whole job. ``eval_set``/``calib_set``: datasets already opened (``open_dataset``
-    with ``--annotations``, say); by default the splits of ``data_root``."""
+              calib_set=None, backends=()):
+    """Run the whole job; return the report dict. ``eval_set``/``calib_set``: datasets already
+    opened (``open_dataset`` with ``--annotations``, say); by default the splits of
+    ``data_root``. ``backends``: runtimes (``backends.BACKENDS``) on which fp32 and int8 are also
+    evaluated and timed (report.json ``backends.NAME``, MXNet always among them)."""
     from .environment import format_environment
 
+    if backends:
+        from .backends import backend_module
+
+        for name in backends:  # a missing runtime fails now, not after the evaluations
+            if name != "mxnet":
+                backend_module(name).runtime_info()
     if eval_set is None or calib_set is None:
         if os.path.normpath(data_root) == os.path.normpath(DEFAULT_ROOT):
             ensure_synthetic(data_root, progress=progress)
@@ -51,11 +59,13 @@ def reproduce(model="reference", params_file=None, data_root=DEFAULT_ROOT, eval_
                                                  progress=progress, speed_repeats=0)
         echo(format_result(results[precision]))
 
-    echo("[bench] fp32 vs int8, network and end to end, batch %d" % REPRODUCE_BENCH_BATCH)
+    runtimes = list(dict.fromkeys(["mxnet"] + list(backends))) if backends else ["mxnet"]
+    echo("[bench] fp32 vs int8, network and end to end, batch %d%s" % (
+        REPRODUCE_BENCH_BATCH, "" if not backends else ", on " + ", ".join(runtimes)))
     bench = benchmark([(fp32_prefix, int8_prefix)], eval_set, precisions=("fp32", "int8"),
                       scopes=("network", "end_to_end", "end_to_end_gluoncv"),
                       batch_sizes=(REPRODUCE_BENCH_BATCH,), warmup=1, repeats=5,
-                      num_workers=num_workers, progress=progress)
+                      num_workers=num_workers, progress=progress, backends=runtimes)
     write_bench(bench, os.path.join(out_dir, "bench.json"))
 
     environment = bench["environment"]
@@ -66,8 +76,18 @@ def reproduce(model="reference", params_file=None, data_root=DEFAULT_ROOT, eval_
     report = build_report(results["fp32"], results["int8"], environment, threads, calibration,
                           eval_set.describe(), bench={k: v for k, v in bench.items()
                                                       if k != "environment"})
+    if backends:
+        from .backends.evaluate import evaluate_backends, int8_map_spread, markdown_table
+
+        echo("[backends] evaluate fp32 and int8 on %s" % ", ".join(runtimes))
+        report["backends"] = evaluate_backends(
+            runtimes, {"fp32": fp32_prefix, "int8": int8_prefix}, eval_set, bench,
+            batch_size, num_workers, progress, known=results)
+        report["backends_int8_map_spread"] = int8_map_spread(report["backends"])
     json_path, md_path = write_report(out_dir, report, format_environment(environment))
     echo("\n" + comparison_table(report))
+    if backends:
+        echo("\n" + markdown_table(report["backends"]))
     echo("\nwrote %s and %s" % (json_path, md_path))
     return report
 

@@ -64,7 +64,7 @@ def test_files_are_written(bench, tmp_path):
     paths = write_bench(bench, str(tmp_path / "bench.json"))
     assert [os.path.basename(p) for p in paths] == ["bench.json", "bench.md", "bench.png"]
     assert json.load(open(paths[0]))["speedup"] == bench["speedup"]
-    assert "| model | precision | scope |" in open(paths[1]).read()
+    assert "| model | backend | precision | scope |" in open(paths[1]).read()
     assert open(paths[2], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 

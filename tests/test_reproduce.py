@@ -7,7 +7,8 @@ from conftest import run_cli
 def test_reproduce_writes_the_report(tmp_path, tiny_data):
     proc = run_cli("reproduce", "--data-root", tiny_data, "--batch-size", "16",
                    "--num-calib-batches", "2", "--model-dir", str(tmp_path / "model"),
-                   "--out-dir", str(tmp_path / "reports"), "--quiet")
+                   "--out-dir", str(tmp_path / "reports"), "--quiet",
+                   "--backends", "mxnet", "onnxruntime", "openvino")
     assert proc.returncode == 0, proc.stderr
     report = json.load(open(tmp_path / "reports" / "report.json"))
     for precision in ("fp32", "int8"):
@@ -40,3 +41,12 @@ def test_reproduce_writes_the_report(tmp_path, tiny_data):
     assert report["bench"]["speedup_batch_size"] == 8
     assert sorted(os.listdir(tmp_path / "reports")) == ["bench.json", "bench.md", "bench.png",
                                                         "report.json", "report.md"]
+    # --backends: one fp32/int8 table across runtimes, in report.json, report.md and printed
+    for name in ("mxnet", "onnxruntime", "openvino"):
+        for precision in ("fp32", "int8"):
+            figures = report["backends"][name][precision]
+            assert figures["map"] > 30 and figures["images_per_sec"] > 0, (name, precision)
+    assert report["backends"]["mxnet"]["int8"]["map"] == report["int8"]["map"]
+    assert report["backends_int8_map_spread"] < 2  # 64 images here; 0.3 is the 500-image target
+    assert {r["backend"] for r in report["bench"]["records"]} == {"mxnet", "onnxruntime", "openvino"}
+    assert "## Runtimes" in md and "| openvino |" in proc.stdout

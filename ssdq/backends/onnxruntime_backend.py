@@ -1,0 +1,42 @@
+"""ONNX Runtime (CPU execution provider) running ``ssdq export onnx``'s fp32 or QDQ int8 model.
+
+Threads: ``intra_op_num_threads`` = the threads ssdq pinned (the process affinity already holds
+its cores), one inter-op thread, sequential execution. ORT's CPU provider has no bf16 kernels
+for this graph, so ``bf16`` is refused with that reason.
+"""
+from ..errors import SsdqError
+from ..optional import require
+from . import OnnxRunner
+
+
+def runtime_info():
+    """Version and what it runs on; raises MissingRuntimeError if it (or onnx) is missing."""
+    require("onnx", "the onnxruntime backend")
+    ort = require("onnxruntime", "the onnxruntime backend")
+    return {"version": ort.__version__, "providers": ort.get_available_providers(),
+            "used_provider": "CPUExecutionProvider", "device": ort.get_device(),
+            "isa": "chosen at run time by MLAS from the CPU's flags (AVX-512 VNNI int8 kernels "
+                   "when the CPU has them); see environment.isa"}
+
+
+class Runner(OnnxRunner):
+    name = "onnxruntime"
+
+    def __init__(self, checkpoint, precision, batch_size, scope, **options):
+        ort = require("onnxruntime", "the onnxruntime backend")
+        if precision == "bf16":
+            raise SsdqError("ONNX Runtime's CPU execution provider has no bf16 path for this "
+                            "model; bf16 runs on openvino or mxnet")
+        super().__init__(checkpoint, precision, batch_size, scope, **options)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.graph += ", CPUExecutionProvider, %d threads" % self.threads
+
+    def forward(self, data):
+        return self.session.run(None, {self.input_name: data})
