@@ -169,7 +169,7 @@ class NumberFormat:
         if self.kind == "int":
             return None  # oneDNN's int32 bias: see simulate.bias_grid (needs the input scale)
         if self.kind == "pow2":
-            return weight_grid
+            return None  # DeepShift keeps biases in fixed point: a bias add is no multiply
         return self.weights(b, per_channel=False)
 
     # -- activations ---------------------------------------------------------------------
