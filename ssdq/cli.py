@@ -168,7 +168,7 @@ def _compress_parsers(sub, rt, data, quant):
     p.add_argument("--fc-layers", nargs="*", default=[], help="convolutions to treat as FC (fc6 fc7)")
     p.add_argument("--model-prefix", default=os.path.join("model", "converted"))
     p.add_argument("--out", help="checkpoint prefix (default model/finetuned-FORMAT[-lqL])")
-    p.set_defaults(batch_size=16)
+    p.add_argument("--train-batch-size", type=int, default=16)
 
     study = sub.add_parser("study", help="simulated low-bit studies -> reports/study-KIND.{json,md,png}")
     kinds = study.add_subparsers(dest="study", required=True, metavar="KIND")
@@ -344,7 +344,7 @@ def _finetune(args, progress):
     run = finetune_and_save(args.model_prefix, out, train_set, val_set, args.number_format,
                             epochs=args.epochs, lq_lambda=args.lq_lambda,
                             layer_selection=args.layers, fc_layers=args.fc_layers,
-                            batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                            batch_size=args.train_batch_size, lr=args.lr, seed=args.seed,
                             train_images=args.train_images, num_workers=args.num_workers,
                             progress=progress)
     for entry in run["history"]:

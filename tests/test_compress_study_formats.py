@@ -54,6 +54,7 @@ def test_pow2_and_clip_studies_rows(tiny_data, fp32_prefix, tmp_path):
     clip = run_study("clip", _options(tiny_data, fp32_prefix, tmp_path), progress=False)
     formats = [(r["format"], r["activations"]) for r in clip["rows"]]
     assert ("fp32", "clip:1") in formats and ("clip:-4", "fp32") in formats
+    assert ("fp32", "clip:5") in formats and ("clip:1", "fp32") in formats
     assert ("pow2clip:8", "pow2clip:8") in formats
     j, k = clip["chosen"]["j"], clip["chosen"]["k"]
     assert ("pow2clip:8:%d" % k, "pow2clip:8:%d" % j) in formats
@@ -71,3 +72,16 @@ def test_study_rejects_bad_eval_images():
 
     with pytest.raises(SsdqError):
         run_study("pow2", {"eval_images": 0})
+
+
+def test_cli_defaults_stay_per_command():
+    """The study and finetune parsers share flag groups with quantize: their defaults must not
+    leak (a shared argparse action once turned quantize's batch size into finetune's)."""
+    from ssdq.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["quantize"]).batch_size == 64
+    assert parser.parse_args(["study", "bitwidth"]).batch_size == 64
+    assert parser.parse_args(["finetune", "--format", "dfp:4"]).train_batch_size == 16
+    assert [parser.parse_args(["study", k]).finetune_epochs
+            for k in ("bitwidth", "pow2", "clip")] == [0, 2, 1]

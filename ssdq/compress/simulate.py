@@ -28,6 +28,7 @@ from .formats import Grid, NumberFormat, parse
 from .layers import list_layers, select_layers
 
 PASS_THROUGH_OPS = ("Pooling",)
+EVAL_BATCH_SIZE = 16
 
 
 @dataclass
@@ -279,7 +280,9 @@ class Simulator:
         from ..predictor import Predictor
 
         start = time.time()
-        predictor = Predictor(ckpt, min(self.batch_size, len(self.eval_set)), fuse_fp32=False)
+        # the unfused graph with rounding ops holds many full-size activations: small batches
+        predictor = Predictor(ckpt, min(EVAL_BATCH_SIZE, self.batch_size, len(self.eval_set)),
+                              fuse_fp32=False)
         metrics, _ = detect(predictor, self.eval_set, evaluator_for(self.eval_set),
                             predictor.batch_size, self.num_workers, progress=self.progress,
                             desc=desc)
