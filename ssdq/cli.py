@@ -1,9 +1,11 @@
-"""Command line: ``ssdq {data,convert,quantize,sensitivity,tune,eval,bench,compare,reproduce,export}``.
+"""Command line: ``ssdq {data,convert,quantize,sensitivity,tune,eval,bench,compare,finetune,study,
+reproduce,export}``.
 
 Threads are pinned before anything imports mxnet, so every stage module is imported inside its
 handler. A ``SsdqError`` becomes one line on stderr and exit status 2; Ctrl-C exits 130.
 """
 import argparse
+import json
 import os
 import sys
 import warnings
@@ -217,6 +219,8 @@ def build_parser():
     p.add_argument("--min-throughput", type=float,
                    help="multi-instance bench: minimum total img/s (all images / common wall time)")
 
+    _compress_parsers(sub, rt, data, quant)
+
     p = sub.add_parser("reproduce", parents=[rt, data, quant],
                        help="convert, quantize, evaluate fp32 and int8, write the report")
     p.add_argument("--model", default="reference")
@@ -251,6 +255,53 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 _python_show_warning = warnings.showwarning
+def _compress_parsers(sub, rt, data, quant):
+    """``ssdq finetune`` and ``ssdq study KIND`` (one sub-parser per study; add a study in a line)."""
+    p = sub.add_parser("finetune", parents=[rt, data],
+                       help="fine-tune with a weight number format in the loop (simulated)")
+    p.add_argument("--format", required=True, dest="number_format",
+                   help="dfp:BITS, int:BITS, pow2:LO:HI, pow2clip:BITS[:J], clip:J")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lq-lambda", type=float, default=0.0, help="weight of lambda*sum((w-C(w))^2)")
+    p.add_argument("--train-images", type=int, help="first N train images (default: all)")
+    p.add_argument("--val-images", type=int, default=500, help="val images scored per epoch")
+    p.add_argument("--lr", type=float, default=2e-4, help="Adam, cosine decay")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layers", nargs="+", default=["all"],
+                   help="groups (all conv fc heads first last), names or regexes")
+    p.add_argument("--fc-layers", nargs="*", default=[], help="convolutions to treat as FC (fc6 fc7)")
+    p.add_argument("--model-prefix", default=os.path.join("model", "converted"))
+    p.add_argument("--out", help="checkpoint prefix (default model/finetuned-FORMAT[-lqL])")
+    p.add_argument("--train-batch-size", type=int, default=16)
+
+    study = sub.add_parser("study", help="simulated low-bit studies -> reports/study-KIND.{json,md,png}")
+    kinds = study.add_subparsers(dest="study", required=True, metavar="KIND")
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("study")
+    g.add_argument("--model-prefix", default=os.path.join("model", "converted"))
+    g.add_argument("--split", default="val")
+    g.add_argument("--eval-images", type=int, help="score on the first N images (default: all)")
+    g.add_argument("--out-dir", default="reports")
+    g.add_argument("--fc-layers", nargs="*", default=[], help="convolutions to treat as FC (fc6 fc7)")
+    g.add_argument("--train-images", type=int, help="fine-tuning: first N train images")
+    g.add_argument("--model-dir", default="model", help="where fine-tuned checkpoints are cached")
+    parents = [rt, data, quant, common]
+    p = kinds.add_parser("bitwidth", parents=parents, help="Ristretto's dynamic fixed point analysis")
+    p.add_argument("--error-margin", type=float, default=2.0, help="points of mAP")
+    p.add_argument("--bits", nargs="+", type=int, default=[16, 8, 4, 2, 1])
+    p = kinds.add_parser("pow2", parents=parents, help="power-of-two (DeepShift) weights")
+    p.add_argument("--formats", nargs="+", default=["pow2:-15:0", "pow2:-10:5", "pow2:-8:0"],
+                   help="power-of-two weight formats (exponent ranges) to compare")
+    p.add_argument("--activation-format", default="dfp:8", help="activation rounding of the rows with it")
+    p.add_argument("--finetune-format", default="pow2:-10:5")
+    p = kinds.add_parser("clip", parents=parents, help="power-of-two clipping, int8 inside the clips")
+    p.add_argument("--lq-lambda", type=float, default=1e-3)
+    p.add_argument("--error-margin", type=float, default=0.5,
+                   help="points of mAP a clip may cost to be chosen")
+    for kind, epochs in (("bitwidth", 0), ("pow2", 2), ("clip", 1)):
+        kinds.choices[kind].add_argument(
+            "--finetune-epochs", type=int, default=epochs,
+            help="fine-tune the failing format this many epochs (default %d)" % epochs)
 
 
 def main(argv=None):
@@ -339,6 +390,12 @@ def _run(args):
         from .export.onnx import export_onnx
 
         print("wrote %s" % export_onnx(args.model_prefix, args.out, per_channel=not args.per_tensor))
+    elif args.command == "finetune":
+        _finetune(args, progress)
+    elif args.command == "study":
+        from .compress.study_formats import run_study
+
+        run_study(args.study, vars(args), threads=threads, progress=progress)
     elif args.command == "reproduce":
         from .reproduce import reproduce
 
@@ -405,6 +462,26 @@ def _run_accuracy_tool(args, variants, engine, out, progress):
                % calibration_markdown(report))
     print(tune_markdown(report))
     print("wrote %s, %s/tune.{json,md}, %s/calibration.{json,md}" % (args.out, out, out))
+
+
+def _finetune(args, progress):
+    from .compress.finetune import default_out, finetune_and_save
+    from .compress.formats import NumberFormat
+    from .data.dataset import open_dataset
+
+    NumberFormat(args.number_format)  # a bad spec fails before any data is read
+    train_set = open_dataset(args.data_root, "train", args.dataset_format)
+    val_set = open_dataset(args.data_root, "val", args.dataset_format).subset(args.val_images)
+    out = args.out or default_out(args.number_format, args.lq_lambda)
+    run = finetune_and_save(args.model_prefix, out, train_set, val_set, args.number_format,
+                            epochs=args.epochs, lq_lambda=args.lq_lambda,
+                            layer_selection=args.layers, fc_layers=args.fc_layers,
+                            batch_size=args.train_batch_size, lr=args.lr, seed=args.seed,
+                            train_images=args.train_images, num_workers=args.num_workers,
+                            progress=progress)
+    for entry in run["history"]:
+        print(json.dumps(entry))
+    print("wrote %s (and %s-finetune.json)" % (out, out))
 
 
 def _bench(args, progress):
