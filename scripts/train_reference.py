@@ -4,7 +4,7 @@
     python scripts/train_reference.py --epochs 2 --out /tmp/try.params
     # network slimming: sparsity training from the reference weights (see model/sparse-*.json)
     python scripts/train_reference.py --init model/reference-ssd300-vgg16-atrous.params \
-        --sparsity 5e-3 --gamma-lr-mult 10 --epochs 4 --warmup 50 --eval-every 4 \
+        --sparsity 5e-3 --gamma-lr-mult 15 --epochs 1 --batch-size 16 --warmup 20 --eval-every 1 \
         --out model/sparse-ssd300-vgg16-atrous.params --log-file model/sparse-train-log.jsonl
 """
 import argparse

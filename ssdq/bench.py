@@ -69,14 +69,15 @@ def nms_load(fp32_ckpt, batch):
 
 def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scopes=SCOPES,
                 batch_sizes=DEFAULT_BATCH_SIZES, warmup=2, repeats=5, eval_set=None,
-                num_workers=1, progress=True):
+                num_workers=1, progress=True, pruned=None):
     """Time every (precision, scope, batch size) of one model; return its list of records.
 
     For each (scope, batch size) the precisions' graphs are bound side by side and timed in
     turns (fp32, int8, fp32, int8, ...), so a slow spell on a shared machine hits them alike
     and their ratios stay honest. ``images``: a pool of preprocessed NCHW images the timed
     batches are cut from. A graph that cannot run (bf16 on a CPU without it, say) gets a record
-    holding the error instead of a speed.
+    holding the error instead of a speed. ``pruned``: (fp32, int8) checkpoints of a pruned
+    variant, timed in the same turns as ``fp32_pruned`` and ``int8_pruned``.
     """
     import mxnet as mx
     from tqdm import tqdm
@@ -89,8 +90,11 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
         batch = _batch(images, batch_size)
         data = mx.nd.array(batch)
         live = []  # (record, run one timed unit)
-        for precision in precisions:
-            ckpt = _checkpoint(precision, fp32_ckpt, int8_ckpt)
+        labels = list(precisions) + ["%s_pruned" % p for p in ("fp32", "int8")
+                                     if pruned and p in precisions]
+        for precision in labels:
+            ckpt = (_checkpoint(precision.split("_")[0], *pruned) if precision.endswith("_pruned")
+                    else _checkpoint(precision, fp32_ckpt, int8_ckpt))
             record = {"model": name, "precision": precision, "scope": scope,
                       "batch_size": batch_size}
             records.append(record)
@@ -123,7 +127,7 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
                               batch_size=batch_size, images=len(eval_set))
             else:
                 record.update(summarize(batch_size, timings, warmup))
-        bar.update(len(precisions))
+        bar.update(len(labels))
         live = predictor = None  # free this group's executors before the next binds its own
         gc.collect()
     bar.close()
@@ -177,24 +181,35 @@ def _first_line(exc):
     return (lines[0] if lines else type(exc).__name__)[:300]
 
 
-def zoo_checkpoints(name, sample_set, model_dir="model", progress=True):
+def zoo_checkpoints(name, sample_set, model_dir="model", progress=True, widths_from=None):
     """fp32 and int8 checkpoints of a zoo SSD architecture with random weights (no download),
     made once and kept under ``model_dir``; the int8 one calibrated on 8 images of
-    ``sample_set``, which also sets the class head's score distribution."""
-    from .checkpoint import checkpoint_files
+    ``sample_set``, which also sets the class head's score distribution. ``widths_from``: a
+    pruned checkpoint whose per-layer keep ratios the architecture gets (``pruned_zoo_ssd``)."""
+    from .checkpoint import checkpoint_files, load_checkpoint
     from .convert import export_checkpoint
     from .data.loader import iterate_batches
-    from .model import random_zoo_ssd
+    from .model import pruned_zoo_ssd, random_zoo_ssd
     from .quantize import quantize
 
     fp32_prefix = os.path.join(model_dir, "bench-%s-random" % name)
+    source = {"model": name}
+    net = None
+    if widths_from:
+        from .compress.pruning import keep_ratios
+
+        ratios, num_scales = keep_ratios(load_checkpoint(widths_from).meta)
+        net = pruned_zoo_ssd(name, ratios, num_scales)
+        fp32_prefix += "-pruned-%s" % os.path.basename(widths_from)
+        source = {"model": name + " (pruned)", "widths_from": widths_from,
+                  "keep_ratios": [round(r, 4) for r in ratios], "num_scales": num_scales}
     int8_prefix = fp32_prefix + "-int8"
     sample = sample_set.subset(8)
     if not os.path.isfile(checkpoint_files(fp32_prefix)["meta"]):
         images, _ = next(iterate_batches(sample, 8))
-        net, share = random_zoo_ssd(name, images)
-        export_checkpoint(net, {"model": name, "weights": "random (ssdq bench), class head set "
-                                "so %.1f%% of anchors score a class above 0.01" % (100 * share)},
+        net, share = random_zoo_ssd(name, images, net=net)
+        export_checkpoint(net, dict(source, weights="random (ssdq bench), class head set "
+                                    "so %.1f%% of anchors score a class above 0.01" % (100 * share)),
                           fp32_prefix)
     if not os.path.isfile(checkpoint_files(int8_prefix)["meta"]):
         quantize(fp32_prefix, int8_prefix, sample, num_calib_batches=1, batch_size=8,
@@ -204,10 +219,11 @@ def zoo_checkpoints(name, sample_set, model_dir="model", progress=True):
 
 def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
               batch_sizes=DEFAULT_BATCH_SIZES, warmup=2, repeats=5, eval_images=64,
-              num_workers=1, progress=True, profile=False):
+              num_workers=1, progress=True, profile=False, pruned=None):
     """Benchmark (fp32 prefix, int8 prefix or None) pairs on images of ``image_set``; return the
     bench dict (records, speed-ups, models, environment) that ``write_bench`` saves. With
-    ``profile``, it also holds per-operator ``profiles`` at the speed-up batch size."""
+    ``profile``, it also holds per-operator ``profiles`` at the speed-up batch size.
+    ``pruned``: an (fp32, int8) prefix pair timed in turns with the first model's graphs."""
     from .environment import environment_report
     from .checkpoint import checkpoint_size_mb, load_checkpoint
     from .data.loader import iterate_batches
@@ -237,11 +253,20 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
                 "int8": round(deployed_weights_mb(int8.symbol, int8.arg_params), 2) if int8 else None},
             "nms_load": nms_load(fp32, images[:8]),
         }
+        pruned_pair = None
+        if pruned and not records:
+            pruned_pair = tuple(load_checkpoint(p) for p in pruned)
+            models[name]["pruned"] = {"fp32": pruned[0], "int8": pruned[1],
+                                      **{k: pruned_pair[0].meta.get(k) for k in
+                                         ("widths_from", "keep_ratios", "num_scales")}}
         records += bench_model(name, fp32, int8, images, precisions, scopes, batch_sizes, warmup,
-                               repeats, eval_set, num_workers, progress)
+                               repeats, eval_set, num_workers, progress, pruned=pruned_pair)
         if profile:
             profiles += profile_model(name, fp32, int8, images, precisions, scopes,
                                       _nearest(batch_sizes, SPEEDUP_BATCH_SIZE), progress)
+            if pruned_pair:
+                profiles += profile_model(name + " (pruned)", *pruned_pair, images, precisions,
+                                          scopes, _nearest(batch_sizes, SPEEDUP_BATCH_SIZE), progress)
     by_model, batch = speedups(records)
     bench = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -296,6 +321,10 @@ def speedups(records, batch_size=SPEEDUP_BATCH_SIZE):
                   (model, "fp32_unfused", scope))
             ratio("%s_int8_vs_fp32_unfused" % scope, (model, "int8", scope),
                   (model, "fp32_unfused", scope))
+            for precision in ("fp32", "int8"):  # a pruned variant timed in the same turns
+                for dense in ("fp32", "int8"):
+                    ratio("%s_%s_pruned_vs_dense_%s" % (scope, precision, dense),
+                          (model, precision + "_pruned", scope), (model, dense, scope))
         for precision in PRECISIONS:
             ratio("fast_tail_vs_gluoncv_tail_%s" % precision, (model, precision, "end_to_end"),
                   (model, precision, "end_to_end_gluoncv"))

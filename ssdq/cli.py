@@ -123,10 +123,15 @@ def build_parser():
                    "embedded synthetic set)")
     p.add_argument("--split", default="val")
     p.add_argument("--num-workers", type=int, default=1, help="image decoding threads")
+    p.add_argument("--widths-from", metavar="CHECKPOINT",
+                   help="with --zoo: also bench the architecture at this pruned checkpoint's "
+                        "per-layer keep ratios (random weights), timed in turns with the dense one")
     p.add_argument("--profile", action="store_true",
                    help="also profile each graph per operator (MXNet profiler) at the batch "
                         "nearest 8: where the time goes, in bench.json and bench.md")
     p.add_argument("--out", default=os.path.join("reports", "bench.json"))
+
+    _prune_parsers(sub, rt, data, quant)
 
     p = sub.add_parser("compare", help="CI gate: fail if a report regressed against a baseline")
     p.add_argument("report", help="the new report.json or bench.json")
@@ -145,6 +150,71 @@ def build_parser():
     p.add_argument("--model-dir", default="model")
     p.add_argument("--out-dir", default="reports")
     return parser
+
+
+def _prune_parsers(sub, rt, data, quant):
+    """``ssdq prune``, ``ssdq lowrank`` and ``ssdq study prune``."""
+    from .compress.pruning import MODES, SPARSE_WEIGHTS
+    from .compress.study_prune import DEFAULT_ENERGY, DEFAULT_PERCENT
+
+    p = sub.add_parser("prune", parents=[rt], help="channel pruning by BatchNorm gammas (network "
+                       "slimming) -> a BN-folded checkpoint with fewer channels")
+    p.add_argument("--params", default=SPARSE_WEIGHTS, help="reference-model weights to prune "
+                   "(default: the committed sparse-trained ones)")
+    p.add_argument("--percent", type=float, default=DEFAULT_PERCENT,
+                   help="share of all prunable gammas under the global threshold")
+    p.add_argument("--mode", default="normal", choices=MODES)
+    p.add_argument("--out", default=os.path.join("model", "pruned"))
+
+    p = sub.add_parser("lowrank", parents=[rt], help="truncated SVD of fc6/fc7 in a checkpoint")
+    p.add_argument("--model-prefix", default=os.path.join("model", "converted"))
+    p.add_argument("--layers", nargs="+", default=["fc7", "fc6"], help="fc6, fc7 or node names")
+    rank = p.add_mutually_exclusive_group(required=True)
+    rank.add_argument("--rank", type=int)
+    rank.add_argument("--energy", type=float, help="keep this share of the singular-value energy")
+    p.add_argument("--out", default=os.path.join("model", "lowrank"))
+
+    study = sub.choices.get("study") or sub.add_parser(
+        "study", help="compression studies -> reports/study-KIND.{json,md,png}")
+    kinds = study._subparsers._group_actions[0] if study._subparsers else study.add_subparsers(
+        dest="study", required=True, metavar="KIND")  # pylint: disable=protected-access
+    p = kinds.add_parser("prune", parents=[rt, data, quant],
+                         help="pruning + low-rank + W8A8 table of the reference work")
+    p.add_argument("--percent", type=float, default=DEFAULT_PERCENT)
+    p.add_argument("--energy", type=float, default=DEFAULT_ENERGY, help="low-rank rows")
+    p.add_argument("--params", help="dense weights (default: the reference model's)")
+    p.add_argument("--sparse-params", default=SPARSE_WEIGHTS)
+    p.add_argument("--split", default="val")
+    p.add_argument("--eval-images", type=int, help="score on the first N images (default: all)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per figure")
+    p.add_argument("--model-dir", default=os.path.join("model", "study-prune"))
+    p.add_argument("--out-dir", default="reports")
+
+
+def _prune_commands(args, progress):
+    if args.command == "prune":
+        from .compress.pruning import prune
+
+        prefix, recipe = prune(args.out, args.params, args.percent, args.mode)
+        print("kept %d of %d prunable channels, %d scales, conv layers %+d; wrote %s" % (
+            recipe["channels"]["after"], recipe["channels"]["before"], recipe["num_scales"],
+            recipe["conv_layers"]["delta"], prefix))
+    elif args.command == "lowrank":
+        from .compress.lowrank import lowrank
+
+        prefix, summary = lowrank(args.model_prefix, args.out, args.layers, args.rank, args.energy)
+        for layer, s in summary.items():
+            print("%s: rank %d of %d, energy %.4f, params %d -> %d" % (
+                layer, s["rank"], s["full_rank"], s["energy_kept"], s["params_before"],
+                s["params_after"]))
+        print("wrote %s" % prefix)
+    else:
+        from .compress.study_prune import run_study
+
+        run_study(args.data_root, args.split, args.calib_split, args.percent, args.energy,
+                  args.params, args.sparse_params, args.model_dir, args.out_dir,
+                  args.eval_images, args.num_calib_batches, args.batch_size, args.calib_mode,
+                  args.num_workers, args.repeats, progress)
 
 
 def main(argv=None):
@@ -217,6 +287,8 @@ def _run(args):
             write_json(args.out, dict(result, threads=threads))
     elif args.command == "bench":
         _bench(args, progress)
+    elif args.command in ("prune", "lowrank") or getattr(args, "study", None) == "prune":
+        _prune_commands(args, progress)
     elif args.command == "reproduce":
         from .reproduce import reproduce
 
@@ -281,13 +353,19 @@ def _bench(args, progress):
     if os.path.normpath(args.data_root) == os.path.normpath(DEFAULT_DATA_ROOT):
         ensure_synthetic(args.data_root, progress=progress)
     image_set = open_dataset(args.data_root, args.split)
+    pruned = None
+    if args.widths_from and not args.zoo:
+        raise SsdqError("--widths-from needs --zoo (it shapes the zoo architecture)")
     if args.zoo:
         pairs = [zoo_checkpoints(args.zoo, image_set, progress=progress)]
+        if args.widths_from:
+            pruned = zoo_checkpoints(args.zoo, image_set, progress=progress,
+                                     widths_from=args.widths_from)
     else:
         pairs = [(args.model_prefix, args.int8_prefix)]
     bench = benchmark(pairs, image_set, args.precisions, args.scopes, args.batch_sizes,
                       args.warmup, args.repeats, args.eval_images, args.num_workers, progress,
-                      profile=args.profile)
+                      profile=args.profile, pruned=pruned)
     paths = write_bench(bench, args.out)
     print(markdown(bench))
     print("wrote %s" % ", ".join(paths))

@@ -99,6 +99,19 @@ def reference_ssd(classes, width_divisor=REFERENCE_WIDTH_DIVISOR, batch_norm=Tru
                steps=SSD300_STEPS[:num_scales], classes=list(classes), prefix="ssd0_")
 
 
+def pruned_zoo_ssd(name, keep_ratios, num_scales):
+    """gluoncv's full-size ``ssd_300_vgg16_atrous_*`` (no BatchNorm) with each feature
+    convolution's width scaled by ``keep_ratios`` (of a pruned reference checkpoint); uninitialised."""
+    from gluoncv import model_zoo
+
+    if not name.startswith("ssd_300_vgg16_atrous_"):
+        raise SsdqError("--widths-from applies to the ssd_300_vgg16_atrous_* topology, not %r" % name)
+    classes = model_zoo.get_model(name, pretrained=False, pretrained_base=False).classes
+    dense = [c._channels for c in feature_convs(reference_ssd(classes, 1, batch_norm=False))]
+    widths = [max(1, int(round(d * r))) for d, r in zip(dense, keep_ratios)]
+    return reference_ssd(classes, 1, batch_norm=False, widths=widths, num_scales=num_scales)
+
+
 def feature_convs(net):
     """The feature extractor's Conv2D blocks in build order (what ``widths`` lists)."""
     return [block for stage in list(net.features.stages) + list(net.features.extras)
@@ -137,12 +150,13 @@ def load_params(net, params_file):
 TRAINED_ANCHOR_SHARE = 0.06
 
 
-def random_zoo_ssd(name, sample_batch, anchor_share=TRAINED_ANCHOR_SHARE, seed=0):
+def random_zoo_ssd(name, sample_batch, anchor_share=TRAINED_ANCHOR_SHARE, seed=0, net=None):
     """A zoo SSD architecture with random weights (no download) for benchmarking.
 
     He-initialised weights, then the class head is rescaled and its background bias chosen so
     that on ``sample_batch`` (NCHW, normalised) about ``anchor_share`` of the anchors have a
-    foreground class scoring above 0.01. Returns (net, the share reached).
+    foreground class scoring above 0.01. ``net``: an uninitialised network to use instead of
+    the zoo's (a pruned variant of it). Returns (net, the share reached).
     """
     import numpy as np
     from gluoncv import model_zoo
@@ -150,7 +164,8 @@ def random_zoo_ssd(name, sample_batch, anchor_share=TRAINED_ANCHOR_SHARE, seed=0
     if name not in model_zoo.get_model_list() or not name.startswith("ssd_"):
         raise SsdqError("unknown SSD model name %r (see gluoncv.model_zoo.get_model_list())" % name)
     mx.random.seed(seed)
-    net = model_zoo.get_model(name, pretrained=False, pretrained_base=False)
+    if net is None:
+        net = model_zoo.get_model(name, pretrained=False, pretrained_base=False)
     he = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
     for param_name, param in net.collect_params().items():
         if param_name.endswith(("gamma", "running_var")):  # BatchNorm (mobilenet, resnet): neutral

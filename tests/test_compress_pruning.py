@@ -1,4 +1,6 @@
 """Channel pruning: connectivity from the graph, the recipe, exact bias folding, real thinning."""
+import os
+
 import mxnet as mx
 import numpy as np
 import pytest
@@ -139,3 +141,21 @@ def _all_blocks(model):
 
 def _by_name(model):
     return {b.name: b for b in _all_blocks(model)}
+
+
+def test_cli_prune_and_lowrank(tmp_path):
+    from conftest import assert_clean_error, run_cli
+    from ssdq.convert import REFERENCE_WEIGHTS
+
+    pruned = str(tmp_path / "pruned")
+    proc = run_cli("prune", "--params", REFERENCE_WEIGHTS, "--percent", "40", "--mode", "regular",
+                   "--out", pruned, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "kept" in proc.stdout and os.path.isfile(pruned + "-meta.json")
+    proc = run_cli("lowrank", "--model-prefix", pruned, "--energy", "0.95", "--out",
+                   str(tmp_path / "lr"), "--quiet")
+    assert proc.returncode == 0 and "fc6: rank" in proc.stdout, proc.stderr
+    assert_clean_error(run_cli("lowrank", "--model-prefix", pruned, "--energy", "1.5", "--out",
+                               str(tmp_path / "bad")), "--energy")
+    assert_clean_error(run_cli("prune", "--params", REFERENCE_WEIGHTS, "--percent", "100",
+                               "--out", str(tmp_path / "bad")), "--percent")

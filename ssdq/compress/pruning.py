@@ -13,7 +13,6 @@ removed channel contributed less, which is the approximation network slimming ma
 import json
 from dataclasses import dataclass, field
 
-import mxnet as mx
 import numpy as np
 
 from ..errors import SsdqError
@@ -41,6 +40,8 @@ def _blocks_by_node(net):
 
 
 def _graph(net):
+    import mxnet as mx
+
     out = net(mx.sym.var("data"))
     sym = mx.sym.Group(list(out)) if isinstance(out, (list, tuple)) else out
     nodes = json.loads(sym.tojson())["nodes"]
@@ -164,6 +165,8 @@ def plan_pruning(net, percent, mode="normal"):
 def apply_recipe(net, recipe):
     """A new SSD with the recipe's widths and scales, holding ``net``'s kept weights; the
     constant activation relu(beta) of every removed channel is folded into its readers' biases."""
+    import mxnet as mx
+
     from ..model import reference_ssd
 
     pruned = reference_ssd(net.classes, widths=recipe["widths"], num_scales=recipe["num_scales"])
