@@ -1,4 +1,4 @@
-"""Command line: ``ssdq {data,convert,quantize,sensitivity,tune,eval,bench,compare,reproduce}``.
+"""Command line: ``ssdq {data,convert,quantize,sensitivity,tune,eval,bench,prune,lowrank,study,compare,reproduce}``.
 
 Threads are pinned before anything imports mxnet, so every stage module is imported inside its
 handler. A ``SsdqError`` becomes one line on stderr and exit status 2; Ctrl-C exits 130.

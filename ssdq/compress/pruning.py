@@ -152,7 +152,8 @@ def plan_pruning(net, percent, mode="normal"):
             if any((gammas[name] <= threshold).all() for name in bns):
                 num_scales = 2 + j
                 break
-    convs = feature_convs(net)[:len(feature_convs(net)) - 2 * (len(net.class_predictors) - num_scales)]
+    convs = feature_convs(net)
+    convs = convs[:len(convs) - 2 * (len(net.class_predictors) - num_scales)]  # 2 per extra stage
     widths = [len(keep[c.name]) if c.name in keep else c._channels for c in convs]
     kept_convs = {c.name for c in convs}
     return {"percent": percent, "mode": mode, "threshold": threshold,
