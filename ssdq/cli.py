@@ -155,7 +155,7 @@ def build_parser():
 def _prune_parsers(sub, rt, data, quant):
     """``ssdq prune``, ``ssdq lowrank`` and ``ssdq study prune``."""
     from .compress.pruning import MODES, SPARSE_WEIGHTS
-    from .compress.study_prune import DEFAULT_ENERGY, DEFAULT_PERCENT
+    from .compress.study_prune import DEFAULT_ENERGY, DEFAULT_PERCENT, DEFAULT_RECALIBRATE_IMAGES
 
     p = sub.add_parser("prune", parents=[rt], help="channel pruning by BatchNorm gammas (network "
                        "slimming) -> a BN-folded checkpoint with fewer channels")
@@ -164,6 +164,9 @@ def _prune_parsers(sub, rt, data, quant):
     p.add_argument("--percent", type=float, default=DEFAULT_PERCENT,
                    help="share of all prunable gammas under the global threshold")
     p.add_argument("--mode", default="normal", choices=MODES)
+    p.add_argument("--recalibrate-images", type=int, default=DEFAULT_RECALIBRATE_IMAGES,
+                   help="re-estimate BatchNorm statistics on this many train images (0: no)")
+    p.add_argument("--data-root", default=DEFAULT_DATA_ROOT)
     p.add_argument("--out", default=os.path.join("model", "pruned"))
 
     p = sub.add_parser("lowrank", parents=[rt], help="truncated SVD of fc6/fc7 in a checkpoint")
@@ -187,6 +190,8 @@ def _prune_parsers(sub, rt, data, quant):
     p.add_argument("--split", default="val")
     p.add_argument("--eval-images", type=int, help="score on the first N images (default: all)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per figure")
+    p.add_argument("--recalibrate-images", type=int, default=DEFAULT_RECALIBRATE_IMAGES,
+                   help="pruned rows: re-estimate BatchNorm statistics on this many train images")
     p.add_argument("--model-dir", default=os.path.join("model", "study-prune"))
     p.add_argument("--out-dir", default="reports")
 
@@ -195,7 +200,11 @@ def _prune_commands(args, progress):
     if args.command == "prune":
         from .compress.pruning import prune
 
-        prefix, recipe = prune(args.out, args.params, args.percent, args.mode)
+        from .data.dataset import open_dataset
+
+        calib_set = open_dataset(args.data_root, "train") if args.recalibrate_images else None
+        prefix, recipe = prune(args.out, args.params, args.percent, args.mode, calib_set,
+                               args.recalibrate_images)
         print("kept %d of %d prunable channels, %d scales, conv layers %+d; wrote %s" % (
             recipe["channels"]["after"], recipe["channels"]["before"], recipe["num_scales"],
             recipe["conv_layers"]["delta"], prefix))
@@ -214,7 +223,8 @@ def _prune_commands(args, progress):
         run_study(args.data_root, args.split, args.calib_split, args.percent, args.energy,
                   args.params, args.sparse_params, args.model_dir, args.out_dir,
                   args.eval_images, args.num_calib_batches, args.batch_size, args.calib_mode,
-                  args.num_workers, args.repeats, progress)
+                  args.num_workers, args.repeats, progress,
+                  recalibrate_images=args.recalibrate_images)
 
 
 def main(argv=None):

@@ -112,6 +112,22 @@ def test_relu_beta_of_removed_channels_folds_into_every_reader(net):
         np.testing.assert_allclose(got[interior], want[interior], rtol=1e-4, atol=1e-5)
 
 
+def test_batchnorm_recalibration_takes_the_pruned_networks_own_statistics(net):
+    """After re-estimating on one batch, predict mode (running statistics) gives what train
+    mode (that batch's statistics) gives on that batch."""
+    from ssdq.compress.pruning import recalibrate_batchnorm
+
+    pruned = apply_recipe(net, plan_pruning(net, 50, "normal"))
+    x = np.random.default_rng(2).uniform(-2, 2, (4, 3, 300, 300)).astype(np.float32)
+    with mx.autograd.train_mode():
+        want = [f.asnumpy() for f in pruned.features(mx.nd.array(x))]
+    before = [f.asnumpy() for f in pruned.features(mx.nd.array(x))]
+    recalibrate_batchnorm(pruned, [x])
+    got = [f.asnumpy() for f in pruned.features(mx.nd.array(x))]
+    for g, w, b in zip(got, want, before):
+        assert np.abs(g - w).mean() < 0.1 * np.abs(b - w).mean() + 1e-3
+
+
 def test_pruned_checkpoint_has_fewer_channels(tmp_path):
     from ssdq.checkpoint import load_checkpoint
     from ssdq.convert import REFERENCE_WEIGHTS
@@ -149,7 +165,7 @@ def test_cli_prune_and_lowrank(tmp_path):
 
     pruned = str(tmp_path / "pruned")
     proc = run_cli("prune", "--params", REFERENCE_WEIGHTS, "--percent", "40", "--mode", "regular",
-                   "--out", pruned, "--quiet")
+                   "--recalibrate-images", "0", "--out", pruned, "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert "kept" in proc.stdout and os.path.isfile(pruned + "-meta.json")
     proc = run_cli("lowrank", "--model-prefix", pruned, "--energy", "0.95", "--out",

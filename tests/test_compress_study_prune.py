@@ -12,7 +12,7 @@ def test_study_rows_and_report(tiny_data, tmp_path):
     report = run_study(tiny_data, percent=50, energy=0.9, sparse_params=REFERENCE_WEIGHTS,
                        work_dir=str(tmp_path / "ckpt"), out_dir=str(out), eval_images=16,
                        num_calib_batches=1, batch_size=16, repeats=1, progress=False,
-                       names=["normal + low-rank"], echo=lambda *_: None)
+                       names=["normal + low-rank"], recalibrate_images=16, echo=lambda *_: None)
     saved = json.loads((out / "study-prune.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(report["rows"]))
     assert (out / "study-prune.md").read_text().count("\n|") >= 7 and (out / "study-prune.png").stat().st_size
@@ -33,3 +33,4 @@ def test_study_rows_and_report(tiny_data, tmp_path):
     assert rows[("baseline", "int8")]["size_mb"] < 0.5 * base["size_mb"]
     assert "int8" in json.load(open(rows[("normal", "int8")]["checkpoint"] + "-meta.json"))["precision"]
     assert saved["target"]["best"]["name"] in {n for n, _ in names}
+    assert rows[("normal", "fp32")]["pruning"]["percent"] == 50

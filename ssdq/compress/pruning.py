@@ -205,14 +205,46 @@ def apply_recipe(net, recipe):
 SPARSE_WEIGHTS = "model/sparse-ssd300-vgg16-atrous.params"
 
 
-def prune(out_prefix, params_file=SPARSE_WEIGHTS, percent=50.0, mode="normal"):
+def recalibrate_batchnorm(net, batches):
+    """Re-estimate every BatchNorm's running mean/var as the average over ``batches`` (NCHW
+    arrays) of the pruned network's own batch statistics. No weight changes: removing channels
+    whose gammas are small but not zero shifts the statistics the next BatchNorms expect."""
+    import mxnet as mx
+    from mxnet.gluon import nn
+
+    bns = [b for b in _blocks_by_node(net).values() if isinstance(b, nn.BatchNorm)]
+    momentum = {bn: bn._kwargs["momentum"] for bn in bns}  # pylint: disable=protected-access
+    try:
+        for k, batch in enumerate(batches, 1):
+            for bn in bns:  # running = running * m + batch * (1 - m): a running average
+                bn._kwargs["momentum"] = (k - 1) / k  # pylint: disable=protected-access
+            with mx.autograd.record():
+                cls_preds = net(mx.nd.array(batch))[0]
+            cls_preds.backward()  # MXNet's CPU BatchNorm updates its running statistics here
+    finally:
+        for bn, m in momentum.items():
+            bn._kwargs["momentum"] = m  # pylint: disable=protected-access
+    return net
+
+
+def prune(out_prefix, params_file=SPARSE_WEIGHTS, percent=50.0, mode="normal", calib_set=None,
+          recalibrate_images=0, batch_size=16):
     """Prune the reference model with ``params_file``'s weights and write the pruned, BN-folded
-    checkpoint at ``out_prefix`` (meta: widths and the recipe); return (prefix, recipe)."""
+    checkpoint at ``out_prefix`` (meta: widths and the recipe); return (prefix, recipe). With
+    ``recalibrate_images``, the BatchNorm statistics are re-estimated on that many images of
+    ``calib_set`` first (``recalibrate_batchnorm``)."""
     from ..convert import build_gluon_model, export_checkpoint
+    from ..data.loader import iterate_batches
 
     net, source = build_gluon_model("reference", params_file)
     recipe = plan_pruning(net, percent, mode)
     pruned = apply_recipe(net, recipe)
+    if recalibrate_images:
+        if calib_set is None or len(calib_set) < recalibrate_images:
+            raise SsdqError("BatchNorm recalibration needs %d images" % recalibrate_images)
+        subset = calib_set.subset(recalibrate_images)
+        recalibrate_batchnorm(pruned, (b for b, _ in iterate_batches(subset, batch_size)))
+        recipe["batchnorm_recalibrated_on"] = subset.describe()
     layers_before, layers_after = len(_convs(net)), len(_convs(pruned))
     recipe["conv_layers"] = {"before": layers_before, "after": layers_after,
                              "delta": layers_after - layers_before}

@@ -1,7 +1,8 @@
 """``ssdq study prune``: the reference work's pruning table, measured with real oneDNN int8.
 
 Rows: the dense baseline, the sparse-trained model it is pruned from, network slimming in the
-modes normal / max / regular / regular-max (no fine-tuning, as the reference), low-rank fc6/fc7
+modes normal / max / regular / regular-max (no fine-tuning, as the reference; the pruned
+network's BatchNorm statistics are re-estimated on a few train images), low-rank fc6/fc7
 of the dense model and of the normal-pruned one; each again as W8A8 (prune, then quantize with
 ``quantize.quantize``). Every checkpoint is scored with pycocotools on the eval split; latency
 (batch 1) and img/s (batch 8) are the network's, fp32 and int8 of a row timed in turns by
@@ -19,6 +20,7 @@ from ..fileio import atomic_path, write_json, write_text
 
 DEFAULT_PERCENT = 60.0
 DEFAULT_ENERGY = 0.9
+DEFAULT_RECALIBRATE_IMAGES = 128
 TARGET_PARAMS_SHARE = 0.25
 TARGET_RELATIVE_DROP_PCT = 1.0
 # (row name, how the fp32 checkpoint is made)
@@ -50,7 +52,8 @@ def conv_layers(ckpt):
                for n in nodes)
 
 
-def make_variants(work_dir, dense_params, sparse_params, percent, energy, names=None):
+def make_variants(work_dir, dense_params, sparse_params, percent, energy, names=None,
+                  calib_set=None, recalibrate_images=0):
     """fp32 checkpoints of the rows ``names`` (default: all; the baseline and what a row is made
     from always come too) under ``work_dir``; -> {name: prefix}."""
     from ..convert import convert
@@ -73,7 +76,8 @@ def make_variants(work_dir, dense_params, sparse_params, percent, energy, names=
         elif how[0] == "sparse":
             convert(prefix, model="reference", params_file=sparse_params)
         elif how[0] == "prune":
-            prune(prefix, sparse_params, percent=percent, mode=how[1])
+            prune(prefix, sparse_params, percent=percent, mode=how[1], calib_set=calib_set,
+                  recalibrate_images=recalibrate_images)
         else:
             lowrank(made[how[1]], prefix, ("fc7", "fc6"), energy=energy)
         made[name] = prefix
@@ -84,7 +88,7 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
               energy=DEFAULT_ENERGY, dense_params=None, sparse_params=None, work_dir=None,
               out_dir="reports", eval_images=None, num_calib_batches=5, batch_size=64,
               calib_mode="naive", num_workers=1, repeats=5, progress=True, names=None,
-              echo=print):
+              recalibrate_images=DEFAULT_RECALIBRATE_IMAGES, echo=print):
     from ..bench import bench_model
     from ..checkpoint import load_checkpoint
     from ..convert import REFERENCE_WEIGHTS
@@ -108,7 +112,8 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
     calib_set = open_dataset(data_root, calib_split)
     images = np.concatenate([b for b, _ in iterate_batches(eval_set.subset(min(8, len(eval_set))), 8)])
     echo("[1/3] fp32 variants (prune at %g%%, low-rank at %g energy) -> %s" % (percent, energy, work_dir))
-    prefixes = make_variants(work_dir, dense_params, sparse_params, percent, energy, names)
+    prefixes = make_variants(work_dir, dense_params, sparse_params, percent, energy, names,
+                             calib_set, recalibrate_images)
     rows = []
     echo("[2/3] quantize, evaluate and time %d variants" % len(prefixes))
     for name, fp32_prefix in prefixes.items():
@@ -147,7 +152,8 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
                      "sparse_params": sparse_params, "calib_mode": calib_mode,
                      "calib_images": num_calib_batches * batch_size, "calib_split": calib_split,
                      "eval": eval_set.describe(), "timing": "network only, fp32 and int8 of a "
-                     "row timed in turns, median of %d runs" % repeats, "fine_tuning": "none"},
+                     "row timed in turns, median of %d runs" % repeats, "fine_tuning": "none",
+                     "batchnorm_recalibration_images": recalibrate_images},
         "target": {"params_share_at_most": TARGET_PARAMS_SHARE,
                    "relative_map_drop_pct_at_most": TARGET_RELATIVE_DROP_PCT,
                    "best": best_row(rows)},
@@ -200,10 +206,13 @@ def markdown(report):
     return "\n".join([
         "# Pruning and low-rank, then oneDNN int8 (W8A8)", "",
         "Pruned at %g%% of the prunable BatchNorm gammas (global threshold), low-rank fc6/fc7 "
-        "keeping %g of the singular-value energy; no fine-tuning. mAP@[.5:.95] on %s; int8 "
+        "keeping %g of the singular-value energy; no fine-tuning (pruned rows: BatchNorm "
+        "statistics re-estimated on %d %s images, no weight changes). mAP@[.5:.95] on %s; int8 "
         "calibrated (%s) on %d images of %r. Latency and img/s: %s. Size: weights as deployed "
         "(int8 convolution weights at 1 byte, anchors not counted); layers: convolutions, "
-        "change against the baseline." % (s["percent"], s["energy"], s["eval"], s["calib_mode"],
+        "change against the baseline." % (s["percent"], s["energy"],
+                                         s["batchnorm_recalibration_images"], s["calib_split"],
+                                         _describe(s["eval"]), s["calib_mode"],
                                          s["calib_images"], s["calib_split"], s["timing"]), "",
         markdown_table(report["rows"]), "",
         "Target: at most %d%% of the baseline's parameters within %g%% relative mAP of dense "
@@ -212,6 +221,10 @@ def markdown(report):
            100 * best["params_share"], best["relative_map_drop_pct"],
            "meets the target" if best["meets_target"] else "does not meet the target"), "",
         "Study time: %.1f min." % (report["seconds"] / 60), ""])
+
+
+def _describe(dataset):
+    return "%d %s images (%s)" % (dataset["images"], dataset["split"], os.path.basename(dataset["root"]))
 
 
 def plot(report, path):
