@@ -2,10 +2,11 @@
 
     python scripts/train_reference.py                      # writes model/reference-ssd300-vgg16-atrous.params
     python scripts/train_reference.py --epochs 2 --out /tmp/try.params
-    # network slimming: sparsity training from the reference weights (see model/sparse-*.json)
+    # network slimming: two one-epoch stages of sparsity training from the reference weights
+    # (model/sparse-ssd300-vgg16-atrous.json has both commands), the second from the first's
     python scripts/train_reference.py --init model/reference-ssd300-vgg16-atrous.params \
         --sparsity 5e-3 --gamma-lr-mult 15 --epochs 1 --batch-size 16 --warmup 20 --eval-every 1 \
-        --out model/sparse-ssd300-vgg16-atrous.params --log-file model/sparse-train-log.jsonl
+        --out STAGE1.params --log-file model/sparse-train-log.jsonl
 """
 import argparse
 import logging
