@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import SsdqError
 from ..fileio import atomic_path, write_json, write_text
 
-DEFAULT_PERCENT = 60.0
+DEFAULT_PERCENT = 20.0
 DEFAULT_ENERGY = 0.9
 DEFAULT_RECALIBRATE_IMAGES = 128
 TARGET_PARAMS_SHARE = 0.25
@@ -177,14 +177,13 @@ def _pruning_summary(meta):
 
 
 def best_row(rows):
-    """The row meeting the target with the fewest parameters, else the one closest to it
-    (smallest relative drop among rows at or under the parameter share)."""
-    meeting = [r for r in rows if r["meets_target"]]
-    if meeting:
-        pick = min(meeting, key=lambda r: (r["params"], r["size_mb"]))
+    """The row meeting the target with the fewest parameters; else the smallest row within the
+    mAP budget (closest to the parameter target); else the row with the smallest mAP drop."""
+    in_budget = [r for r in rows if r["relative_map_drop_pct"] <= TARGET_RELATIVE_DROP_PCT]
+    if in_budget:
+        pick = min(in_budget, key=lambda r: (r["params"], r["size_mb"], -r["map"]))
     else:
-        small = [r for r in rows if r["params_share"] <= TARGET_PARAMS_SHARE] or rows
-        pick = min(small, key=lambda r: r["relative_map_drop_pct"])
+        pick = min(rows, key=lambda r: r["relative_map_drop_pct"])
     return {"name": pick["name"], "precision": pick["precision"], "meets_target": pick["meets_target"],
             "params_share": pick["params_share"], "relative_map_drop_pct": pick["relative_map_drop_pct"],
             "checkpoint": pick["checkpoint"]}
