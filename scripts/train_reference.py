@@ -2,6 +2,11 @@
 
     python scripts/train_reference.py                      # writes model/reference-ssd300-vgg16-atrous.params
     python scripts/train_reference.py --epochs 2 --out /tmp/try.params
+    # network slimming: two one-epoch stages of sparsity training from the reference weights
+    # (model/sparse-ssd300-vgg16-atrous.json has both commands), the second from the first's
+    python scripts/train_reference.py --init model/reference-ssd300-vgg16-atrous.params \
+        --sparsity 5e-3 --gamma-lr-mult 15 --epochs 1 --batch-size 16 --warmup 20 --eval-every 1 \
+        --out STAGE1.params --log-file model/sparse-train-log.jsonl
 """
 import argparse
 import logging
@@ -25,6 +30,10 @@ def main():
     parser.add_argument("--log-file", default="model/reference-train-log.jsonl")
     parser.add_argument("--init", help="start from these weights (a second training stage)")
     parser.add_argument("--warmup", type=int, default=300, help="linear warm-up iterations")
+    parser.add_argument("--sparsity", type=float, default=0.0,
+                        help="L1 penalty S on prunable BatchNorm gammas (network slimming)")
+    parser.add_argument("--gamma-lr-mult", type=float, default=1.0,
+                        help="learning-rate multiplier of the prunable gammas")
     args = parser.parse_args()
     cpus.pin_threads()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -34,7 +43,8 @@ def main():
     ensure_synthetic(args.data_root)
     train_reference(args.data_root, args.out, epochs=args.epochs, batch_size=args.batch_size,
                     lr=args.lr, seed=args.seed, eval_every=args.eval_every,
-                    log_file=args.log_file, init_params=args.init, warmup=args.warmup)
+                    log_file=args.log_file, init_params=args.init, warmup=args.warmup,
+                    sparsity=args.sparsity, gamma_lr_mult=args.gamma_lr_mult)
 
 
 if __name__ == "__main__":

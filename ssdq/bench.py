@@ -82,7 +82,8 @@ def nms_load(fp32_ckpt, batch):
 
 def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scopes=SCOPES,
                 batch_sizes=DEFAULT_BATCH_SIZES, warmup=2, repeats=5, eval_set=None,
-                num_workers=1, progress=True, extra_int8=None, backends=("mxnet",)):
+                num_workers=1, progress=True, extra_int8=None, backends=("mxnet",),
+                pruned=None):
     """Time every (backend, precision, scope, batch size) of one model; return its records.
 
     For each (scope, batch size) the graphs of every backend and precision are bound side by
@@ -93,7 +94,9 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
     holding the error instead of a speed. ``extra_int8``: {label: int8 checkpoint} timed beside
     the others as precision ``int8_LABEL`` (on MXNet). Backends other than MXNet run ``fp32``,
     ``bf16`` and ``int8`` in the ``network``, ``end_to_end`` and ``eval_loop`` scopes
-    (``backends`` package); every record names its ``backend``.
+    (``backends`` package); every record names its ``backend``. ``pruned``: (fp32, int8)
+    checkpoints of a pruned variant, timed in the same turns as ``fp32_pruned`` and
+    ``int8_pruned`` (on MXNet).
     """
     import mxnet as mx
     from tqdm import tqdm
@@ -102,6 +105,10 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
     for label, ckpt in (extra_int8 or {}).items():
         graphs["int8_" + label] = ckpt
         precisions = list(precisions) + ["int8_" + label]
+    for precision, ckpt in zip(("fp32", "int8"), pruned or ()):
+        if precision in precisions:
+            graphs[precision + "_pruned"] = ckpt
+            precisions = list(precisions) + [precision + "_pruned"]
     groups = [(s, b) for s in scopes for b in batch_sizes if not (s == "eval_loop" and eval_set is None)]
     records = []
     cases = [(backend, p) for backend in backends for p in precisions
@@ -171,9 +178,9 @@ def _runner(backend, ckpt, precision, scope, batch_size):
 
 
 def _checkpoint(precision, graphs):
-    """The checkpoint a precision runs from: int8 (and each extra int8) its own, the others
-    (bf16 via AMP) fp32's."""
-    return graphs.get(precision) if precision.startswith("int8") else graphs["fp32"]
+    """The checkpoint a precision runs from: its own if it has one (int8, each extra int8, the
+    pruned variant's), else fp32's (fp32_unfused, and bf16 via AMP)."""
+    return graphs[precision] if precision in graphs else graphs["fp32"]
 
 
 def _predictor(ckpt, precision, scope, batch_size):
@@ -222,24 +229,35 @@ def _first_line(exc):
     return (lines[0] if lines else type(exc).__name__)[:300]
 
 
-def zoo_checkpoints(name, sample_set, model_dir="model", progress=True):
+def zoo_checkpoints(name, sample_set, model_dir="model", progress=True, widths_from=None):
     """fp32 and int8 checkpoints of a zoo SSD architecture with random weights (no download),
     made once and kept under ``model_dir``; the int8 one calibrated on 8 images of
-    ``sample_set``, which also sets the class head's score distribution."""
-    from .checkpoint import checkpoint_files
+    ``sample_set``, which also sets the class head's score distribution. ``widths_from``: a
+    pruned checkpoint whose per-layer keep ratios the architecture gets (``pruned_zoo_ssd``)."""
+    from .checkpoint import checkpoint_files, load_checkpoint
     from .convert import export_checkpoint
     from .data.loader import iterate_batches
-    from .model import random_zoo_ssd
+    from .model import pruned_zoo_ssd, random_zoo_ssd
     from .quantize import quantize
 
     fp32_prefix = os.path.join(model_dir, "bench-%s-random" % name)
+    source = {"model": name}
+    net = None
+    if widths_from:
+        from .compress.pruning import keep_ratios
+
+        ratios, num_scales = keep_ratios(load_checkpoint(widths_from).meta)
+        net = pruned_zoo_ssd(name, ratios, num_scales)
+        fp32_prefix += "-pruned-%s" % os.path.basename(widths_from)
+        source = {"model": name + " (pruned)", "widths_from": widths_from,
+                  "keep_ratios": [round(r, 4) for r in ratios], "num_scales": num_scales}
     int8_prefix = fp32_prefix + "-int8"
     sample = sample_set.subset(8)
     if not os.path.isfile(checkpoint_files(fp32_prefix)["meta"]):
         images, _ = next(iterate_batches(sample, 8))  # ssdq's NCHW normalisation, as exported
-        net, share = random_zoo_ssd(name, images)
-        export_checkpoint(net, {"model": name, "weights": "random (ssdq bench), class head set "
-                                "so %.1f%% of anchors score a class above 0.01" % (100 * share)},
+        net, share = random_zoo_ssd(name, images, net=net)
+        export_checkpoint(net, dict(source, weights="random (ssdq bench), class head set "
+                                    "so %.1f%% of anchors score a class above 0.01" % (100 * share)),
                           fp32_prefix)
     if not os.path.isfile(checkpoint_files(int8_prefix)["meta"]):
         quantize(fp32_prefix, int8_prefix, sample, num_calib_batches=1, batch_size=8,
@@ -249,13 +267,15 @@ def zoo_checkpoints(name, sample_set, model_dir="model", progress=True):
 
 def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
               batch_sizes=DEFAULT_BATCH_SIZES, warmup=2, repeats=5, eval_images=64,
-              num_workers=1, progress=True, profile=False, extra_int8=None, backends=("mxnet",)):
+              num_workers=1, progress=True, profile=False, extra_int8=None, backends=("mxnet",),
+              pruned=None):
     """Benchmark (fp32, int8 or None) pairs on images of ``image_set``; return the bench dict
     (records, speed-ups, models, environment) that ``write_bench`` saves. Each may be a prefix
     or a loaded ``Checkpoint``. ``extra_int8``: {label: int8 prefix or Checkpoint} of the same
     fp32 weights, timed beside the first pair's graphs. With ``profile``, it also holds
     per-operator ``profiles`` (MXNet's) at the speed-up batch size. ``backends``: the runtimes
-    to time side by side (``backends.BACKENDS``)."""
+    to time side by side (``backends.BACKENDS``). ``pruned``: an (fp32, int8) prefix pair timed
+    in turns with the first model's graphs."""
     from .environment import environment_report
     from .checkpoint import checkpoint_size_mb, load_checkpoint
     from .data.loader import iterate_batches
@@ -309,11 +329,22 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
                              if c.inferred})
         if inferred:
             models[name]["meta_inferred"] = inferred
+        pruned_pair = None
+        if pruned and not records:
+            pruned_pair = tuple(load_checkpoint(p) for p in pruned)
+            models[name]["pruned"] = {"fp32": pruned[0], "int8": pruned[1],
+                                      **{k: pruned_pair[0].meta.get(k) for k in
+                                         ("widths_from", "keep_ratios", "num_scales")}}
         records += bench_model(name, fp32, int8, images, precisions, scopes, batch_sizes, warmup,
-                               repeats, eval_set, num_workers, progress, extra, backends)
+                               repeats, eval_set, num_workers, progress, extra, backends,
+                               pruned=pruned_pair)
         if profile:
-            profiles += profile_model(name, fp32, int8, images, precisions, scopes,
-                                      _nearest(batch_sizes, SPEEDUP_BATCH_SIZE), progress, extra)
+            batch = _nearest(batch_sizes, SPEEDUP_BATCH_SIZE)
+            profiles += profile_model(name, fp32, int8, images, precisions, scopes, batch,
+                                      progress, extra)
+            if pruned_pair:
+                profiles += profile_model(name + " (pruned)", *pruned_pair, images, precisions,
+                                          scopes, batch, progress)
     by_model, batch = speedups(records)
     bench = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -421,6 +452,9 @@ def speedups(records, batch_size=SPEEDUP_BATCH_SIZE):
                   (model, "fp32_unfused", scope))
             ratio("%s_int8_vs_fp32_unfused" % scope, (model, "int8", scope),
                   (model, "fp32_unfused", scope))
+            for precision, dense in (("int8", "fp32"), ("int8", "int8"), ("fp32", "fp32")):
+                ratio("%s_%s_pruned_vs_dense_%s" % (scope, precision, dense),  # timed in turns
+                      (model, precision + "_pruned", scope), (model, dense, scope))
         extras = sorted({key[1] for key in rate if key[0] == model and key[1].startswith("int8_")})
         for scope in SCOPES:
             for extra in extras:

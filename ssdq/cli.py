@@ -1,5 +1,5 @@
 """Command line: ``ssdq {data,convert,quantize,sensitivity,tune,eval,bench,compare,finetune,study,
-reproduce,export}``.
+prune,lowrank,reproduce,export}``.
 
 Threads are pinned before anything imports mxnet, so every stage module is imported inside its
 handler. A ``SsdqError`` becomes one line on stderr and exit status 2; Ctrl-C exits 130.
@@ -194,6 +194,9 @@ def build_parser():
                    help="more int8 graphs of the same fp32 weights, timed in turns with the "
                         "others as precision int8_LABEL, e.g. gluoncv=ssd_300_vgg16_atrous_voc_int8 "
                         "(GluonCV's shipped graph; binds to --params, else to the fp32 weights)")
+    p.add_argument("--widths-from", metavar="CHECKPOINT",
+                   help="with --zoo: also bench the architecture at this pruned checkpoint's "
+                        "per-layer keep ratios (random weights), timed in turns with the dense one")
     p.add_argument("--profile", action="store_true",
                    help="also profile each graph per operator (MXNet profiler) at the batch "
                         "nearest 8: where the time goes, in bench.json and bench.md")
@@ -219,7 +222,8 @@ def build_parser():
     p.add_argument("--min-throughput", type=float,
                    help="multi-instance bench: minimum total img/s (all images / common wall time)")
 
-    _compress_parsers(sub, rt, data, quant)
+    kinds = _compress_parsers(sub, rt, data, quant)
+    _prune_parsers(sub, kinds, rt, data, quant)
 
     p = sub.add_parser("reproduce", parents=[rt, data, quant],
                        help="convert, quantize, evaluate fp32 and int8, write the report")
@@ -255,6 +259,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 _python_show_warning = warnings.showwarning
+
+
 def _compress_parsers(sub, rt, data, quant):
     """``ssdq finetune`` and ``ssdq study KIND`` (one sub-parser per study; add a study in a line)."""
     p = sub.add_parser("finetune", parents=[rt, data],
@@ -274,7 +280,8 @@ def _compress_parsers(sub, rt, data, quant):
     p.add_argument("--out", help="checkpoint prefix (default model/finetuned-FORMAT[-lqL])")
     p.add_argument("--train-batch-size", type=int, default=16)
 
-    study = sub.add_parser("study", help="simulated low-bit studies -> reports/study-KIND.{json,md,png}")
+    study = sub.add_parser("study", help="compression studies (low-bit formats simulated, pruning "
+                           "with real int8) -> reports/study-KIND.{json,md,png}")
     kinds = study.add_subparsers(dest="study", required=True, metavar="KIND")
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("study")
@@ -302,6 +309,78 @@ def _compress_parsers(sub, rt, data, quant):
         kinds.choices[kind].add_argument(
             "--finetune-epochs", type=int, default=epochs,
             help="fine-tune the failing format this many epochs (default %d)" % epochs)
+    return kinds
+
+
+def _prune_parsers(sub, kinds, rt, data, quant):
+    """``ssdq prune``, ``ssdq lowrank`` and ``ssdq study prune``."""
+    from .compress.pruning import MODES, SPARSE_WEIGHTS
+    from .compress.study_prune import DEFAULT_ENERGY, DEFAULT_PERCENT, DEFAULT_RECALIBRATE_IMAGES
+
+    p = sub.add_parser("prune", parents=[rt], help="channel pruning by BatchNorm gammas (network "
+                       "slimming) -> a BN-folded checkpoint with fewer channels")
+    p.add_argument("--params", default=SPARSE_WEIGHTS, help="reference-model weights to prune "
+                   "(default: the committed sparse-trained ones)")
+    p.add_argument("--percent", type=float, default=DEFAULT_PERCENT,
+                   help="share of all prunable gammas under the global threshold")
+    p.add_argument("--mode", default="normal", choices=MODES)
+    p.add_argument("--recalibrate-images", type=int, default=DEFAULT_RECALIBRATE_IMAGES,
+                   help="re-estimate BatchNorm statistics on this many train images (0: no)")
+    p.add_argument("--data-root", default=DEFAULT_DATA_ROOT)
+    p.add_argument("--out", default=os.path.join("model", "pruned"))
+
+    p = sub.add_parser("lowrank", parents=[rt], help="truncated SVD of fc6/fc7 in a checkpoint")
+    p.add_argument("--model-prefix", default=os.path.join("model", "converted"))
+    p.add_argument("--layers", nargs="+", default=["fc7", "fc6"], help="fc6, fc7 or node names")
+    rank = p.add_mutually_exclusive_group(required=True)
+    rank.add_argument("--rank", type=int)
+    rank.add_argument("--energy", type=float, help="keep this share of the singular-value energy")
+    p.add_argument("--out", default=os.path.join("model", "lowrank"))
+
+    p = kinds.add_parser("prune", parents=[rt, data, quant],
+                         help="pruning + low-rank + W8A8 table of the reference work")
+    p.add_argument("--percent", type=float, default=DEFAULT_PERCENT)
+    p.add_argument("--energy", type=float, default=DEFAULT_ENERGY, help="low-rank rows")
+    p.add_argument("--params", help="dense weights (default: the reference model's)")
+    p.add_argument("--sparse-params", default=SPARSE_WEIGHTS)
+    p.add_argument("--split", default="val")
+    p.add_argument("--eval-images", type=int, help="score on the first N images (default: all)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per figure")
+    p.add_argument("--recalibrate-images", type=int, default=DEFAULT_RECALIBRATE_IMAGES,
+                   help="pruned rows: re-estimate BatchNorm statistics on this many train images")
+    p.add_argument("--model-dir", default=os.path.join("model", "study-prune"))
+    p.add_argument("--out-dir", default="reports")
+
+
+def _prune_commands(args, progress):
+    if args.command == "prune":
+        from .compress.pruning import prune
+
+        from .data.dataset import open_dataset
+
+        calib_set = open_dataset(args.data_root, "train") if args.recalibrate_images else None
+        prefix, recipe = prune(args.out, args.params, args.percent, args.mode, calib_set,
+                               args.recalibrate_images)
+        print("kept %d of %d prunable channels, %d scales, conv layers %+d; wrote %s" % (
+            recipe["channels"]["after"], recipe["channels"]["before"], recipe["num_scales"],
+            recipe["conv_layers"]["delta"], prefix))
+    elif args.command == "lowrank":
+        from .compress.lowrank import lowrank
+
+        prefix, summary = lowrank(args.model_prefix, args.out, args.layers, args.rank, args.energy)
+        for layer, s in summary.items():
+            print("%s: rank %d of %d, energy %.4f, params %d -> %d" % (
+                layer, s["rank"], s["full_rank"], s["energy_kept"], s["params_before"],
+                s["params_after"]))
+        print("wrote %s" % prefix)
+    else:
+        from .compress.study_prune import run_study
+
+        run_study(args.data_root, args.split, args.calib_split, args.percent, args.energy,
+                  args.params, args.sparse_params, args.model_dir, args.out_dir,
+                  args.eval_images, args.num_calib_batches, args.batch_size, args.calib_mode,
+                  args.num_workers, args.repeats, progress,
+                  recalibrate_images=args.recalibrate_images)
 
 
 def main(argv=None):
@@ -392,6 +471,8 @@ def _run(args):
         print("wrote %s" % export_onnx(args.model_prefix, args.out, per_channel=not args.per_tensor))
     elif args.command == "finetune":
         _finetune(args, progress)
+    elif args.command in ("prune", "lowrank") or getattr(args, "study", None) == "prune":
+        _prune_commands(args, progress)
     elif args.command == "study":
         from .compress.study_formats import run_study
 
@@ -492,8 +573,14 @@ def _bench(args, progress):
     if os.path.normpath(args.data_root) == os.path.normpath(DEFAULT_DATA_ROOT):
         ensure_synthetic(args.data_root, progress=progress)
     image_set = open_dataset(args.data_root, args.split)
+    pruned = None
+    if args.widths_from and not args.zoo:
+        raise SsdqError("--widths-from needs --zoo (it shapes the zoo architecture)")
     if args.zoo:
         pairs = [zoo_checkpoints(args.zoo, image_set, progress=progress)]
+        if args.widths_from:
+            pruned = zoo_checkpoints(args.zoo, image_set, progress=progress,
+                                     widths_from=args.widths_from)
     else:
         pairs = [(args.model_prefix, args.int8_prefix)]
     if any(v is not None for v in (args.instances, args.cores_per_instance, args.mode,
@@ -510,7 +597,8 @@ def _bench(args, progress):
     pairs, extra = bench_checkpoints(pairs, args.extra_int8, args.classes, args.params)
     bench = benchmark(pairs, image_set, args.precisions, args.scopes, args.batch_sizes,
                       args.warmup, args.repeats, args.eval_images, args.num_workers, progress,
-                      profile=args.profile, extra_int8=extra, backends=args.backends)
+                      profile=args.profile, extra_int8=extra, backends=args.backends,
+                      pruned=pruned)
     paths = write_bench(bench, args.out)
     print(markdown(bench))
     print("wrote %s" % ", ".join(paths))

@@ -18,6 +18,7 @@ import re
 import sys
 
 from .errors import SsdqError
+from .topology import read_file
 
 THREAD_VARS = ("OMP_NUM_THREADS", "GOMP_CPU_AFFINITY", "OMP_PROC_BIND", "OMP_PLACES",
                "KMP_AFFINITY", "KMP_BLOCKTIME")
@@ -83,14 +84,6 @@ def parse_cores(spec, allowed):
                         % (format_cpu_list(cpus) if isinstance(spec, str) else spec,
                            format_cpu_list(outside), format_cpu_list(allowed)))
     return cpus
-
-
-def read_file(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
 
 
 def physical_cores(allowed=None, sysfs_root="/sys"):

@@ -13,8 +13,9 @@ import subprocess
 import sys
 from importlib import metadata
 
-from .cpus import THREAD_VARS, format_cpu_list, pinning, read_file
+from .cpus import THREAD_VARS, format_cpu_list, pinning
 from .errors import SsdqError
+from .topology import read_file
 
 NUMPY_LIMIT = (1, 24)
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")

@@ -26,13 +26,21 @@ class ThinVGGAtrousExtractor(VGGAtrousExtractor):
     """gluoncv's VGGAtrousExtractor with all widths (fc6/fc7 included) divided by ``divisor``.
 
     gluoncv hard-codes 1024 channels for the dilated fc6/fc7, so the layers are built here; the
-    forward pass is gluoncv's own (inherited).
+    forward pass is gluoncv's own (inherited). ``widths`` (a pruned network) gives every
+    convolution's output channels in build order instead, and ``num_extras`` keeps only the
+    first extra stages (pruning can drop the last scales).
     """
 
-    def __init__(self, divisor, batch_norm=True, **kwargs):
+    def __init__(self, divisor, batch_norm=True, widths=None, num_extras=4, **kwargs):
         HybridBlock.__init__(self, **kwargs)  # pylint: disable=non-parent-init-called
         layers, filters = vgg_spec[16]
         filters = [max(f // divisor, 4) for f in filters]
+        extras = extra_spec[300][:num_extras]
+        if widths is None:
+            widths = ([f for num, f in zip(layers, filters) for _ in range(num)]
+                      + [1024 // divisor] * 2
+                      + [max(c // divisor, 4) for config in extras for c, _, _, _ in config])
+        widths = iter(widths)
         self.init = {
             "weight_initializer": mx.init.Xavier(rnd_type="gaussian", factor_type="out",
                                                  magnitude=2),
@@ -49,35 +57,65 @@ class ThinVGGAtrousExtractor(VGGAtrousExtractor):
             init_scale = mx.nd.array([0.229, 0.224, 0.225]).reshape((1, 3, 1, 1)) * 255
             self.init_scale = self.params.get_constant("init_scale", init_scale)
             self.stages = nn.HybridSequential()
-            for num, channels in zip(layers, filters):
+            stage_widths = []
+            for num in layers:
                 stage = nn.HybridSequential(prefix="")
                 with stage.name_scope():
                     for _ in range(num):
-                        conv_block(stage, channels, 3, pad=1)
+                        stage_widths.append(next(widths))
+                        conv_block(stage, stage_widths[-1], 3, pad=1)
                 self.stages.add(stage)
             stage = nn.HybridSequential(prefix="dilated_")
             with stage.name_scope():
-                conv_block(stage, 1024 // divisor, 3, pad=6, dilation=6)
-                conv_block(stage, 1024 // divisor, 1)
+                conv_block(stage, next(widths), 3, pad=6, dilation=6)
+                conv_block(stage, next(widths), 1)
             self.stages.add(stage)
-            self.norm4 = Normalize(filters[3], 20)
+            self.norm4 = Normalize(stage_widths[sum(layers[:4]) - 1], 20)  # conv4_3's width
             self.extras = nn.HybridSequential()
-            for i, config in enumerate(extra_spec[300]):
+            for i, config in enumerate(extras):
                 extra = nn.HybridSequential(prefix="extra%d_" % i)
                 with extra.name_scope():
-                    for channels, kernel, stride, pad in config:
-                        conv_block(extra, max(channels // divisor, 4), kernel, stride, pad)
+                    for _, kernel, stride, pad in config:
+                        conv_block(extra, next(widths), kernel, stride, pad)
                 self.extras.add(extra)
 
-def reference_ssd(classes, width_divisor=REFERENCE_WIDTH_DIVISOR, batch_norm=True):
-    """The width-reduced SSD300 VGG16-atrous used as ssdq's embedded reference model."""
+def reference_ssd(classes, width_divisor=REFERENCE_WIDTH_DIVISOR, batch_norm=True, widths=None,
+                  num_scales=len(SSD300_STEPS)):
+    """The width-reduced SSD300 VGG16-atrous used as ssdq's embedded reference model.
+
+    ``widths``: every feature convolution's output channels in build order (a pruned network;
+    see ``feature_convs``); ``num_scales``: keep the first scales only, with their heads and
+    anchors. ``width_divisor=1, batch_norm=False`` is gluoncv's full-size topology.
+    """
+    if not 2 <= num_scales <= len(SSD300_STEPS):
+        raise SsdqError("an SSD300 keeps 2 to %d scales, not %d" % (len(SSD300_STEPS), num_scales))
 
     def features(**_):
-        return ThinVGGAtrousExtractor(width_divisor, batch_norm=batch_norm)
+        return ThinVGGAtrousExtractor(width_divisor, batch_norm=batch_norm, widths=widths,
+                                      num_extras=num_scales - 2)
 
-    return SSD(None, 300, features=features, num_filters=None, sizes=SSD300_SIZES,
-               ratios=SSD300_RATIOS, steps=SSD300_STEPS, classes=list(classes),
-               prefix="ssd0_")
+    return SSD(None, 300, features=features, num_filters=None,
+               sizes=SSD300_SIZES[:num_scales + 1], ratios=SSD300_RATIOS[:num_scales],
+               steps=SSD300_STEPS[:num_scales], classes=list(classes), prefix="ssd0_")
+
+
+def pruned_zoo_ssd(name, keep_ratios, num_scales):
+    """gluoncv's full-size ``ssd_300_vgg16_atrous_*`` (no BatchNorm) with each feature
+    convolution's width scaled by ``keep_ratios`` (of a pruned reference checkpoint); uninitialised."""
+    from gluoncv import model_zoo
+
+    if not name.startswith("ssd_300_vgg16_atrous_"):
+        raise SsdqError("--widths-from applies to the ssd_300_vgg16_atrous_* topology, not %r" % name)
+    classes = model_zoo.get_model(name, pretrained=False, pretrained_base=False).classes
+    dense = [c._channels for c in feature_convs(reference_ssd(classes, 1, batch_norm=False))]
+    widths = [max(1, int(round(d * r))) for d, r in zip(dense, keep_ratios)]
+    return reference_ssd(classes, 1, batch_norm=False, widths=widths, num_scales=num_scales)
+
+
+def feature_convs(net):
+    """The feature extractor's Conv2D blocks in build order (what ``widths`` lists)."""
+    return [block for stage in list(net.features.stages) + list(net.features.extras)
+            for block in stage if isinstance(block, nn.Conv2D)]
 
 def zoo_ssd(name, pretrained=True, params_file=None):
     """A gluoncv model-zoo SSD by name, with the zoo's weights or those of ``params_file``."""
@@ -112,12 +150,13 @@ def load_params(net, params_file):
 TRAINED_ANCHOR_SHARE = 0.06
 
 
-def random_zoo_ssd(name, sample_batch, anchor_share=TRAINED_ANCHOR_SHARE, seed=0):
+def random_zoo_ssd(name, sample_batch, anchor_share=TRAINED_ANCHOR_SHARE, seed=0, net=None):
     """A zoo SSD architecture with random weights (no download) for benchmarking.
 
     He-initialised weights, then the class head is rescaled and its background bias chosen so
     that on ``sample_batch`` (NCHW, normalised) about ``anchor_share`` of the anchors have a
-    foreground class scoring above 0.01. Returns (net, the share reached).
+    foreground class scoring above 0.01. ``net``: an uninitialised network to use instead of
+    the zoo's (a pruned variant of it). Returns (net, the share reached).
     """
     import numpy as np
     from gluoncv import model_zoo
@@ -125,7 +164,8 @@ def random_zoo_ssd(name, sample_batch, anchor_share=TRAINED_ANCHOR_SHARE, seed=0
     if name not in model_zoo.get_model_list() or not name.startswith("ssd_"):
         raise SsdqError("unknown SSD model name %r (see gluoncv.model_zoo.get_model_list())" % name)
     mx.random.seed(seed)
-    net = model_zoo.get_model(name, pretrained=False, pretrained_base=False)
+    if net is None:
+        net = model_zoo.get_model(name, pretrained=False, pretrained_base=False)
     he = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
     for param_name, param in net.collect_params().items():
         if param_name.endswith(("gamma", "running_var")):  # BatchNorm (mobilenet, resnet): neutral

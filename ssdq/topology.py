@@ -32,7 +32,8 @@ def parse_cpu_list(text):
     return sorted(out)
 
 
-def _read(path):
+def read_file(path):
+    """A kernel file's text, or None where it is missing or unreadable."""
     try:
         with open(path) as f:
             return f.read()
@@ -41,7 +42,7 @@ def _read(path):
 
 
 def _read_list(path):
-    text = _read(path)
+    text = read_file(path)
     if text is None:
         return None
     try:
@@ -52,7 +53,7 @@ def _read_list(path):
 
 def read_status(status_path="/proc/self/status"):
     """(Cpus_allowed_list, Mems_allowed_list) of a /proc status file; None where missing."""
-    text = _read(status_path) or ""
+    text = read_file(status_path) or ""
     found = {}
     for key in ("Cpus_allowed_list", "Mems_allowed_list"):
         match = re.search(r"^%s:\s*(\S*)\s*$" % key, text, re.M)
@@ -181,7 +182,7 @@ def read_topology(sysfs_root="/sys", status_path="/proc/self/status", allowed_cp
         mine_set = set(mine)
         cores = [c for c in mine if c == min(siblings[c] & mine_set)]
         distances = {}
-        row = (_read(os.path.join(node_dir, "node%d" % n, "distance")) or "").split()
+        row = (read_file(os.path.join(node_dir, "node%d" % n, "distance")) or "").split()
         if len(row) == len(node_cpus) and all(x.isdigit() for x in row):
             distances = dict(zip(sorted(node_cpus), map(int, row)))
         nodes[n] = Node(node=n, cpus=cpus, allowed_cpus=mine, cores=cores,

@@ -79,10 +79,14 @@ def _lr_at(it, total, base_lr, warmup):
 
 def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, seed=0,
                     val_images=300, eval_every=4, log_every=20, log_file=None, num_workers=1,
-                    init_params=None, warmup=300):
+                    init_params=None, warmup=300, sparsity=0.0, gamma_lr_mult=1.0):
     """Train and save the best-by-val-mAP weights to ``out_params``; return the final log.
 
     ``init_params`` starts from earlier weights (a second stage) instead of from scratch.
+    ``sparsity`` > 0 is network slimming's L1 penalty on the prunable BatchNorms' gammas
+    (see ``prunable_gammas``): ``sparsity * sign(gamma)`` is added to their gradients.
+    ``gamma_lr_mult`` scales those gammas' learning rate: Adam moves a parameter by about lr per
+    step, so a short schedule cannot take a gamma from ~1 to ~0 without it.
     """
     random.seed(seed)
     np.random.seed(seed)
@@ -110,6 +114,9 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
     total_iters = epochs * len(loader)
     trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": lr, "wd": 5e-5,
                                                                  "clip_gradient": 10.0})
+    gammas = prunable_gammas(net) if sparsity else []
+    for gamma in gammas:
+        gamma.lr_mult = gamma_lr_mult
     history, best_map, it = [], -1.0, 0
     start = time.time()
     log_fh = open(log_file, "a") if log_file else None
@@ -149,6 +156,9 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
                 it += 1
                 continue
             autograd.backward(sum_loss)
+            for gamma in gammas:
+                grad = gamma.grad()
+                grad += sparsity * mx.nd.sign(gamma.data())
             trainer.step(1)
             cls_sum += batch_cls
             box_sum += batch_box
@@ -156,13 +166,16 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
             it += 1
             if it % log_every == 0:
                 record({"epoch": epoch, "iter": it, "lr": round(trainer.learning_rate, 6),
-                        "cls_loss": round(cls_sum / seen, 4), "box_loss": round(box_sum / seen, 4)})
+                        "cls_loss": round(cls_sum / seen, 4), "box_loss": round(box_sum / seen, 4),
+                        **({"gamma_abs": gamma_distribution(gammas)} if gammas else {})})
         if epoch % eval_every == 0 or epoch == epochs:
             retrace()
             metrics, _ = detect(_gluon_forward(net), val_set, COCOEvaluator(val_set),
                                 batch_size=32, progress=False)
             entry = {"epoch": epoch, "iter": it, "val_map": round(metrics["map"], 2),
                      "val_ap50": round(metrics["ap50"], 2)}
+            if gammas:
+                entry["gamma_abs"] = gamma_distribution(gammas)
             if metrics["map"] > best_map:
                 best_map = metrics["map"]
                 with atomic_path(out_params) as tmp:
@@ -172,6 +185,24 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
     if log_fh:
         log_fh.close()
     return history
+
+
+def prunable_gammas(net):
+    """The gamma Parameters of every BatchNorm network slimming may prune: all but conv4_3's,
+    whose output feeds L2Norm and a head and keeps its width."""
+    from .compress.pruning import prunable_batchnorms
+
+    return [bn.gamma for bn in prunable_batchnorms(net)]
+
+
+def gamma_distribution(gammas):
+    """Quantiles and small-value shares of |gamma| over all prunable channels (for the log)."""
+    values = np.abs(np.concatenate([g.data().asnumpy().ravel() for g in gammas]))
+    quantiles = np.quantile(values, [0.1, 0.25, 0.5, 0.75, 0.9])
+    out = {"q%d" % q: round(float(v), 4) for q, v in zip((10, 25, 50, 75, 90), quantiles)}
+    for limit in (1e-3, 1e-2, 1e-1):
+        out["below_%g" % limit] = round(float((values < limit).mean()), 4)
+    return out
 
 
 def _gluon_forward(net):

@@ -158,3 +158,35 @@ def test_speedups_compare_extra_int8_graphs():
     figures, _ = speedups(records)
     assert figures["m"]["network_int8_gluoncv_vs_fp32"] == 3.2
     assert figures["m"]["network_int8_vs_int8_gluoncv"] == 1.25
+
+
+def test_pruned_variant_is_timed_in_turns_and_gets_its_speedups(fp32_prefix, int8_prefix, tiny_data,
+                                                                 tmp_path):
+    from ssdq.bench import bench_model, speedups
+    from ssdq.checkpoint import load_checkpoint
+    from ssdq.compress.pruning import keep_ratios, prune
+    from ssdq.convert import REFERENCE_WEIGHTS
+    from ssdq.data.dataset import open_dataset
+    from ssdq.data.loader import iterate_batches
+    from ssdq.data.transforms import resize
+    from ssdq.model import feature_convs, pruned_zoo_ssd
+    from ssdq.quantize import quantize
+
+    calib = open_dataset(tiny_data, "train")
+    pruned_fp32, recipe = prune(str(tmp_path / "pruned"), REFERENCE_WEIGHTS, 50, "max")
+    pruned_int8 = quantize(pruned_fp32, str(tmp_path / "pruned-int8"), calib,
+                           num_calib_batches=1, batch_size=16, progress=False)
+    images, _ = next(iterate_batches(calib.subset(2), 2, transform=resize))  # as benchmark() pools them
+    records = bench_model("m", load_checkpoint(fp32_prefix), load_checkpoint(int8_prefix), images,
+                          precisions=("fp32", "int8"), scopes=("network",), batch_sizes=(2,),
+                          warmup=0, repeats=1, progress=False,
+                          pruned=(load_checkpoint(pruned_fp32), load_checkpoint(pruned_int8)))
+    assert [r["precision"] for r in records] == ["fp32", "int8", "fp32_pruned", "int8_pruned"]
+    assert all(r["images_per_sec"] > 0 for r in records)
+    figures, _ = speedups(records, batch_size=2)
+    assert {"network_int8_pruned_vs_dense_fp32", "network_int8_pruned_vs_dense_int8"} <= set(figures["m"])
+    # the full-size architecture gets the pruned checkpoint's keep ratios: 8x the thin widths
+    ratios, num_scales = keep_ratios(load_checkpoint(pruned_fp32).meta)
+    full = pruned_zoo_ssd("ssd_300_vgg16_atrous_coco", ratios, num_scales)
+    assert [c._channels for c in feature_convs(full)] == [8 * w for w in recipe["widths"]]
+    assert len(full.class_predictors) == recipe["num_scales"]

@@ -28,3 +28,32 @@ def test_short_training_run_logs_and_saves(tiny_data, tmp_path):
     assert "val_map" in history[-1] and os.path.isfile(out)
     assert len(open(log).read().splitlines()) == len(history)
     json.loads(open(log).readline())
+
+
+def test_sparsity_shrinks_only_the_prunable_gammas(tiny_data, tmp_path):
+    import mxnet as mx
+
+    from ssdq.convert import REFERENCE_WEIGHTS
+    from ssdq.model import reference_ssd
+    from ssdq.train import prunable_gammas
+
+    out, log = str(tmp_path / "sparse.params"), str(tmp_path / "log.jsonl")
+    train_reference(tiny_data, out, epochs=1, batch_size=8, val_images=8, eval_every=1,
+                    log_every=2, log_file=log, num_workers=0, init_params=REFERENCE_WEIGHTS,
+                    warmup=1, sparsity=1.0, gamma_lr_mult=20)
+
+    def gammas(params):
+        net = reference_ssd(["a", "b", "c", "d", "e", "f"])
+        net.load_parameters(params, ctx=mx.cpu())
+        prunable = {g.name: np.abs(g.data().asnumpy()) for g in prunable_gammas(net)}
+        conv4_3 = net.features.stages[3][-2].gamma.data().asnumpy()
+        return prunable, conv4_3
+
+    before, conv4_3_before = gammas(REFERENCE_WEIGHTS)
+    after, conv4_3_after = gammas(out)
+    assert len(before) == 22 and not any("batchnorm9_" in name for name in before)
+    for name in before:  # S = 1 dwarfs the loss gradient: every prunable |gamma| falls
+        assert (after[name] < before[name] - 0.01).all(), name
+    assert np.abs(conv4_3_after - conv4_3_before).max() < 0.01  # conv4_3 is not penalised
+    entries = [json.loads(line) for line in open(log)]
+    assert all("gamma_abs" in e for e in entries if "cls_loss" in e or "val_map" in e)

@@ -1,0 +1,255 @@
+"""``ssdq study prune``: the reference work's pruning table, measured with real oneDNN int8.
+
+Rows: the dense baseline, the sparse-trained model it is pruned from, network slimming in the
+modes normal / max / regular / regular-max (no fine-tuning, as the reference; the pruned
+network's BatchNorm statistics are re-estimated on a few train images), low-rank fc6/fc7
+of the dense model and of the normal-pruned one; each again as W8A8 (prune, then quantize with
+``quantize.quantize``). Every checkpoint is scored with pycocotools on the eval split; latency
+(batch 1) and img/s (batch 8) are the network's, fp32 and int8 of a row timed in turns by
+``bench.bench_model``. Parameters exclude the anchor tables (a cache the graph could recompute);
+size is the weights as deployed (int8 convolution weights at one byte).
+"""
+import datetime
+import os
+import time
+
+import numpy as np
+
+from ..errors import SsdqError
+from ..fileio import atomic_path, write_json, write_text
+
+DEFAULT_PERCENT = 20.0
+DEFAULT_ENERGY = 0.9
+DEFAULT_RECALIBRATE_IMAGES = 128
+TARGET_PARAMS_SHARE = 0.25
+TARGET_RELATIVE_DROP_PCT = 1.0
+# (row name, how the fp32 checkpoint is made)
+VARIANTS = (("baseline", ("dense",)), ("sparse-trained", ("sparse",)),
+            ("normal", ("prune", "normal")), ("normal (max)", ("prune", "max")),
+            ("normal (regular)", ("prune", "regular")),
+            ("normal (regular\\max)", ("prune", "regular-max")),
+            ("low-rank", ("lowrank", "baseline")), ("normal + low-rank", ("lowrank", "normal")))
+
+
+def count_params(ckpt):
+    """Learned parameters of a checkpoint (quantized weights count once; anchors not at all)."""
+    return int(sum(v.size for k, v in ckpt.arg_params.items()
+                   if not ("anchor" in k or k.endswith(("_min", "_max")))))
+
+
+def weights_mb(ckpt):
+    from ..quantize import deployed_weights_mb
+
+    return deployed_weights_mb(ckpt.symbol, {k: v for k, v in ckpt.arg_params.items()
+                                             if "anchor" not in k})
+
+
+def conv_layers(ckpt):
+    import json
+
+    nodes = json.loads(ckpt.symbol.tojson())["nodes"]
+    return sum(n["op"] in ("Convolution", "_sg_mkldnn_conv", "_contrib_quantized_conv")
+               for n in nodes)
+
+
+def make_variants(work_dir, dense_params, sparse_params, percent, energy, names=None,
+                  calib_set=None, recalibrate_images=0):
+    """fp32 checkpoints of the rows ``names`` (default: all; the baseline and what a row is made
+    from always come too) under ``work_dir``; -> {name: prefix}."""
+    from ..convert import convert
+    from .lowrank import lowrank
+    from .pruning import prune
+
+    wanted = set(names or [name for name, _ in VARIANTS]) | {"baseline"}
+    unknown = wanted - {name for name, _ in VARIANTS}
+    if unknown:
+        raise SsdqError("unknown study rows: %s" % ", ".join(sorted(unknown)))
+    wanted |= {how[1] for name, how in VARIANTS if name in wanted and how[0] == "lowrank"}
+    made = {}
+    for name, how in VARIANTS:
+        if name not in wanted:
+            continue
+        prefix = os.path.join(work_dir, name.replace(" ", "_").replace("\\", "-")
+                              .replace("(", "").replace(")", "").replace("+", "plus"))
+        if how[0] == "dense":
+            convert(prefix, model="reference", params_file=dense_params)
+        elif how[0] == "sparse":
+            convert(prefix, model="reference", params_file=sparse_params)
+        elif how[0] == "prune":
+            prune(prefix, sparse_params, percent=percent, mode=how[1], calib_set=calib_set,
+                  recalibrate_images=recalibrate_images)
+        else:
+            lowrank(made[how[1]], prefix, ("fc7", "fc6"), energy=energy)
+        made[name] = prefix
+    return made
+
+
+def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_PERCENT,
+              energy=DEFAULT_ENERGY, dense_params=None, sparse_params=None, work_dir=None,
+              out_dir="reports", eval_images=None, num_calib_batches=5, batch_size=64,
+              calib_mode="naive", num_workers=1, repeats=5, progress=True, names=None,
+              recalibrate_images=DEFAULT_RECALIBRATE_IMAGES, echo=print):
+    from ..bench import bench_model
+    from ..checkpoint import load_checkpoint
+    from ..convert import REFERENCE_WEIGHTS
+    from ..data.dataset import open_dataset
+    from ..data.loader import iterate_batches
+    from ..data.transforms import resize
+    from ..environment import environment_report
+    from ..evaluate import evaluate_checkpoint
+    from ..quantize import quantize
+    from .pruning import SPARSE_WEIGHTS
+
+    start = time.time()
+    dense_params = dense_params or REFERENCE_WEIGHTS
+    sparse_params = sparse_params or SPARSE_WEIGHTS
+    for path in (dense_params, sparse_params):
+        if not os.path.isfile(path):
+            raise SsdqError("weights file not found: %s" % path)
+    work_dir = work_dir or os.path.join("model", "study-prune")
+    eval_set = open_dataset(data_root, eval_split)
+    if eval_images:
+        eval_set = eval_set.subset(eval_images)
+    calib_set = open_dataset(data_root, calib_split)
+    images = np.concatenate([b for b, _ in iterate_batches(eval_set.subset(min(8, len(eval_set))), 8,
+                                                           transform=resize)])
+    echo("[1/3] fp32 variants (prune at %g%%, low-rank at %g energy) -> %s" % (percent, energy, work_dir))
+    prefixes = make_variants(work_dir, dense_params, sparse_params, percent, energy, names,
+                             calib_set, recalibrate_images)
+    rows = []
+    echo("[2/3] quantize, evaluate and time %d variants" % len(prefixes))
+    for name, fp32_prefix in prefixes.items():
+        int8_prefix = quantize(fp32_prefix, fp32_prefix + "-int8", calib_set, calib_mode=calib_mode,
+                               num_calib_batches=num_calib_batches, batch_size=batch_size,
+                               num_workers=num_workers, progress=progress)
+        fp32, int8 = load_checkpoint(fp32_prefix), load_checkpoint(int8_prefix)
+        timings = bench_model(name, fp32, int8, images, precisions=("fp32", "int8"),
+                              scopes=("network",), batch_sizes=(1, 8), warmup=2, repeats=repeats,
+                              progress=False)
+        speed = {(r["precision"], r["batch_size"]): r for r in timings}
+        for precision, ckpt in (("fp32", fp32), ("int8", int8)):
+            result = evaluate_checkpoint(ckpt.prefix, eval_set, batch_size, num_workers,
+                                         progress=progress, speed_repeats=1)
+            rows.append({
+                "name": name, "precision": precision, "params": count_params(fp32),
+                "size_mb": round(weights_mb(ckpt), 3),
+                "latency_ms": round(speed[(precision, 1)]["latency_ms_median"], 2),
+                "images_per_sec": round(speed[(precision, 8)]["images_per_sec"], 1),
+                "map": round(result["map"], 2), "ap50": round(result["ap50"], 2),
+                "layers": conv_layers(fp32), "checkpoint": ckpt.prefix,
+                "pruning": _pruning_summary(fp32.meta),
+                "lowrank": fp32.meta.get("lowrank", {}).get("layers")})
+            echo("  %-24s %s  mAP %.2f  params %d" % (name, precision, result["map"], rows[-1]["params"]))
+    base = next(r for r in rows if r["name"] == "baseline" and r["precision"] == "fp32")
+    for row in rows:
+        row["layers_delta"] = row["layers"] - base["layers"]
+        row["compression_pct"] = round(100 * (1 - row["size_mb"] / base["size_mb"]), 1)
+        row["params_share"] = round(row["params"] / base["params"], 4)
+        row["relative_map_drop_pct"] = round(100 * (base["map"] - row["map"]) / base["map"], 2)
+        row["meets_target"] = bool(row["params_share"] <= TARGET_PARAMS_SHARE
+                                   and row["relative_map_drop_pct"] <= TARGET_RELATIVE_DROP_PCT)
+    report = {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "settings": {"percent": percent, "energy": energy, "dense_params": dense_params,
+                     "sparse_params": sparse_params, "calib_mode": calib_mode,
+                     "calib_images": num_calib_batches * batch_size, "calib_split": calib_split,
+                     "eval": eval_set.describe(), "timing": "network only, fp32 and int8 of a "
+                     "row timed in turns, median of %d runs" % repeats, "fine_tuning": "none",
+                     "batchnorm_recalibration_images": recalibrate_images},
+        "target": {"params_share_at_most": TARGET_PARAMS_SHARE,
+                   "relative_map_drop_pct_at_most": TARGET_RELATIVE_DROP_PCT,
+                   "best": best_row(rows)},
+        "rows": rows, "seconds": round(time.time() - start, 1),
+        "environment": environment_report(),
+    }
+    echo("[3/3] write %s/study-prune.{json,md,png}" % out_dir)
+    write_json(os.path.join(out_dir, "study-prune.json"), report)
+    write_text(os.path.join(out_dir, "study-prune.md"), markdown(report))
+    plot(report, os.path.join(out_dir, "study-prune.png"))
+    echo(markdown_table(rows))
+    return report
+
+
+def _pruning_summary(meta):
+    recipe = meta.get("pruning")
+    if not recipe:
+        return None
+    return {k: recipe[k] for k in ("percent", "mode", "threshold", "num_scales", "widths",
+                                   "channels")}
+
+
+def best_row(rows):
+    """The row meeting the target with the fewest parameters; else the smallest row within the
+    mAP budget (closest to the parameter target); else the row with the smallest mAP drop."""
+    in_budget = [r for r in rows if r["relative_map_drop_pct"] <= TARGET_RELATIVE_DROP_PCT]
+    if in_budget:
+        pick = min(in_budget, key=lambda r: (r["params"], r["size_mb"], -r["map"]))
+    else:
+        pick = min(rows, key=lambda r: r["relative_map_drop_pct"])
+    return {"name": pick["name"], "precision": pick["precision"], "meets_target": pick["meets_target"],
+            "params_share": pick["params_share"], "relative_map_drop_pct": pick["relative_map_drop_pct"],
+            "checkpoint": pick["checkpoint"]}
+
+
+def markdown_table(rows):
+    lines = ["| model | params | size MB | compression | latency ms (batch 1) | img/s (batch 8) "
+             "| mAP | layers |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        name = r["name"] + (" W8A8" if r["precision"] == "int8" else "")
+        lines.append("| %s | %.2fM | %.2f | %.1f%% | %.2f | %.1f | %.2f | %+d |" % (
+            name, r["params"] / 1e6, r["size_mb"], r["compression_pct"], r["latency_ms"],
+            r["images_per_sec"], r["map"], r["layers_delta"]))
+    return "\n".join(lines)
+
+
+def markdown(report):
+    s, best = report["settings"], report["target"]["best"]
+    return "\n".join([
+        "# Pruning and low-rank, then oneDNN int8 (W8A8)", "",
+        "Pruned at %g%% of the prunable BatchNorm gammas (global threshold), low-rank fc6/fc7 "
+        "keeping %g of the singular-value energy; no fine-tuning (pruned rows: BatchNorm "
+        "statistics re-estimated on %d %s images, no weight changes). mAP@[.5:.95] on %s; int8 "
+        "calibrated (%s) on %d images of %r. Latency and img/s: %s. Size: weights as deployed "
+        "(int8 convolution weights at 1 byte, anchors not counted); layers: convolutions, "
+        "change against the baseline." % (s["percent"], s["energy"],
+                                         s["batchnorm_recalibration_images"], s["calib_split"],
+                                         _describe(s["eval"]), s["calib_mode"],
+                                         s["calib_images"], s["calib_split"], s["timing"]), "",
+        markdown_table(report["rows"]), "",
+        "Target: at most %d%% of the baseline's parameters within %g%% relative mAP of dense "
+        "fp32. Best row: **%s %s**, %.1f%% of the parameters, %.2f%% relative mAP drop (%s)."
+        % (100 * TARGET_PARAMS_SHARE, TARGET_RELATIVE_DROP_PCT, best["name"], best["precision"],
+           100 * best["params_share"], best["relative_map_drop_pct"],
+           "meets the target" if best["meets_target"] else "does not meet the target"), "",
+        "Study time: %.1f min." % (report["seconds"] / 60), ""])
+
+
+def _describe(dataset):
+    return "%d %s images (%s)" % (dataset["images"], dataset["split"], os.path.basename(dataset["root"]))
+
+
+def plot(report, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, key, label in ((axes[0], "size_mb", "weights as deployed (MB)"),
+                           (axes[1], "latency_ms", "latency, batch 1, network (ms)")):
+        for precision, marker in (("fp32", "o"), ("int8", "^")):
+            rows = [r for r in report["rows"] if r["precision"] == precision]
+            ax.scatter([r[key] for r in rows], [r["map"] for r in rows], marker=marker,
+                       label=precision)
+            for r in rows:
+                ax.annotate(r["name"], (r[key], r["map"]), fontsize=6, alpha=0.8)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mAP@[.5:.95]")
+    axes[0].legend()
+    fig.suptitle("mAP against size and latency: pruning, low-rank, W8A8")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
