@@ -354,11 +354,12 @@ def _prune_parsers(sub, kinds, rt, data, quant):
 
 def _prune_commands(args, progress):
     if args.command == "prune":
-        from .compress.pruning import prune
-
+        from .compress.pruning import check_settings, prune
         from .data.dataset import open_dataset
 
-        calib_set = open_dataset(args.data_root, "train") if args.recalibrate_images else None
+        check_settings(args.percent, args.mode)
+        calib_set = (open_dataset(_data_root(args), "train") if args.recalibrate_images
+                     else None)
         prefix, recipe = prune(args.out, args.params, args.percent, args.mode, calib_set,
                                args.recalibrate_images)
         print("kept %d of %d prunable channels, %d scales, conv layers %+d; wrote %s" % (
@@ -376,7 +377,7 @@ def _prune_commands(args, progress):
     else:
         from .compress.study_prune import run_study
 
-        run_study(args.data_root, args.split, args.calib_split, args.percent, args.energy,
+        run_study(_data_root(args), args.split, args.calib_split, args.percent, args.energy,
                   args.params, args.sparse_params, args.model_dir, args.out_dir,
                   args.eval_images, args.num_calib_batches, args.batch_size, args.calib_mode,
                   args.num_workers, args.repeats, progress,
@@ -476,6 +477,7 @@ def _run(args):
     elif args.command == "study":
         from .compress.study_formats import run_study
 
+        _data_root(args)
         run_study(args.study, vars(args), threads=threads, progress=progress)
     elif args.command == "reproduce":
         from .reproduce import reproduce
@@ -551,7 +553,7 @@ def _finetune(args, progress):
     from .data.dataset import open_dataset
 
     NumberFormat(args.number_format)  # a bad spec fails before any data is read
-    train_set = open_dataset(args.data_root, "train", args.dataset_format)
+    train_set = open_dataset(_data_root(args), "train", args.dataset_format)
     val_set = open_dataset(args.data_root, "val", args.dataset_format).subset(args.val_images)
     out = args.out or default_out(args.number_format, args.lq_lambda)
     run = finetune_and_save(args.model_prefix, out, train_set, val_set, args.number_format,
@@ -568,11 +570,8 @@ def _finetune(args, progress):
 def _bench(args, progress):
     from .bench import bench_checkpoints, benchmark, markdown, write_bench, zoo_checkpoints
     from .data.dataset import open_dataset
-    from .data.synthetic import ensure_synthetic
 
-    if os.path.normpath(args.data_root) == os.path.normpath(DEFAULT_DATA_ROOT):
-        ensure_synthetic(args.data_root, progress=progress)
-    image_set = open_dataset(args.data_root, args.split)
+    image_set = open_dataset(_data_root(args), args.split)
     pruned = None
     if args.widths_from and not args.zoo:
         raise SsdqError("--widths-from needs --zoo (it shapes the zoo architecture)")
@@ -609,6 +608,16 @@ def _custom_data(args):
         "annotations", "images", "calib_annotations", "calib_images"))
 
 
+def _data_root(args):
+    """``--data-root``; the embedded synthetic set is drawn first when that is the default root
+    and the set is not there yet (a fresh clone), so every command runs on the embedded default."""
+    if os.path.normpath(args.data_root) == os.path.normpath(DEFAULT_DATA_ROOT):
+        from .data.synthetic import ensure_synthetic
+
+        ensure_synthetic(args.data_root, progress=not args.quiet)
+    return args.data_root
+
+
 def _open_data(args, calibration=False):
     """The dataset the data flags name: evaluation data, or with ``calibration`` the images to
     calibrate on (``--calib-annotations``, else ``--annotations``, else ``--calib-split``)."""
@@ -622,7 +631,8 @@ def _open_data(args, calibration=False):
                             "describing them)")
         if args.calib_annotations:
             annotations, images = args.calib_annotations, args.calib_images
-    return open_dataset(args.data_root, split, args.dataset_format, annotations=annotations,
+    return open_dataset(args.data_root if annotations else _data_root(args), split,
+                        args.dataset_format, annotations=annotations,
                         images=images, class_map=None if calibration else args.class_map,
                         allow_size_mismatch=args.allow_size_mismatch)
 

@@ -120,15 +120,20 @@ def _regular_count(kept, width):
     return min(target, width)
 
 
+def check_settings(percent, mode):
+    """Refuse a pruning percent or mode that cannot work, before any data or weights are read."""
+    if mode not in MODES:
+        raise SsdqError("unknown pruning mode %r (one of %s)" % (mode, ", ".join(MODES)))
+    if not 0 <= percent < 100:
+        raise SsdqError("--percent must be in [0, 100), not %g" % percent)
+
+
 def plan_pruning(net, percent, mode="normal"):
     """The pruning recipe for ``net`` at a global |gamma| threshold: the ``percent`` smallest of
     all prunable gammas fall under it. Returns a JSON-able dict (``apply_recipe`` executes it)."""
     from ..model import feature_convs
 
-    if mode not in MODES:
-        raise SsdqError("unknown pruning mode %r (one of %s)" % (mode, ", ".join(MODES)))
-    if not 0 <= percent < 100:
-        raise SsdqError("--percent must be in [0, 100), not %g" % percent)
+    check_settings(percent, mode)
     layers = prunable_layers(net)
     blocks = _blocks_by_name(net)
     gammas = {layer.batchnorm: _gamma(blocks[layer.batchnorm]) for layer in layers}
