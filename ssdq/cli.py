@@ -610,8 +610,10 @@ def _custom_data(args):
 
 def _data_root(args):
     """``--data-root``; the embedded synthetic set is drawn first when that is the default root
-    and the set is not there yet (a fresh clone), so every command runs on the embedded default."""
-    if os.path.normpath(args.data_root) == os.path.normpath(DEFAULT_DATA_ROOT):
+    and nothing is there yet (a fresh clone), so every command runs on the embedded default. A set
+    already there is used as it is, whatever its size (``ssdq data synthetic --val N``)."""
+    if (os.path.normpath(args.data_root) == os.path.normpath(DEFAULT_DATA_ROOT)
+            and not os.path.exists(args.data_root)):
         from .data.synthetic import ensure_synthetic
 
         ensure_synthetic(args.data_root, progress=not args.quiet)
