@@ -7,12 +7,11 @@ model name) renames it. A class the model lacks is ignored with a note if it has
 (labelme's ``_background_``) and is an error otherwise; model classes the dataset lacks are not
 scored (their detections are dropped before scoring).
 """
-import json
-import os
 import warnings
 from dataclasses import dataclass
 
 from ..errors import SsdqError, SsdqNote
+from .dataset import read_json
 
 
 @dataclass(frozen=True)
@@ -50,13 +49,7 @@ class ClassMatch:
 
 def load_class_map(path):
     """Read a ``--class-map`` JSON file: an object of dataset class name -> model class name."""
-    if not os.path.isfile(path):
-        raise SsdqError("class map file not found: %s" % path)
-    try:
-        with open(path) as f:
-            mapping = json.load(f)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SsdqError("class map %s is not valid JSON (%s)" % (path, exc)) from None
+    mapping = read_json(path, "class map file")
     if not isinstance(mapping, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
         raise SsdqError('class map %s must be a JSON object of dataset class name -> model class '

@@ -159,14 +159,15 @@ def open_dataset(root=None, split=None, fmt="auto", classes=None, annotations=No
     return dataset
 
 
-def _load_json(path):
+def read_json(path, what="annotation file"):
+    """A JSON file's content, or a one-line error naming ``what`` it was meant to be."""
     if not os.path.isfile(path):
-        raise SsdqError("annotation file not found: %s" % path)
+        raise SsdqError("%s not found: %s" % (what, path))
     try:
         with open(path) as f:
             return json.load(f)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise SsdqError("annotation file %s is not valid JSON (%s)" % (path, exc)) from None
+        raise SsdqError("%s %s is not valid JSON (%s)" % (what, path, exc)) from None
 
 
 def load_coco(root, split):
@@ -179,7 +180,7 @@ def load_coco_file(ann_file, image_dir, split, root=None):
     """Any COCO instances file, its images' ``file_name`` relative to ``image_dir``."""
     from pycocotools.coco import COCO
 
-    data = _load_json(ann_file)
+    data = read_json(ann_file)
     if not isinstance(data, dict):
         raise SsdqError("annotation file %s is not a COCO instances file" % ann_file)
     for key in ("images", "annotations", "categories"):
