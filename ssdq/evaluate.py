@@ -86,16 +86,17 @@ def evaluate_checkpoint(prefix, dataset, batch_size=64, num_workers=1, progress=
     ckpt = load_checkpoint(prefix)
     match = match_classes(dataset, model_classes if model_classes is not None
                           else ckpt.require_classes())
+    sharded = shards > 1 or engine is not None
     if backend == "mxnet":
         predictor = Predictor(ckpt, batch_size)
     else:
         from .backends import prepare
 
-        if shards > 1 or engine is not None:
+        if sharded:
             raise SsdqError("--shards and --ray run MXNet; drop them for --backend %s" % backend)
         predictor = prepare(backend, ckpt.prefix, ckpt.precision, batch_size, "end_to_end")
     scaleout = {}
-    if shards > 1 or engine is not None:
+    if sharded:
         from .scaleout.engine import LocalEngine, ray_block
         from .scaleout.sharded_eval import sharded_detect
 
