@@ -314,7 +314,7 @@ def _compress_parsers(sub, rt, data, quant):
 
 def _prune_parsers(sub, kinds, rt, data, quant):
     """``ssdq prune``, ``ssdq lowrank`` and ``ssdq study prune``."""
-    from .compress.pruning import MODES, SPARSE_WEIGHTS
+    from .compress.pruning import FINETUNE_LR, MODES, SPARSE_WEIGHTS
     from .compress.study_prune import DEFAULT_ENERGY, DEFAULT_PERCENT, DEFAULT_RECALIBRATE_IMAGES
 
     p = sub.add_parser("prune", parents=[rt], help="channel pruning by BatchNorm gammas (network "
@@ -326,6 +326,10 @@ def _prune_parsers(sub, kinds, rt, data, quant):
     p.add_argument("--mode", default="normal", choices=MODES)
     p.add_argument("--recalibrate-images", type=int, default=DEFAULT_RECALIBRATE_IMAGES,
                    help="re-estimate BatchNorm statistics on this many train images (0: no)")
+    p.add_argument("--finetune-epochs", type=int, default=0,
+                   help="train the pruned network this many epochs on the train split (Adam, "
+                   "cosine decay) before BatchNorm folding (default 0: none, as the reference)")
+    p.add_argument("--finetune-lr", type=float, default=FINETUNE_LR)
     p.add_argument("--data-root", default=DEFAULT_DATA_ROOT)
     p.add_argument("--out", default=os.path.join("model", "pruned"))
 
@@ -358,10 +362,14 @@ def _prune_commands(args, progress):
         from .data.dataset import open_dataset
 
         check_settings(args.percent, args.mode)
-        calib_set = (open_dataset(_data_root(args), "train") if args.recalibrate_images
-                     else None)
-        prefix, recipe = prune(args.out, args.params, args.percent, args.mode, calib_set,
-                               args.recalibrate_images)
+        if args.finetune_epochs < 0:
+            raise SsdqError("--finetune-epochs must be 0 or more")
+        train_set = (open_dataset(_data_root(args), "train")
+                     if args.recalibrate_images or args.finetune_epochs else None)
+        prefix, recipe = prune(args.out, args.params, args.percent, args.mode, train_set,
+                               args.recalibrate_images, finetune_epochs=args.finetune_epochs,
+                               train_set=train_set, finetune_lr=args.finetune_lr,
+                               progress=progress)
         print("kept %d of %d prunable channels, %d scales, conv layers %+d; wrote %s" % (
             recipe["channels"]["after"], recipe["channels"]["before"], recipe["num_scales"],
             recipe["conv_layers"]["delta"], prefix))

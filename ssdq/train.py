@@ -97,6 +97,21 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
     net.initialize()
     if init_params:
         net.load_parameters(init_params)
+    return fit(net, train_set, val_set, out_params, epochs=epochs, batch_size=batch_size, lr=lr,
+               seed=seed, eval_every=eval_every, log_every=log_every, log_file=log_file,
+               num_workers=num_workers, warmup=warmup, sparsity=sparsity,
+               gamma_lr_mult=gamma_lr_mult)
+
+
+def fit(net, train_set, val_set, out_params, epochs, batch_size=32, lr=1e-3, seed=0,
+        eval_every=4, log_every=20, log_file=None, num_workers=1, warmup=300, sparsity=0.0,
+        gamma_lr_mult=1.0, keep="best", progress=False, desc="train"):
+    """Train the Gluon SSD ``net`` (initialised) on ``train_set``; save its weights to
+    ``out_params``: the best by val mAP (``keep="best"``) or the last epoch's (``"last"``).
+    Without ``val_set`` nothing is scored, ``keep`` is "last", and with ``out_params`` None
+    nothing is saved: ``net`` holds the trained weights. Returns the log (a list of dicts, also
+    written to ``log_file`` as JSON lines)."""
+    from tqdm import tqdm
 
     def retrace():
         # Gluon traces the graph in the mode (train or predict) of its first call, and SSD
@@ -133,7 +148,9 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
         retrace()
         cls_sum = box_sum = 0.0
         seen = 0
-        for data, targets in loader:
+        bar = tqdm(loader, desc="%s epoch %d/%d" % (desc, epoch, epochs), unit="batch",
+                   disable=not progress, leave=False)
+        for data, targets in bar:
             trainer.set_learning_rate(_lr_at(it, total_iters, lr, warmup))
             data, targets = data.as_in_context(mx.cpu()), targets.as_in_context(mx.cpu())
             gt_boxes, gt_ids = targets[:, :, :4], targets[:, :, 4:5]
@@ -151,8 +168,9 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
             if not np.isfinite(batch_cls + batch_box):
                 # A last guard: never let one degenerate batch poison the weights.
                 record({"epoch": epoch, "iter": it, "skipped": "non-finite loss"})
-                mx.nd.save(os.path.join(os.path.dirname(os.path.abspath(out_params)),
-                                        "nonfinite-batch.nd"), {"data": data, "targets": targets})
+                if out_params:
+                    mx.nd.save(os.path.join(os.path.dirname(os.path.abspath(out_params)),
+                                            "nonfinite-batch.nd"), {"data": data, "targets": targets})
                 it += 1
                 continue
             autograd.backward(sum_loss)
@@ -164,11 +182,17 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
             box_sum += batch_box
             seen += 1
             it += 1
+            bar.set_postfix(loss="%.3f" % ((cls_sum + box_sum) / seen))
             if it % log_every == 0:
                 record({"epoch": epoch, "iter": it, "lr": round(trainer.learning_rate, 6),
                         "cls_loss": round(cls_sum / seen, 4), "box_loss": round(box_sum / seen, 4),
                         **({"gamma_abs": gamma_distribution(gammas)} if gammas else {})})
-        if epoch % eval_every == 0 or epoch == epochs:
+        bar.close()
+        last = epoch == epochs
+        if val_set is None:
+            record({"epoch": epoch, "iter": it, "cls_loss": round(cls_sum / max(seen, 1), 4),
+                    "box_loss": round(box_sum / max(seen, 1), 4)})
+        elif epoch % eval_every == 0 or last:
             retrace()
             metrics, _ = detect(_gluon_forward(net), val_set, COCOEvaluator(val_set),
                                 batch_size=32, progress=False)
@@ -176,12 +200,16 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
                      "val_ap50": round(metrics["ap50"], 2)}
             if gammas:
                 entry["gamma_abs"] = gamma_distribution(gammas)
-            if metrics["map"] > best_map:
-                best_map = metrics["map"]
+            if out_params and ((keep == "best" and metrics["map"] > best_map)
+                               or (keep == "last" and last)):
+                best_map = max(best_map, metrics["map"])
                 with atomic_path(out_params) as tmp:
                     net.save_parameters(tmp)
                 entry["saved"] = out_params
             record(entry)
+    if val_set is None and out_params:
+        with atomic_path(out_params) as tmp:
+            net.save_parameters(tmp)
     if log_fh:
         log_fh.close()
     return history

@@ -175,3 +175,21 @@ def test_cli_prune_and_lowrank(tmp_path):
                                str(tmp_path / "bad")), "--energy")
     assert_clean_error(run_cli("prune", "--params", REFERENCE_WEIGHTS, "--percent", "100",
                                "--out", str(tmp_path / "bad")), "--percent")
+
+
+def test_finetuning_after_pruning_trains_the_thinned_network(tiny_data, tmp_path):
+    from ssdq.checkpoint import load_checkpoint
+    from ssdq.convert import REFERENCE_WEIGHTS
+    from ssdq.data.dataset import open_dataset
+
+    train_set = open_dataset(tiny_data, "train")
+    plain, _ = prune(str(tmp_path / "plain"), REFERENCE_WEIGHTS, percent=50)
+    tuned, recipe = prune(str(tmp_path / "tuned"), REFERENCE_WEIGHTS, percent=50,
+                          finetune_epochs=1, train_set=train_set, batch_size=8, finetune_lr=1e-3)
+    a, b = load_checkpoint(plain), load_checkpoint(tuned)
+    assert b.meta["widths"] == a.meta["widths"]  # same thinned shapes, new weights
+    assert b.meta["pruning"]["finetune"]["epochs"] == 1
+    assert np.isfinite(recipe["finetune"]["history"][-1]["cls_loss"])
+    changed = [k for k, v in a.arg_params.items()
+               if k.endswith("weight") and not np.allclose(v.asnumpy(), b.arg_params[k].asnumpy())]
+    assert len(changed) > 10

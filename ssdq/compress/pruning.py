@@ -232,12 +232,18 @@ def recalibrate_batchnorm(net, batches):
     return net
 
 
+FINETUNE_LR = 2e-4
+
+
 def prune(out_prefix, params_file=SPARSE_WEIGHTS, percent=50.0, mode="normal", calib_set=None,
-          recalibrate_images=0, batch_size=16):
+          recalibrate_images=0, batch_size=16, finetune_epochs=0, train_set=None,
+          finetune_lr=FINETUNE_LR, seed=0, progress=False):
     """Prune the reference model with ``params_file``'s weights and write the pruned, BN-folded
     checkpoint at ``out_prefix`` (meta: widths and the recipe); return (prefix, recipe). With
     ``recalibrate_images``, the BatchNorm statistics are re-estimated on that many images of
-    ``calib_set`` first (``recalibrate_batchnorm``)."""
+    ``calib_set`` first (``recalibrate_batchnorm``). ``finetune_epochs`` then trains the pruned
+    network (BatchNorms still unfolded) on ``train_set`` with ``train.fit`` (Adam, cosine decay
+    from ``finetune_lr``, the last epoch's weights), as network slimming does after pruning."""
     from ..convert import build_gluon_model, export_checkpoint
     from ..data.loader import iterate_batches
 
@@ -250,11 +256,35 @@ def prune(out_prefix, params_file=SPARSE_WEIGHTS, percent=50.0, mode="normal", c
         subset = calib_set.subset(recalibrate_images)
         recalibrate_batchnorm(pruned, (b for b, _ in iterate_batches(subset, batch_size)))
         recipe["batchnorm_recalibrated_on"] = subset.describe()
+    if finetune_epochs:
+        recipe["finetune"] = finetune_pruned(pruned, train_set, finetune_epochs, finetune_lr,
+                                             batch_size, seed, progress)
     layers_before, layers_after = len(_convs(net)), len(_convs(pruned))
     recipe["conv_layers"] = {"before": layers_before, "after": layers_after,
                              "delta": layers_after - layers_before}
     source = dict(source, widths=recipe["widths"], pruning=recipe)
     return export_checkpoint(pruned, source, out_prefix), recipe
+
+
+def finetune_pruned(net, train_set, epochs, lr, batch_size, seed=0, progress=False):
+    """Train the pruned Gluon network in place; returns what the meta records of it."""
+    import time
+
+    import mxnet as mx
+
+    from ..train import fit
+
+    if train_set is None or len(train_set) < batch_size:
+        raise SsdqError("fine-tuning after pruning needs at least one batch of %d train images"
+                        % batch_size)
+    mx.random.seed(seed)
+    start = time.time()
+    history = fit(net, train_set, None, None, epochs, batch_size=batch_size, lr=lr, seed=seed,
+                  warmup=min(20, epochs * len(train_set) // batch_size // 10 + 1),
+                  progress=progress, desc="fine-tune pruned")
+    return {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
+            "train_dataset": train_set.describe(), "minutes": round((time.time() - start) / 60, 2),
+            "history": [h for h in history if "iter" in h and "lr" not in h]}
 
 
 def _convs(net):
