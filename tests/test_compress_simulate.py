@@ -97,3 +97,17 @@ def test_simulated_fp32_variant_is_the_fp32_model(simulator):
 
     assert simulator.evaluate(Variant())["map"] == pytest.approx(
         simulator.score(simulator.ckpt)["map"], abs=1e-6)
+
+
+def test_a_fixed_clip_bounds_activations_not_the_network_input(simulator):
+    from ssdq.compress.simulate import Variant
+
+    first = [l.name for l in simulator.layers if l.short == "conv0"][0]
+    second = [l.name for l in simulator.layers if l.short == "conv1"][0]
+    _, info = simulator.build(Variant.of(None, "clip:1"))
+    assert info[first]["input"].startswith("fp32")  # the image is not clipped to [-2, 2]
+    assert info[first]["output"]["clip"] == 2.0 and info[second]["output"]["clip"] == 2.0
+    _, info = simulator.build(Variant.of(None, "pow2clip:8:1"))
+    pixels = info[first]["input"]  # its own calibrated clip: normalised pixels exceed 2
+    assert pixels["clip"] > 2.0 and pixels["j"] > 1
+    assert info[first]["output"]["j"] == 1

@@ -132,6 +132,17 @@ class NumberFormat:
         """Whether activations need calibrated thresholds (everything but fixed clips/pow2)."""
         return self.kind in ("dfp", "int") or (self.kind == "pow2clip" and len(self.args) == 1)
 
+    @property
+    def fixed_clip(self):
+        """A clip set by the spec (clip:J, pow2clip:BITS:J), not by calibration."""
+        return self.kind == "clip" or (self.kind == "pow2clip" and len(self.args) == 2)
+
+    def calibrated_clip(self):
+        """The same width with its clip from calibration (pow2clip:BITS), or None for clip:J."""
+        if self.kind == "pow2clip":
+            return NumberFormat("pow2clip:%d" % self.bits, self.calibration)
+        return None
+
     # -- weights -------------------------------------------------------------------------
     def weights(self, w, per_channel=None):
         """Fit to a weight array (output channels first) -> a grid with ``apply``."""

@@ -80,6 +80,21 @@ def input_sources(symbol, layers):
     return out
 
 
+def image_nodes(symbol, data_names):
+    """Names of the nodes computed from the network input with no layer in between (the input
+    itself, gluoncv's ``init_scale`` multiply): the image, not an activation."""
+    nodes = json.loads(symbol.tojson())["nodes"]
+    image = set()
+    for i, node in enumerate(nodes):  # MXNet lists nodes in topological order
+        if node["op"] == "null":
+            if node["name"] in data_names:
+                image.add(i)
+        elif node["op"] not in ("Convolution", "FullyConnected") and \
+                any(j in image for j, _, _ in node["inputs"]):
+            image.add(i)
+    return {nodes[i]["name"] for i in image}
+
+
 def layer_ranges(symbol, layers, calibration, mode="naive"):
     """{layer name: ((in_lo, in_hi) or None, (out_lo, out_hi) or None)} from the statistics."""
     ranges = calibration.ranges(mode)
@@ -152,19 +167,31 @@ def simulate(ckpt, variant, calibration=None):
             raise SsdqError("activation rounding needs calibration statistics")
         ranges = layer_ranges(ckpt.symbol, [l for l, _ in a_layers], calibration,
                               variant.calib_mode)
+    sources = input_sources(ckpt.symbol, [l for l, _ in a_layers])
+    network_inputs = image_nodes(ckpt.symbol,
+                                 set(ckpt.symbol.list_arguments()) - set(ckpt.arg_params))
     in_grids, out_grids, info = {}, {}, {}
     for layer, afmt in a_layers:
         in_range, out_range = ranges.get(layer.name, (None, None))
         entry = info.setdefault(layer.name, {"layer": layer.short})
-        if in_range is not None or not afmt.needs_threshold:
-            in_grids[layer.name] = afmt.activations(*(in_range or (None, None)))
+        in_fmt = afmt
+        if sources[layer.name] in network_inputs and afmt.fixed_clip:
+            # A fixed clip bounds activations (what the clipping paper trains with), not the
+            # image: the network input gets the format's calibrated clip (pow2clip:BITS), or
+            # stays fp32 under a bare clip:J.
+            in_fmt = afmt.calibrated_clip()
+            if in_fmt is not None and in_range is None and calibration is not None:
+                in_range = layer_ranges(ckpt.symbol, [layer], calibration,
+                                        variant.calib_mode)[layer.name][0]
+            entry["input"] = "fp32 (network input, not clipped)"
+        if in_fmt is not None and (in_range is not None or not in_fmt.needs_threshold):
+            in_grids[layer.name] = in_fmt.activations(*(in_range or (None, None)))
             entry["input"] = in_grids[layer.name].describe
         if out_range is not None or not afmt.needs_threshold:
             out_grids[layer.name] = afmt.activations(*(out_range or (None, None)))
             entry["output"] = out_grids[layer.name].describe
     # An input already on its producer's output grid (max-pooling and ReLU keep it there) would
     # be rounded twice to the same values: skip the second rounding, it only costs time.
-    sources = input_sources(ckpt.symbol, [l for l, _ in a_layers])
     for layer, _ in a_layers:
         source = sources[layer.name]
         if layer.name in in_grids and out_grids.get(source) == in_grids[layer.name]:
