@@ -315,7 +315,9 @@ def _compress_parsers(sub, rt, data, quant):
 def _prune_parsers(sub, kinds, rt, data, quant):
     """``ssdq prune``, ``ssdq lowrank`` and ``ssdq study prune``."""
     from .compress.pruning import FINETUNE_LR, MODES, SPARSE_WEIGHTS
-    from .compress.study_prune import DEFAULT_ENERGY, DEFAULT_PERCENT, DEFAULT_RECALIBRATE_IMAGES
+    from .compress.study_prune import (DEFAULT_ENERGY, DEFAULT_FINETUNE_EPOCHS,
+                                       DEFAULT_FINETUNE_PERCENT, DEFAULT_PERCENT,
+                                       DEFAULT_RECALIBRATE_IMAGES)
 
     p = sub.add_parser("prune", parents=[rt], help="channel pruning by BatchNorm gammas (network "
                        "slimming) -> a BN-folded checkpoint with fewer channels")
@@ -352,6 +354,10 @@ def _prune_parsers(sub, kinds, rt, data, quant):
     p.add_argument("--repeats", type=int, default=5, help="timed runs per figure")
     p.add_argument("--recalibrate-images", type=int, default=DEFAULT_RECALIBRATE_IMAGES,
                    help="pruned rows: re-estimate BatchNorm statistics on this many train images")
+    p.add_argument("--finetune-percent", type=float, default=DEFAULT_FINETUNE_PERCENT,
+                   help="the fine-tuned row: prune this share, then fine-tune")
+    p.add_argument("--finetune-epochs", type=int, default=DEFAULT_FINETUNE_EPOCHS,
+                   help="the fine-tuned row's epochs on the train split (0: leave the row out)")
     p.add_argument("--model-dir", default=os.path.join("model", "study-prune"))
     p.add_argument("--out-dir", default="reports")
 
@@ -389,7 +395,8 @@ def _prune_commands(args, progress):
                   args.params, args.sparse_params, args.model_dir, args.out_dir,
                   args.eval_images, args.num_calib_batches, args.batch_size, args.calib_mode,
                   args.num_workers, args.repeats, progress,
-                  recalibrate_images=args.recalibrate_images)
+                  recalibrate_images=args.recalibrate_images,
+                  finetune_percent=args.finetune_percent, finetune_epochs=args.finetune_epochs)
 
 
 def main(argv=None):

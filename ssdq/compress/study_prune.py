@@ -19,6 +19,9 @@ from ..errors import SsdqError
 from ..fileio import atomic_path, write_json, write_text
 
 DEFAULT_PERCENT = 20.0
+# network slimming's full pipeline (prune, then fine-tune) at the share the targets need
+DEFAULT_FINETUNE_PERCENT = 70.0
+DEFAULT_FINETUNE_EPOCHS = 2
 DEFAULT_ENERGY = 0.9
 DEFAULT_RECALIBRATE_IMAGES = 128
 TARGET_PARAMS_SHARE = 0.25
@@ -28,7 +31,8 @@ VARIANTS = (("baseline", ("dense",)), ("sparse-trained", ("sparse",)),
             ("normal", ("prune", "normal")), ("normal (max)", ("prune", "max")),
             ("normal (regular)", ("prune", "regular")),
             ("normal (regular\\max)", ("prune", "regular-max")),
-            ("low-rank", ("lowrank", "baseline")), ("normal + low-rank", ("lowrank", "normal")))
+            ("low-rank", ("lowrank", "baseline")), ("normal + low-rank", ("lowrank", "normal")),
+            ("normal (regular) + fine-tuning", ("prune-finetune", "regular")))
 
 
 def count_params(ckpt):
@@ -53,14 +57,18 @@ def conv_layers(ckpt):
 
 
 def make_variants(work_dir, dense_params, sparse_params, percent, energy, names=None,
-                  calib_set=None, recalibrate_images=0):
+                  calib_set=None, recalibrate_images=0, finetune_percent=DEFAULT_FINETUNE_PERCENT,
+                  finetune_epochs=DEFAULT_FINETUNE_EPOCHS, progress=False):
     """fp32 checkpoints of the rows ``names`` (default: all; the baseline and what a row is made
-    from always come too) under ``work_dir``; -> {name: prefix}."""
+    from always come too) under ``work_dir``; -> {name: prefix}. Fine-tuned rows are pruned at
+    ``finetune_percent`` and trained ``finetune_epochs`` on ``calib_set`` (the train split);
+    with ``finetune_epochs`` 0 they are left out."""
     from ..convert import convert
     from .lowrank import lowrank
-    from .pruning import prune
+    from .pruning import FINETUNE_LR, prune
 
-    wanted = set(names or [name for name, _ in VARIANTS]) | {"baseline"}
+    wanted = set(names or [name for name, how in VARIANTS
+                           if finetune_epochs or how[0] != "prune-finetune"]) | {"baseline"}
     unknown = wanted - {name for name, _ in VARIANTS}
     if unknown:
         raise SsdqError("unknown study rows: %s" % ", ".join(sorted(unknown)))
@@ -78,6 +86,10 @@ def make_variants(work_dir, dense_params, sparse_params, percent, energy, names=
         elif how[0] == "prune":
             prune(prefix, sparse_params, percent=percent, mode=how[1], calib_set=calib_set,
                   recalibrate_images=recalibrate_images)
+        elif how[0] == "prune-finetune":
+            prune(prefix, sparse_params, percent=finetune_percent, mode=how[1],
+                  finetune_epochs=finetune_epochs, train_set=calib_set,
+                  finetune_lr=FINETUNE_LR, progress=progress)
         else:
             lowrank(made[how[1]], prefix, ("fc7", "fc6"), energy=energy)
         made[name] = prefix
@@ -88,7 +100,9 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
               energy=DEFAULT_ENERGY, dense_params=None, sparse_params=None, work_dir=None,
               out_dir="reports", eval_images=None, num_calib_batches=5, batch_size=64,
               calib_mode="naive", num_workers=1, repeats=5, progress=True, names=None,
-              recalibrate_images=DEFAULT_RECALIBRATE_IMAGES, echo=print):
+              recalibrate_images=DEFAULT_RECALIBRATE_IMAGES,
+              finetune_percent=DEFAULT_FINETUNE_PERCENT, finetune_epochs=DEFAULT_FINETUNE_EPOCHS,
+              echo=print):
     from ..bench import bench_model
     from ..checkpoint import load_checkpoint
     from ..convert import REFERENCE_WEIGHTS
@@ -98,9 +112,13 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
     from ..environment import environment_report
     from ..evaluate import evaluate_checkpoint
     from ..quantize import quantize
-    from .pruning import SPARSE_WEIGHTS
+    from .pruning import FINETUNE_LR, SPARSE_WEIGHTS, check_settings
 
     start = time.time()
+    check_settings(percent, "normal")
+    check_settings(finetune_percent, "regular")
+    if finetune_epochs < 0:
+        raise SsdqError("--finetune-epochs must be 0 or more")
     dense_params = dense_params or REFERENCE_WEIGHTS
     sparse_params = sparse_params or SPARSE_WEIGHTS
     for path in (dense_params, sparse_params):
@@ -115,7 +133,8 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
                                                            transform=resize)])
     echo("[1/3] fp32 variants (prune at %g%%, low-rank at %g energy) -> %s" % (percent, energy, work_dir))
     prefixes = make_variants(work_dir, dense_params, sparse_params, percent, energy, names,
-                             calib_set, recalibrate_images)
+                             calib_set, recalibrate_images, finetune_percent, finetune_epochs,
+                             progress)
     rows = []
     echo("[2/3] quantize, evaluate and time %d variants" % len(prefixes))
     for name, fp32_prefix in prefixes.items():
@@ -154,7 +173,11 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
                      "sparse_params": sparse_params, "calib_mode": calib_mode,
                      "calib_images": num_calib_batches * batch_size, "calib_split": calib_split,
                      "eval": eval_set.describe(), "timing": "network only, fp32 and int8 of a "
-                     "row timed in turns, median of %d runs" % repeats, "fine_tuning": "none",
+                     "row timed in turns, median of %d runs" % repeats,
+                     "fine_tuning": {"rows": [n for n, h in VARIANTS if h[0] == "prune-finetune"],
+                                     "percent": finetune_percent, "epochs": finetune_epochs,
+                                     "lr": FINETUNE_LR, "split": calib_split}
+                     if finetune_epochs else "none",
                      "batchnorm_recalibration_images": recalibrate_images},
         "target": {"params_share_at_most": TARGET_PARAMS_SHARE,
                    "relative_map_drop_pct_at_most": TARGET_RELATIVE_DROP_PCT,
@@ -208,12 +231,12 @@ def markdown(report):
         "# Pruning and low-rank, then oneDNN int8 (W8A8)", "",
         "Pruned at %g%% of the prunable BatchNorm gammas (global threshold), low-rank fc6/fc7 "
         "keeping %g of the singular-value energy; no fine-tuning (pruned rows: BatchNorm "
-        "statistics re-estimated on %d %s images, no weight changes). mAP@[.5:.95] on %s; int8 "
+        "statistics re-estimated on %d %s images, no weight changes)%s. mAP@[.5:.95] on %s; int8 "
         "calibrated (%s) on %d images of %r. Latency and img/s: %s. Size: weights as deployed "
         "(int8 convolution weights at 1 byte, anchors not counted); layers: convolutions, "
         "change against the baseline." % (s["percent"], s["energy"],
                                          s["batchnorm_recalibration_images"], s["calib_split"],
-                                         _describe(s["eval"]), s["calib_mode"],
+                                         _finetune_note(s["fine_tuning"]), _describe(s["eval"]), s["calib_mode"],
                                          s["calib_images"], s["calib_split"], s["timing"]), "",
         markdown_table(report["rows"]), "",
         "Target: at most %d%% of the baseline's parameters within %g%% relative mAP of dense "
@@ -222,6 +245,15 @@ def markdown(report):
            100 * best["params_share"], best["relative_map_drop_pct"],
            "meets the target" if best["meets_target"] else "does not meet the target"), "",
         "Study time: %.1f min." % (report["seconds"] / 60), ""])
+
+
+def _finetune_note(fine_tuning):
+    if fine_tuning == "none":
+        return ""
+    return ("; except %s: pruned at %g%%, then fine-tuned %d epochs on the %s split (Adam, "
+            "lr %g, cosine decay), as network slimming does" % (
+                ", ".join(fine_tuning["rows"]), fine_tuning["percent"], fine_tuning["epochs"],
+                fine_tuning["split"], fine_tuning["lr"]))
 
 
 def _describe(dataset):
