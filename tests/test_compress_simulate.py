@@ -97,3 +97,24 @@ def test_simulated_fp32_variant_is_the_fp32_model(simulator):
 
     assert simulator.evaluate(Variant())["map"] == pytest.approx(
         simulator.score(simulator.ckpt)["map"], abs=1e-6)
+
+
+def test_a_simulator_rebuilt_from_its_pickled_spec_scores_like_the_original(simulator):
+    """What a trial worker does with a study's simulator: no mxnet object travels, no
+    calibration pass runs again, and the figures are the original's."""
+    import dataclasses
+    import pickle
+
+    from ssdq.compress.simulate import Variant, simulator_for
+
+    spec = simulator.spec()
+    assert simulator_for(spec) is simulator  # in the process that made the spec: the original
+    shipped = pickle.dumps(spec)
+    assert b"mxnet" not in shipped
+    elsewhere = dataclasses.replace(pickle.loads(shipped), key="another process")
+    rebuilt = simulator_for(elsewhere)
+    assert rebuilt is not simulator and simulator_for(elsewhere) is rebuilt  # built once
+    for variant in (Variant.of("dfp:8", "dfp:8"),
+                    Variant.of("pow2clip:8", "pow2clip:8", calib_mode="mse")):
+        assert rebuilt.evaluate(variant)["map"] == simulator.evaluate(variant)["map"]
+    assert rebuilt.onednn_int8()["map"] == simulator.onednn_int8()["map"]

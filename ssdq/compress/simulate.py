@@ -19,6 +19,7 @@ at scale ``s_w[c] * s_x``, and the output requantized to the layer's calibrated 
 import json
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -281,7 +282,7 @@ class Simulator:
                                                              None, c.excluded, c.describe)
             self._spec = SimulatorSpec(uuid.uuid4().hex, self.ckpt.prefix, self.eval_set,
                                        self.batch_size, self.num_workers, calibration)
-            _SIMULATORS[self._spec.key] = self
+            _ORIGINALS[self._spec.key] = self
         return self._spec
 
     def build(self, variant):
@@ -335,13 +336,14 @@ class SimulatorSpec:
     calibration: Calibration = None
 
 
-_SIMULATORS = {}  # spec key -> Simulator, built once per process
+_ORIGINALS = weakref.WeakValueDictionary()  # spec key -> the Simulator that made the spec
+_REBUILT = {}  # spec key -> Simulator rebuilt in this process (a trial worker)
 
 
 def simulator_for(spec):
     """The Simulator a spec describes: the original in the process that made the spec, else
     rebuilt from the checkpoint and the shipped statistics (no calibration pass) and cached."""
-    sim = _SIMULATORS.get(spec.key)
+    sim = _ORIGINALS.get(spec.key) or _REBUILT.get(spec.key)
     if sim is None:
         from ..quantize import fuse_for_quantization
 
@@ -352,5 +354,5 @@ def simulator_for(spec):
             sim.calibration = Calibration(c.stats, c.fused_names, c.images,
                                           fuse_for_quantization(sim.ckpt.symbol), c.excluded,
                                           c.describe)
-        _SIMULATORS[spec.key] = sim
+        _REBUILT[spec.key] = sim
     return sim
