@@ -222,8 +222,8 @@ def build_parser():
     p.add_argument("--min-throughput", type=float,
                    help="multi-instance bench: minimum total img/s (all images / common wall time)")
 
-    kinds = _compress_parsers(sub, rt, data, quant)
-    _prune_parsers(sub, kinds, rt, data, quant)
+    kinds = _compress_parsers(sub, rt, data, quant, scaleout)
+    _prune_parsers(sub, kinds, rt, data, quant, scaleout)
 
     p = sub.add_parser("reproduce", parents=[rt, data, quant],
                        help="convert, quantize, evaluate fp32 and int8, write the report")
@@ -261,7 +261,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 _python_show_warning = warnings.showwarning
 
 
-def _compress_parsers(sub, rt, data, quant):
+def _compress_parsers(sub, rt, data, quant, scaleout):
     """``ssdq finetune`` and ``ssdq study KIND`` (one sub-parser per study; add a study in a line)."""
     p = sub.add_parser("finetune", parents=[rt, data],
                        help="fine-tune with a weight number format in the loop (simulated)")
@@ -292,7 +292,7 @@ def _compress_parsers(sub, rt, data, quant):
     g.add_argument("--fc-layers", nargs="*", default=[], help="convolutions to treat as FC (fc6 fc7)")
     g.add_argument("--train-images", type=int, help="fine-tuning: first N train images")
     g.add_argument("--model-dir", default="model", help="where fine-tuned checkpoints are cached")
-    parents = [rt, data, quant, common]
+    parents = [rt, data, quant, common, scaleout]
     p = kinds.add_parser("bitwidth", parents=parents, help="Ristretto's dynamic fixed point analysis")
     p.add_argument("--error-margin", type=float, default=2.0, help="points of mAP")
     p.add_argument("--bits", nargs="+", type=int, default=[16, 8, 4, 2, 1])
@@ -312,7 +312,7 @@ def _compress_parsers(sub, rt, data, quant):
     return kinds
 
 
-def _prune_parsers(sub, kinds, rt, data, quant):
+def _prune_parsers(sub, kinds, rt, data, quant, scaleout):
     """``ssdq prune``, ``ssdq lowrank`` and ``ssdq study prune``."""
     from .compress.pruning import FINETUNE_LR, MODES, SPARSE_WEIGHTS
     from .compress.study_prune import (DEFAULT_ENERGY, DEFAULT_FINETUNE_EPOCHS,
@@ -343,7 +343,7 @@ def _prune_parsers(sub, kinds, rt, data, quant):
     rank.add_argument("--energy", type=float, help="keep this share of the singular-value energy")
     p.add_argument("--out", default=os.path.join("model", "lowrank"))
 
-    p = kinds.add_parser("prune", parents=[rt, data, quant],
+    p = kinds.add_parser("prune", parents=[rt, data, quant, scaleout],
                          help="pruning + low-rank + W8A8 table of the reference work")
     p.add_argument("--percent", type=float, default=DEFAULT_PERCENT)
     p.add_argument("--energy", type=float, default=DEFAULT_ENERGY, help="low-rank rows")
@@ -391,12 +391,18 @@ def _prune_commands(args, progress):
     else:
         from .compress.study_prune import run_study
 
-        run_study(_data_root(args), args.split, args.calib_split, args.percent, args.energy,
-                  args.params, args.sparse_params, args.model_dir, args.out_dir,
-                  args.eval_images, args.num_calib_batches, args.batch_size, args.calib_mode,
-                  args.num_workers, args.repeats, progress,
-                  recalibrate_images=args.recalibrate_images,
-                  finetune_percent=args.finetune_percent, finetune_epochs=args.finetune_epochs)
+        data_root = _data_root(args)
+        engine = _engine(args)
+        try:
+            run_study(data_root, args.split, args.calib_split, args.percent, args.energy,
+                      args.params, args.sparse_params, args.model_dir, args.out_dir,
+                      args.eval_images, args.num_calib_batches, args.batch_size,
+                      args.calib_mode, args.num_workers, args.repeats, progress,
+                      recalibrate_images=args.recalibrate_images,
+                      finetune_percent=args.finetune_percent,
+                      finetune_epochs=args.finetune_epochs, engine=engine)
+        finally:
+            engine.close()
 
 
 def main(argv=None):
@@ -493,7 +499,11 @@ def _run(args):
         from .compress.study_formats import run_study
 
         _data_root(args)
-        run_study(args.study, vars(args), threads=threads, progress=progress)
+        engine = _engine(args)
+        try:
+            run_study(args.study, vars(args), threads=threads, progress=progress, engine=engine)
+        finally:
+            engine.close()
     elif args.command == "reproduce":
         from .reproduce import reproduce
 

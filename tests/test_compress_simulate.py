@@ -111,3 +111,24 @@ def test_a_fixed_clip_bounds_activations_not_the_network_input(simulator):
     pixels = info[first]["input"]  # its own calibrated clip: normalised pixels exceed 2
     assert pixels["clip"] > 2.0 and pixels["j"] > 1
     assert info[first]["output"]["j"] == 1
+
+
+def test_a_simulator_rebuilt_from_its_pickled_spec_scores_like_the_original(simulator):
+    """What a trial worker does with a study's simulator: no mxnet object travels, no
+    calibration pass runs again, and the figures are the original's."""
+    import dataclasses
+    import pickle
+
+    from ssdq.compress.simulate import Variant, simulator_for
+
+    spec = simulator.spec()
+    assert simulator_for(spec) is simulator  # in the process that made the spec: the original
+    shipped = pickle.dumps(spec)
+    assert b"mxnet" not in shipped
+    elsewhere = dataclasses.replace(pickle.loads(shipped), key="another process")
+    rebuilt = simulator_for(elsewhere)
+    assert rebuilt is not simulator and simulator_for(elsewhere) is rebuilt  # built once
+    for variant in (Variant.of("dfp:8", "dfp:8"),
+                    Variant.of("pow2clip:8", "pow2clip:8", calib_mode="mse")):
+        assert rebuilt.evaluate(variant)["map"] == simulator.evaluate(variant)["map"]
+    assert rebuilt.onednn_int8()["map"] == simulator.onednn_int8()["map"]

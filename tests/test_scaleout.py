@@ -134,3 +134,68 @@ def test_cli_bad_ray_address_is_one_line(fp32_prefix, tiny_data):
     proc = run_cli("eval", "--model-prefix", fp32_prefix, "--data-root", tiny_data, "--quiet",
                    "--ray", "127.0.0.1:1")
     assert_clean_error(proc, "Ray")
+
+
+def _without(report, *keys):
+    return {k: v for k, v in report.items() if k not in keys}
+
+
+def test_bitwidth_study_on_ray_gives_the_serial_report(fp32_prefix, tiny_data, ray_engine,
+                                                       tmp_path):
+    from ssdq.compress.study_formats import run_study
+
+    def options(out):
+        return {"data_root": tiny_data, "model_prefix": fp32_prefix, "eval_images": 4,
+                "batch_size": 16, "num_calib_batches": 1, "out_dir": str(tmp_path / out),
+                "model_dir": str(tmp_path), "finetune_epochs": 0, "bits": [16, 8, 2, 1]}
+
+    serial = run_study("bitwidth", options("serial"), progress=False)
+    on_ray = run_study("bitwidth", options("ray"), progress=False, engine=ray_engine)
+    assert "ray" not in serial
+    ray_info = on_ray["ray"]
+    a, b = (json.dumps(_without(r, "seconds", "ray"), sort_keys=True) for r in (serial, on_ray))
+    assert a == b  # every mAP to the last digit, the sweeps' rows and where they stopped
+    conv = serial["sweeps"]["conv_weights"]
+    assert [r["bits"] for r in conv] == [16, 8, 2] and not conv[-1]["passed"]
+    # 3 checks + the sweeps in waves of two (1-bit conv ran beside 2-bit, then was dropped)
+    # + the combined model
+    reported = 3 + sum(len(rows) for rows in serial["sweeps"].values()) + 1
+    assert len(ray_info["tasks"]) > reported
+    assert ray_info["serial_estimate_s"] > 0 and ray_info["wall_s"] > 0
+    # the trials ran in the workers, which rebuilt the simulator from its spec
+    assert len({t["where"]["pid"] for t in ray_info["tasks"]} - {os.getpid()}) == 2
+    assert "Trials ran on Ray (local" in (tmp_path / "ray" / "study-bitwidth.md").read_text()
+    assert "Trials ran on Ray" not in (tmp_path / "serial" / "study-bitwidth.md").read_text()
+
+
+def test_prune_study_on_ray_scores_like_the_serial_run(tiny_data, ray_engine, tmp_path):
+    from ssdq.compress.study_prune import run_study
+    from ssdq.convert import REFERENCE_WEIGHTS
+
+    def run(out, engine=None):
+        return run_study(tiny_data, sparse_params=REFERENCE_WEIGHTS,
+                         work_dir=str(tmp_path / "ckpt"), out_dir=str(tmp_path / out),
+                         eval_images=16, num_calib_batches=1, batch_size=16, repeats=1,
+                         progress=False, names=["baseline"], recalibrate_images=0,
+                         echo=lambda *_: None, engine=engine)
+
+    serial, on_ray = run("serial"), run("ray", ray_engine)
+    timed = ("latency_ms", "images_per_sec")
+    assert [_without(r, *timed) for r in on_ray["rows"]] == \
+        [_without(r, *timed) for r in serial["rows"]]
+    # the rows are the machinery's (a pruned row adds time, not another path): fp32 and int8
+    assert [(r["name"], r["precision"]) for r in serial["rows"]] == [
+        ("baseline", "fp32"), ("baseline", "int8")]
+    assert all(r["map"] > 0 and r["latency_ms"] > 0 for r in on_ray["rows"])
+    assert "ray" not in serial and len(on_ray["ray"]["tasks"]) == 2
+    assert {t["where"]["pid"] for t in on_ray["ray"]["tasks"]}.isdisjoint({os.getpid()})
+    assert "Scoring: Trials ran on Ray" in (tmp_path / "ray" / "study-prune.md").read_text()
+
+
+def test_cli_studies_take_the_ray_flags():
+    from ssdq.cli import build_parser
+
+    for kind in ("bitwidth", "pow2", "clip", "prune"):
+        args = build_parser().parse_args(["study", kind, "--ray", "auto", "--cpus-per-task", "2"])
+        assert (args.ray, args.cpus_per_task) == ("auto", 2)
+        assert build_parser().parse_args(["study", kind]).ray is None

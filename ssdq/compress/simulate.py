@@ -18,6 +18,8 @@ at scale ``s_w[c] * s_x``, and the output requantized to the layer's calibrated 
 """
 import json
 import time
+import uuid
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -296,6 +298,19 @@ class Simulator:
             self.calibration = calibrate(self.ckpt, calib_set, batch_size, exclude_match,
                                          num_workers, progress)
         self.layers = list_layers(self.ckpt.symbol)
+        self._spec = None
+
+    def spec(self):
+        """This simulator as plain data for trials in other processes (``simulator_for``); in
+        this process the spec resolves to this very object."""
+        if self._spec is None:
+            c = self.calibration
+            calibration = None if c is None else Calibration(c.stats, c.fused_names, c.images,
+                                                             None, c.excluded, c.describe)
+            self._spec = SimulatorSpec(uuid.uuid4().hex, self.ckpt.prefix, self.eval_set,
+                                       self.batch_size, self.num_workers, calibration)
+            _ORIGINALS[self._spec.key] = self
+        return self._spec
 
     def build(self, variant):
         return simulate(self.ckpt, variant, self.calibration)
@@ -334,3 +349,37 @@ class Simulator:
         ckpt = Checkpoint(self.ckpt.prefix + "[int8]", qsym, qargs, auxs,
                           dict(self.ckpt.meta, precision="int8"))
         return self.score(ckpt, desc)
+
+
+@dataclass
+class SimulatorSpec:
+    """What another process needs to rebuild a Simulator: the checkpoint prefix, the calibration
+    statistics (numpy, without the fused graph) and the eval images; no mxnet objects."""
+    key: str
+    prefix: str
+    eval_set: object
+    batch_size: int
+    num_workers: int
+    calibration: Calibration = None
+
+
+_ORIGINALS = weakref.WeakValueDictionary()  # spec key -> the Simulator that made the spec
+_REBUILT = {}  # spec key -> Simulator rebuilt in this process (a trial worker)
+
+
+def simulator_for(spec):
+    """The Simulator a spec describes: the original in the process that made the spec, else
+    rebuilt from the checkpoint and the shipped statistics (no calibration pass) and cached."""
+    sim = _ORIGINALS.get(spec.key) or _REBUILT.get(spec.key)
+    if sim is None:
+        from ..quantize import fuse_for_quantization
+
+        sim = Simulator(spec.prefix, None, spec.eval_set, spec.batch_size,
+                        num_workers=spec.num_workers, progress=False, calibrate_now=False)
+        c = spec.calibration
+        if c is not None:
+            sim.calibration = Calibration(c.stats, c.fused_names, c.images,
+                                          fuse_for_quantization(sim.ckpt.symbol), c.excluded,
+                                          c.describe)
+        _REBUILT[spec.key] = sim
+    return sim

@@ -14,24 +14,33 @@
 
 One calibration pass serves every variant of a checkpoint; a fine-tuned checkpoint is reused
 when its run record (``PREFIX-finetune.json``) says it was made with the same settings.
+
+Every evaluation of a variant is a trial (``variant_trial``) run by an engine
+(``scaleout.engine``: here one after another by default, or as Ray tasks); the trial gets the
+simulator as plain data (``Simulator.spec``) and the variant, so a worker rebuilds the simulator
+once, without a calibration pass. The studies' logic stays here: which variants, the bit-width
+sweeps' stop rule (speculative waves read back in order, ``scaleout.sweep``), the choices made
+from the results; fine-tuning runs here too.
 """
 import json
 import os
 import time
 
-from tqdm import tqdm
-
 from ..errors import SsdqError
 from ..fileio import write_json, write_text
-from .simulate import Simulator, Variant
+from .simulate import Simulator, Variant, simulator_for
 
 SIMULATED = "simulated (fake-quant in fp32)"
 FINETUNE_LR = 2e-4
 METRIC = "mAP@[.5:.95], percent"
 
 
-def run_study(kind, options, threads=None, progress=True):
-    """Entry point of ``ssdq study KIND``: run it and write reports/study-KIND.{json,md,png}."""
+def run_study(kind, options, threads=None, progress=True, engine=None):
+    """Entry point of ``ssdq study KIND``: run it and write reports/study-KIND.{json,md,png}.
+
+    ``engine`` (``scaleout.engine``) runs the evaluations; by default one after another here."""
+    from ..scaleout.engine import ray_block, where_ran
+
     studies = {"bitwidth": bitwidth_study, "pow2": pow2_study, "clip": clip_study}
     if kind not in studies:
         raise SsdqError("unknown study %r (%s)" % (kind, ", ".join(studies)))
@@ -44,21 +53,26 @@ def run_study(kind, options, threads=None, progress=True):
 
         list_layers(load_checkpoint(resolve_prefix(options["model_prefix"])).symbol,
                     options["fc_layers"])
-    context = StudyContext(options, progress)
+    context = StudyContext(options, progress, engine)
     start = time.time()
     report = studies[kind](context, options)
     report.update({"study": kind, "simulated": SIMULATED, "metric": METRIC,
                    "eval_images": len(context.eval_set), "calibration": context.calibration(),
                    "checkpoint": context.simulator.ckpt.prefix, "threads": threads,
                    "seconds": round(time.time() - start, 1)})
+    # wall time of the trial phases only: calibration and fine-tuning run here either way
+    ray_info = ray_block(context.engine, context.trials, context.trials_wall_s)
+    if ray_info:
+        report["ray"] = ray_info
     out_dir = options.get("out_dir") or "reports"
     base = os.path.join(out_dir, "study-%s" % kind)
+    text = MARKDOWN[kind](report) + ("\n%s\n" % where_ran(ray_info) if ray_info else "")
     write_json(base + ".json", report)
-    write_text(base + ".md", MARKDOWN[kind](report))
+    write_text(base + ".md", text)
     plot_study(report, base + ".png")
     if kind == "bitwidth":
         write_text(base + ".log", ristretto_log(report))
-    print(MARKDOWN[kind](report))
+    print(text)
     print("wrote %s.{json,md,png}%s" % (base, " and %s.log" % base if kind == "bitwidth" else ""))
     return report
 
@@ -66,9 +80,10 @@ def run_study(kind, options, threads=None, progress=True):
 class StudyContext:
     """Datasets, the simulator of the fp32 checkpoint and the fine-tuning settings of a study."""
 
-    def __init__(self, options, progress):
+    def __init__(self, options, progress, engine=None):
         from ..checkpoint import resolve_prefix
         from ..data.dataset import open_dataset
+        from ..scaleout.engine import LocalEngine
 
         self.options, self.progress = options, progress
         root, fmt = options["data_root"], options.get("dataset_format", "auto")
@@ -82,6 +97,8 @@ class StudyContext:
                             "oneDNN's default do); drop --calib-mode")
         self.simulator = self._simulator(resolve_prefix(options["model_prefix"]))
         self._finetuned = {}
+        self.engine = engine or LocalEngine()
+        self.trials, self.trials_wall_s = [], 0.0  # every trial run (for the ray block)
 
     def _simulator(self, prefix):
         o = self.options
@@ -94,8 +111,48 @@ class StudyContext:
         return dict(self.simulator.calibration.describe, mode="naive")
 
     def evaluate(self, variant, desc, simulator=None):
-        result = (simulator or self.simulator).evaluate(variant, desc=desc)
-        return round(result["map"], 3), result
+        return self.evaluate_all([(desc, variant, simulator)])[0]
+
+    def evaluate_all(self, entries):
+        """``entries``: [(description, Variant or None for the real oneDNN int8 graph, Simulator
+        or None for the study's)] -> [(mAP rounded as reported, result)], in that order."""
+        context, items = self._trials(entries)
+        results = self._timed(lambda: self.engine.map(variant_trial, context, items,
+                                                      self.progress, desc="study"))
+        self.trials.extend(results)
+        return [(round(r["value"]["map"], 3), r["value"]) for r in results]
+
+    def sweeps(self, sweeps):
+        """``sweeps``: [(entries, stop)], each sweep ending after the first evaluation whose
+        rounded mAP ``stop`` rejects -> per sweep [(mAP, result)], exactly the serial loop's."""
+        from ..scaleout.sweep import run_sweeps
+
+        context, items = self._trials([e for entries, _ in sweeps for e in entries])
+        plan, at = [], 0
+        for entries, stop in sweeps:
+            plan.append((items[at:at + len(entries)],
+                         lambda value, stop=stop: stop(round(value["map"], 3))))
+            at += len(entries)
+        values, ran = self._timed(lambda: run_sweeps(self.engine, variant_trial, context, plan,
+                                                     self.progress, desc="study"))
+        self.trials.extend(ran)
+        return [[(round(v["map"], 3), v) for v in rows] for rows in values]
+
+    def _trials(self, entries):
+        """The trials' shared context (the specs of the simulators used) and their items."""
+        simulators = []
+        for _, _, sim in entries:
+            if (sim or self.simulator) not in simulators:
+                simulators.append(sim or self.simulator)
+        items = [(simulators.index(sim or self.simulator), desc, variant)
+                 for desc, variant, sim in entries]
+        return tuple(sim.spec() for sim in simulators), items
+
+    def _timed(self, run):
+        start = time.perf_counter()
+        out = run()
+        self.trials_wall_s += time.perf_counter() - start
+        return out
 
     def finetuned(self, fmt_spec, epochs, lq_lambda=0.0):
         """A Simulator of ``fmt_spec`` fine-tuned for ``epochs`` (cached on disk by settings)."""
@@ -124,6 +181,18 @@ class StudyContext:
         sim = self._simulator(prefix)
         self._finetuned[key] = (sim, record)
         return sim, record
+
+
+def variant_trial(context, item):
+    """One evaluation of a study (a pure function, so it can run as a Ray task): ``context`` the
+    specs of the simulators in use, ``item`` (which simulator, description, Variant); the Variant
+    None scores the real oneDNN int8 graph built from the same calibration."""
+    index, desc, variant = item
+    sim = simulator_for(context[index])
+    if variant is None:
+        metrics = sim.onednn_int8(desc=desc)
+        return {"map": metrics["map"], "ap50": metrics["ap50"], "seconds": metrics["seconds"]}
+    return sim.evaluate(variant, desc)
 
 
 def _read_json(path):
@@ -156,25 +225,27 @@ def bitwidth_study(ctx, options):
 
     layers = list_layers(sim.ckpt.symbol, fc_layers)
     fc_names = [l.short for l in select_layers(layers, ("fc",))] if any(l.is_fc for l in layers) else []
-    baseline, _ = ctx.evaluate(Variant(fc_layers=fc_layers), "fp32 baseline")
+    # the check (simulated int8 against oneDNN's) needs no baseline: it runs beside it
+    (baseline, _), (int8_map, _), (_, onednn) = ctx.evaluate_all([
+        ("fp32 baseline", Variant(fc_layers=fc_layers), None),
+        ("simulated int8", Variant.of("int:8", "int:8"), None),
+        ("eval int8 (oneDNN)", None, None)])
     threshold = baseline - margin
-
-    def sweep(part, make):
-        out = []
-        for b in tqdm(bits, desc=part, disable=not ctx.progress, leave=False):
-            m, _ = ctx.evaluate(make(b), "%s %d-bit" % (part, b))
-            out.append({"bits": b, "map": m, "passed": m >= threshold})
-            if m < threshold:
-                break
-        return out
 
     def w(layers_):
         return lambda b: Variant.of("dfp:%d" % b, None, weight_layers=layers_, fc_layers=fc_layers)
 
-    sweeps = {"conv_weights": sweep("conv weights", w(("conv",)))}
-    sweeps["fc_weights"] = sweep("fc weights", w(("fc",))) if fc_names else []
-    sweeps["activations"] = sweep("activations", lambda b: Variant.of(
-        None, "dfp:%d" % b, fc_layers=fc_layers))
+    parts = [("conv_weights", "conv weights", w(("conv",)))]
+    if fc_names:
+        parts.append(("fc_weights", "fc weights", w(("fc",))))
+    parts.append(("activations", "activations",
+                  lambda b: Variant.of(None, "dfp:%d" % b, fc_layers=fc_layers)))
+    # each sweep stops after the first width below the margin (Ristretto's rule)
+    swept = ctx.sweeps([([("%s %d-bit" % (part, b), make(b), None) for b in bits],
+                         lambda m: m < threshold) for _, part, make in parts])
+    swept = {key: [{"bits": b, "map": m, "passed": m >= threshold}
+                   for b, (m, _) in zip(bits, rows)] for (key, _, _), rows in zip(parts, swept)}
+    sweeps = {key: swept.get(key, []) for key in ("conv_weights", "fc_weights", "activations")}
 
     def smallest(rows):
         passing = [r["bits"] for r in rows if r["passed"]]
@@ -190,9 +261,7 @@ def bitwidth_study(ctx, options):
         weights.append(("dfp:%d" % chosen["conv_weights"], ("conv",)))
     acts = (("dfp:%d" % chosen["activations"], ("all",)),) if chosen["activations"] else ()
     combined_variant = Variant(tuple(weights), acts, fc_layers=fc_layers)
-    combined_map, combined = ctx.evaluate(combined_variant, "combined")
-    int8_map, _ = ctx.evaluate(Variant.of("int:8", "int:8"), "simulated int8")
-    onednn = sim.onednn_int8()
+    combined_map, _ = ctx.evaluate(combined_variant, "combined")
     report = {
         "baseline": {"map": round(baseline, 3), "graph": "fp32, unfused"},
         "error_margin": margin,
@@ -323,20 +392,23 @@ def bitwidth_markdown(report):
 
 def pow2_study(ctx, options):
     act = options.get("activation_format") or "dfp:8"
-    baseline, _ = ctx.evaluate(Variant(), "fp32 baseline")
-    rows = []
-    for spec in options.get("formats") or ("pow2:-15:0", "pow2:-10:5"):
-        for activations in (None, act):
-            m, _ = ctx.evaluate(Variant.of(spec, activations), "%s %s" % (spec, activations))
-            rows.append(_row(spec, activations, 0, 0.0, m))
+    pairs = [(spec, activations) for spec in options.get("formats") or ("pow2:-15:0", "pow2:-10:5")
+             for activations in (None, act)]
+    results = ctx.evaluate_all([("fp32 baseline", Variant(), None)] + [
+        ("%s %s" % (spec, activations), Variant.of(spec, activations), None)
+        for spec, activations in pairs])
+    baseline = results[0][0]
+    rows = [_row(spec, activations, 0, 0.0, m)
+            for (spec, activations), (m, _) in zip(pairs, results[1:])]
     epochs = options.get("finetune_epochs") or 0
     ft_spec = options.get("finetune_format") or "pow2:-10:5"
     finetune = None
     if epochs:
         ft_sim, record = ctx.finetuned(ft_spec, epochs)
-        for activations in (None, act):
-            m, _ = ctx.evaluate(Variant.of(ft_spec, activations),
-                                "%s fine-tuned %s" % (ft_spec, activations), ft_sim)
+        results = ctx.evaluate_all([("%s fine-tuned %s" % (ft_spec, activations),
+                                     Variant.of(ft_spec, activations), ft_sim)
+                                    for activations in (None, act)])
+        for activations, (m, _) in zip((None, act), results):
             rows.append(_row(ft_spec, activations, epochs, 0.0, m,
                              train_images=record["train_images"]))
         finetune = {"format": ft_spec, "train_images": record["train_images"],
@@ -395,19 +467,19 @@ PAPER_WEIGHT_CLIPS = (0, -1, -2, -3, -4)
 
 def clip_study(ctx, options):
     margin = options.get("error_margin", 0.5)
-    baseline, _ = ctx.evaluate(Variant(), "fp32 baseline")
-    rows = []
-    act_rows, w_rows = [], []
-    for j in ACTIVATION_CLIPS:
-        m, _ = ctx.evaluate(Variant.of(None, "clip:%d" % j), "activations clip 2^%d" % j)
-        act_rows.append((j, m))
-        rows.append(_row(None, "clip:%d" % j, 0, 0.0, m, table="activation clip",
-                         clip=2.0 ** j, paper_clip=j in PAPER_ACTIVATION_CLIPS))
-    for k in WEIGHT_CLIPS:
-        m, _ = ctx.evaluate(Variant.of("clip:%d" % k, None), "weights clip 2^%d" % k)
-        w_rows.append((k, m))
-        rows.append(_row("clip:%d" % k, None, 0, 0.0, m, table="weight clip", clip=2.0 ** k,
-                         paper_clip=k in PAPER_WEIGHT_CLIPS))
+    maps = [m for m, _ in ctx.evaluate_all(
+        [("fp32 baseline", Variant(), None)]
+        + [("activations clip 2^%d" % j, Variant.of(None, "clip:%d" % j), None)
+           for j in ACTIVATION_CLIPS]
+        + [("weights clip 2^%d" % k, Variant.of("clip:%d" % k, None), None)
+           for k in WEIGHT_CLIPS])]
+    baseline = maps[0]
+    act_rows = list(zip(ACTIVATION_CLIPS, maps[1:1 + len(ACTIVATION_CLIPS)]))
+    w_rows = list(zip(WEIGHT_CLIPS, maps[1 + len(ACTIVATION_CLIPS):]))
+    rows = [_row(None, "clip:%d" % j, 0, 0.0, m, table="activation clip", clip=2.0 ** j,
+                 paper_clip=j in PAPER_ACTIVATION_CLIPS) for j, m in act_rows]
+    rows += [_row("clip:%d" % k, None, 0, 0.0, m, table="weight clip", clip=2.0 ** k,
+                  paper_clip=k in PAPER_WEIGHT_CLIPS) for k, m in w_rows]
 
     def tightest(results):
         ok = [e for e, m in results if m >= baseline - margin]
@@ -420,9 +492,10 @@ def clip_study(ctx, options):
                 ("pow2clip:8", "pow2clip:8", "int8, automatic clip per layer", "naive"),
                 ("pow2clip:8", "pow2clip:8", "int8, automatic clip per layer", "mse"),
                 ("int:8", "int:8", "int8 (oneDNN's scheme) for reference", "naive")]
-    for wspec, aspec, table, mode in variants:
-        v = Variant.of(wspec, aspec, calib_mode=mode)
-        m, result = ctx.evaluate(v, "%s/%s %s" % (wspec, aspec, mode))
+    results = ctx.evaluate_all([("%s/%s %s" % (wspec, aspec, mode),
+                                 Variant.of(wspec, aspec, calib_mode=mode), None)
+                                for wspec, aspec, _, mode in variants])
+    for (wspec, aspec, table, mode), (m, result) in zip(variants, results):
         extra = {"table": table, "calib_mode": mode}
         if wspec == "pow2clip:8" and mode == "naive":
             extra["per_layer_clips"] = {e["layer"]: {"weights": e.get("weights", {}).get("j"),
@@ -434,10 +507,11 @@ def clip_study(ctx, options):
     finetunes = []
     if epochs:
         wspec = "pow2clip:8:%d" % k
-        for lam in (0.0, lq):
-            ft_sim, record = ctx.finetuned(wspec, epochs, lam)
-            m, _ = ctx.evaluate(Variant.of(wspec, "pow2clip:8:%d" % j),
-                                "%s fine-tuned lq %g" % (wspec, lam), ft_sim)
+        tuned = [(lam,) + ctx.finetuned(wspec, epochs, lam) for lam in (0.0, lq)]
+        results = ctx.evaluate_all([("%s fine-tuned lq %g" % (wspec, lam),
+                                     Variant.of(wspec, "pow2clip:8:%d" % j), ft_sim)
+                                    for lam, ft_sim, _ in tuned])
+        for (lam, _, record), (m, _) in zip(tuned, results):
             rows.append(_row(wspec, "pow2clip:8:%d" % j, epochs, lam, m,
                              table="fine-tuned in chosen clips",
                              train_images=record["train_images"]))

@@ -8,6 +8,11 @@ of the dense model and of the normal-pruned one; each again as W8A8 (prune, then
 (batch 1) and img/s (batch 8) are the network's, fp32 and int8 of a row timed in turns by
 ``bench.bench_model``. Parameters exclude the anchor tables (a cache the graph could recompute);
 size is the weights as deployed (int8 convolution weights at one byte).
+
+The mAP scoring of the checkpoints is a trial (``score_trial``) run by an engine
+(``scaleout.engine``: here one after another by default, or as Ray tasks). Building, quantizing
+and timing stay in this process, one variant at a time and before any trial starts: timings
+taken beside parallel trials would measure cores shared with them, not the network.
 """
 import datetime
 import os
@@ -102,7 +107,9 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
               calib_mode="naive", num_workers=1, repeats=5, progress=True, names=None,
               recalibrate_images=DEFAULT_RECALIBRATE_IMAGES,
               finetune_percent=DEFAULT_FINETUNE_PERCENT, finetune_epochs=DEFAULT_FINETUNE_EPOCHS,
-              echo=print):
+              echo=print, engine=None):
+    """Make, quantize, time and score the rows; write study-prune.{json,md,png} to ``out_dir``.
+    ``engine`` (``scaleout.engine``) runs the scoring; by default one after another here."""
     from ..bench import bench_model
     from ..checkpoint import load_checkpoint
     from ..convert import REFERENCE_WEIGHTS
@@ -110,8 +117,8 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
     from ..data.loader import iterate_batches
     from ..data.transforms import resize
     from ..environment import environment_report
-    from ..evaluate import evaluate_checkpoint
     from ..quantize import quantize
+    from ..scaleout.engine import LocalEngine, ray_block
     from .pruning import FINETUNE_LR, SPARSE_WEIGHTS, check_settings
 
     start = time.time()
@@ -135,30 +142,39 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
     prefixes = make_variants(work_dir, dense_params, sparse_params, percent, energy, names,
                              calib_set, recalibrate_images, finetune_percent, finetune_epochs,
                              progress)
+    engine = engine or LocalEngine()
     rows = []
-    echo("[2/3] quantize, evaluate and time %d variants" % len(prefixes))
+    echo("[2/3] quantize and time %d variants, then score them" % len(prefixes))
     for name, fp32_prefix in prefixes.items():
         int8_prefix = quantize(fp32_prefix, fp32_prefix + "-int8", calib_set, calib_mode=calib_mode,
                                num_calib_batches=num_calib_batches, batch_size=batch_size,
                                num_workers=num_workers, progress=progress)
         fp32, int8 = load_checkpoint(fp32_prefix), load_checkpoint(int8_prefix)
+        # timed here, before any trial runs (see the module's docstring)
         timings = bench_model(name, fp32, int8, images, precisions=("fp32", "int8"),
                               scopes=("network",), batch_sizes=(1, 8), warmup=2, repeats=repeats,
                               progress=False)
         speed = {(r["precision"], r["batch_size"]): r for r in timings}
         for precision, ckpt in (("fp32", fp32), ("int8", int8)):
-            result = evaluate_checkpoint(ckpt.prefix, eval_set, batch_size, num_workers,
-                                         progress=progress, speed_repeats=1)
             rows.append({
                 "name": name, "precision": precision, "params": count_params(fp32),
                 "size_mb": round(weights_mb(ckpt), 3),
                 "latency_ms": round(speed[(precision, 1)]["latency_ms_median"], 2),
                 "images_per_sec": round(speed[(precision, 8)]["images_per_sec"], 1),
-                "map": round(result["map"], 2), "ap50": round(result["ap50"], 2),
+                "map": None, "ap50": None,
                 "layers": conv_layers(fp32), "checkpoint": ckpt.prefix,
                 "pruning": _pruning_summary(fp32.meta),
                 "lowrank": fp32.meta.get("lowrank", {}).get("layers")})
-            echo("  %-24s %s  mAP %.2f  params %d" % (name, precision, result["map"], rows[-1]["params"]))
+    # every timing is taken: from here on trials may run side by side
+    scoring_start = time.perf_counter()
+    scores = engine.map(score_trial, (eval_set, batch_size, num_workers,
+                                      progress and engine.name == "local"),
+                        [row["checkpoint"] for row in rows], progress, desc="scoring")
+    scoring_wall_s = time.perf_counter() - scoring_start
+    for row, score in zip(rows, scores):
+        row["map"], row["ap50"] = round(score["value"]["map"], 2), round(score["value"]["ap50"], 2)
+        echo("  %-24s %s  mAP %.2f  params %d" % (row["name"], row["precision"],
+                                                  score["value"]["map"], row["params"]))
     base = next(r for r in rows if r["name"] == "baseline" and r["precision"] == "fp32")
     for row in rows:
         row["layers_delta"] = row["layers"] - base["layers"]
@@ -185,12 +201,26 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
         "rows": rows, "seconds": round(time.time() - start, 1),
         "environment": environment_report(),
     }
+    ray_info = ray_block(engine, scores, scoring_wall_s)
+    if ray_info:
+        report["ray"] = ray_info
     echo("[3/3] write %s/study-prune.{json,md,png}" % out_dir)
     write_json(os.path.join(out_dir, "study-prune.json"), report)
     write_text(os.path.join(out_dir, "study-prune.md"), markdown(report))
     plot(report, os.path.join(out_dir, "study-prune.png"))
     echo(markdown_table(rows))
     return report
+
+
+def score_trial(context, prefix):
+    """mAP and AP50 of one checkpoint (a pure function, so it can run as a Ray task):
+    ``context`` (eval set, batch size, decoding threads, progress bars)."""
+    from ..evaluate import evaluate_checkpoint
+
+    eval_set, batch_size, num_workers, progress = context
+    result = evaluate_checkpoint(prefix, eval_set, batch_size, num_workers, progress=progress,
+                                 speed_repeats=0)
+    return {"map": result["map"], "ap50": result["ap50"]}
 
 
 def _pruning_summary(meta):
@@ -226,6 +256,8 @@ def markdown_table(rows):
 
 
 def markdown(report):
+    from ..scaleout.engine import where_ran
+
     s, best = report["settings"], report["target"]["best"]
     return "\n".join([
         "# Pruning and low-rank, then oneDNN int8 (W8A8)", "",
@@ -244,7 +276,8 @@ def markdown(report):
         % (100 * TARGET_PARAMS_SHARE, TARGET_RELATIVE_DROP_PCT, best["name"], best["precision"],
            100 * best["params_share"], best["relative_map_drop_pct"],
            "meets the target" if best["meets_target"] else "does not meet the target"), "",
-        "Study time: %.1f min." % (report["seconds"] / 60), ""])
+        "Study time: %.1f min." % (report["seconds"] / 60), ""]
+        + (["Scoring: " + where_ran(report["ray"]), ""] if report.get("ray") else []))
 
 
 def _finetune_note(fine_tuning):

@@ -272,3 +272,11 @@ def ray_block(engine, results, wall_s):
     info["wall_s"] = round(wall_s, 2)
     info["serial_estimate_s"] = round(sum(r["wall_s"] or 0 for r in results), 2)
     return info
+
+
+def where_ran(info):
+    """One Markdown line from ``ray_block``'s dict: where the trials ran, and how long."""
+    return ("Trials ran on Ray (%s, %d node(s), %d workers of %d CPU(s)): %d trials, %.1f s "
+            "wall against %.1f s run one after another (serial estimate)."
+            % (info["address"], len(info["nodes"]), info["workers"], info["cpus_per_task"],
+               len(info["tasks"]), info["wall_s"], info["serial_estimate_s"]))
