@@ -263,6 +263,8 @@ _python_show_warning = warnings.showwarning
 
 def _compress_parsers(sub, rt, data, quant, scaleout):
     """``ssdq finetune`` and ``ssdq study KIND`` (one sub-parser per study; add a study in a line)."""
+    from .compress.finetune import FINETUNE_LR
+
     p = sub.add_parser("finetune", parents=[rt, data],
                        help="fine-tune with a weight number format in the loop (simulated)")
     p.add_argument("--format", required=True, dest="number_format",
@@ -271,7 +273,7 @@ def _compress_parsers(sub, rt, data, quant, scaleout):
     p.add_argument("--lq-lambda", type=float, default=0.0, help="weight of lambda*sum((w-C(w))^2)")
     p.add_argument("--train-images", type=int, help="first N train images (default: all)")
     p.add_argument("--val-images", type=int, default=500, help="val images scored per epoch")
-    p.add_argument("--lr", type=float, default=2e-4, help="Adam, cosine decay")
+    p.add_argument("--lr", type=float, default=FINETUNE_LR, help="Adam, cosine decay")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layers", nargs="+", default=["all"],
                    help="groups (all conv fc heads first last), names or regexes")
@@ -305,7 +307,7 @@ def _compress_parsers(sub, rt, data, quant, scaleout):
     p.add_argument("--lq-lambda", type=float, default=1e-3)
     p.add_argument("--error-margin", type=float, default=0.5,
                    help="points of mAP a clip may cost to be chosen")
-    for kind, epochs in (("bitwidth", 0), ("pow2", 2), ("clip", 1)):
+    for kind, epochs in (("bitwidth", 0), ("pow2", 3), ("clip", 1)):
         kinds.choices[kind].add_argument(
             "--finetune-epochs", type=int, default=epochs,
             help="fine-tune the failing format this many epochs (default %d)" % epochs)
@@ -314,7 +316,8 @@ def _compress_parsers(sub, rt, data, quant, scaleout):
 
 def _prune_parsers(sub, kinds, rt, data, quant, scaleout):
     """``ssdq prune``, ``ssdq lowrank`` and ``ssdq study prune``."""
-    from .compress.pruning import FINETUNE_LR, MODES, SPARSE_WEIGHTS
+    from .compress.finetune import FINETUNE_LR
+    from .compress.pruning import MODES, SPARSE_WEIGHTS
     from .compress.study_prune import (DEFAULT_ENERGY, DEFAULT_FINETUNE_EPOCHS,
                                        DEFAULT_FINETUNE_PERCENT, DEFAULT_PERCENT,
                                        DEFAULT_RECALIBRATE_IMAGES)

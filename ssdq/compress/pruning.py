@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import SsdqError
+from .finetune import FINETUNE_LR
 
 PASS_THROUGH_OPS = ("Activation", "Pooling")  # keep channel i in channel i
 MODES = ("normal", "regular", "max", "regular-max")
@@ -230,9 +231,6 @@ def recalibrate_batchnorm(net, batches):
         for bn, m in momentum.items():
             bn._kwargs["momentum"] = m  # pylint: disable=protected-access
     return net
-
-
-FINETUNE_LR = 2e-4
 
 
 def prune(out_prefix, params_file=SPARSE_WEIGHTS, percent=50.0, mode="normal", calib_set=None,

@@ -28,10 +28,10 @@ import time
 
 from ..errors import SsdqError
 from ..fileio import write_json, write_text
+from .finetune import FINETUNE_LR
 from .simulate import Simulator, Variant, simulator_for
 
 SIMULATED = "simulated (fake-quant in fp32)"
-FINETUNE_LR = 2e-4
 METRIC = "mAP@[.5:.95], percent"
 
 

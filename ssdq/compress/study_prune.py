@@ -70,7 +70,8 @@ def make_variants(work_dir, dense_params, sparse_params, percent, energy, names=
     with ``finetune_epochs`` 0 they are left out."""
     from ..convert import convert
     from .lowrank import lowrank
-    from .pruning import FINETUNE_LR, prune
+    from .finetune import FINETUNE_LR
+    from .pruning import prune
 
     wanted = set(names or [name for name, how in VARIANTS
                            if finetune_epochs or how[0] != "prune-finetune"]) | {"baseline"}
@@ -119,7 +120,8 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
     from ..environment import environment_report
     from ..quantize import quantize
     from ..scaleout.engine import LocalEngine, ray_block
-    from .pruning import FINETUNE_LR, SPARSE_WEIGHTS, check_settings
+    from .finetune import FINETUNE_LR
+    from .pruning import SPARSE_WEIGHTS, check_settings
 
     start = time.time()
     check_settings(percent, "normal")
