@@ -84,4 +84,4 @@ def test_cli_defaults_stay_per_command():
     assert parser.parse_args(["study", "bitwidth"]).batch_size == 64
     assert parser.parse_args(["finetune", "--format", "dfp:4"]).train_batch_size == 16
     assert [parser.parse_args(["study", k]).finetune_epochs
-            for k in ("bitwidth", "pow2", "clip")] == [0, 2, 1]
+            for k in ("bitwidth", "pow2", "clip")] == [0, 3, 1]
