@@ -2,8 +2,8 @@
 
     python scripts/train_reference.py                      # writes model/reference-ssd300-vgg16-atrous.params
     python scripts/train_reference.py --epochs 2 --out /tmp/try.params
-    # network slimming: two one-epoch stages of sparsity training from the reference weights
-    # (model/sparse-ssd300-vgg16-atrous.json has both commands), the second from the first's
+    # network slimming: four stages of sparsity training from the reference weights, each from
+    # the previous one's (model/sparse-ssd300-vgg16-atrous.json has all four commands); the first:
     python scripts/train_reference.py --init model/reference-ssd300-vgg16-atrous.params \
         --sparsity 5e-3 --gamma-lr-mult 15 --epochs 1 --batch-size 16 --warmup 20 --eval-every 1 \
         --out STAGE1.params --log-file model/sparse-train-log.jsonl
