@@ -12,7 +12,7 @@ def test_study_rows_and_report(tiny_data, tmp_path):
     report = run_study(tiny_data, percent=50, energy=0.9, sparse_params=REFERENCE_WEIGHTS,
                        work_dir=str(tmp_path / "ckpt"), out_dir=str(out), eval_images=16,
                        num_calib_batches=1, batch_size=16, repeats=1, progress=False,
-                       names=["normal + low-rank", "normal (regular) + fine-tuning"],
+                       names=["normal + low-rank", "normal (max) + fine-tuning"],
                        recalibrate_images=16, finetune_percent=60, finetune_epochs=1,
                        echo=lambda *_: None)
     saved = json.loads((out / "study-prune.json").read_text())
@@ -20,7 +20,7 @@ def test_study_rows_and_report(tiny_data, tmp_path):
     assert (out / "study-prune.md").read_text().count("\n|") >= 7 and (out / "study-prune.png").stat().st_size
     names = [(r["name"], r["precision"]) for r in saved["rows"]]
     assert names == [(n, p) for n in ("baseline", "normal", "normal + low-rank",
-                                      "normal (regular) + fine-tuning") for p in ("fp32", "int8")]
+                                      "normal (max) + fine-tuning") for p in ("fp32", "int8")]
     rows = {(r["name"], r["precision"]): r for r in saved["rows"]}
     for row in saved["rows"]:
         for key in ("name", "precision", "params", "size_mb", "latency_ms", "images_per_sec",
@@ -36,8 +36,8 @@ def test_study_rows_and_report(tiny_data, tmp_path):
     assert "int8" in json.load(open(rows[("normal", "int8")]["checkpoint"] + "-meta.json"))["precision"]
     assert saved["target"]["best"]["name"] in {n for n, _ in names}
     assert rows[("normal", "fp32")]["pruning"]["percent"] == 50
-    tuned = rows[("normal (regular) + fine-tuning", "fp32")]
-    assert tuned["pruning"]["percent"] == 60 and tuned["pruning"]["mode"] == "regular"
+    tuned = rows[("normal (max) + fine-tuning", "fp32")]
+    assert tuned["pruning"]["percent"] == 60 and tuned["pruning"]["mode"] == "max"
     assert tuned["params"] < rows[("normal", "fp32")]["params"]
     assert saved["settings"]["fine_tuning"]["epochs"] == 1
     assert json.load(open(tuned["checkpoint"] + "-meta.json"))["pruning"]["finetune"]["epochs"] == 1

@@ -3,8 +3,9 @@
 Rows: the dense baseline, the sparse-trained model it is pruned from, network slimming in the
 modes normal / max / regular / regular-max (no fine-tuning, as the reference; the pruned
 network's BatchNorm statistics are re-estimated on a few train images), low-rank fc6/fc7
-of the dense model and of the normal-pruned one; each again as W8A8 (prune, then quantize with
-``quantize.quantize``). Every checkpoint is scored with pycocotools on the eval split; latency
+of the dense model and of the normal-pruned one, and network slimming's full pipeline (pruned
+deeper, in max mode, then fine-tuned: ``pruning.prune(finetune_epochs=...)``); each again as
+W8A8 (prune, then quantize with ``quantize.quantize``). Every checkpoint is scored with pycocotools on the eval split; latency
 (batch 1) and img/s (batch 8) are the network's, fp32 and int8 of a row timed in turns by
 ``bench.bench_model``. Parameters exclude the anchor tables (a cache the graph could recompute);
 size is the weights as deployed (int8 convolution weights at one byte).
@@ -23,9 +24,9 @@ import numpy as np
 from ..errors import SsdqError
 from ..fileio import atomic_path, write_json, write_text
 
-DEFAULT_PERCENT = 20.0
+DEFAULT_PERCENT = 30.0
 # network slimming's full pipeline (prune, then fine-tune) at the share the targets need
-DEFAULT_FINETUNE_PERCENT = 70.0
+DEFAULT_FINETUNE_PERCENT = 55.0
 DEFAULT_FINETUNE_EPOCHS = 2
 DEFAULT_ENERGY = 0.9
 DEFAULT_RECALIBRATE_IMAGES = 128
@@ -37,7 +38,7 @@ VARIANTS = (("baseline", ("dense",)), ("sparse-trained", ("sparse",)),
             ("normal (regular)", ("prune", "regular")),
             ("normal (regular\\max)", ("prune", "regular-max")),
             ("low-rank", ("lowrank", "baseline")), ("normal + low-rank", ("lowrank", "normal")),
-            ("normal (regular) + fine-tuning", ("prune-finetune", "regular")))
+            ("normal (max) + fine-tuning", ("prune-finetune", "max")))
 
 
 def count_params(ckpt):
@@ -125,7 +126,7 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
 
     start = time.time()
     check_settings(percent, "normal")
-    check_settings(finetune_percent, "regular")
+    check_settings(finetune_percent, "max")
     if finetune_epochs < 0:
         raise SsdqError("--finetune-epochs must be 0 or more")
     dense_params = dense_params or REFERENCE_WEIGHTS
