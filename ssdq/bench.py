@@ -229,15 +229,17 @@ def _first_line(exc):
     return (lines[0] if lines else type(exc).__name__)[:300]
 
 
-def zoo_checkpoints(name, sample_set, model_dir="model", progress=True, widths_from=None):
+def zoo_checkpoints(name, sample_set, model_dir="model", progress=True, widths_from=None,
+                    widths_multiple=1):
     """fp32 and int8 checkpoints of a zoo SSD architecture with random weights (no download),
     made once and kept under ``model_dir``; the int8 one calibrated on 8 images of
     ``sample_set``, which also sets the class head's score distribution. ``widths_from``: a
-    pruned checkpoint whose per-layer keep ratios the architecture gets (``pruned_zoo_ssd``)."""
+    pruned checkpoint whose per-layer keep ratios the architecture gets (``pruned_zoo_ssd``),
+    its widths rounded up to a multiple of ``widths_multiple`` channels."""
     from .checkpoint import checkpoint_files, load_checkpoint
     from .convert import export_checkpoint
     from .data.loader import iterate_batches
-    from .model import pruned_zoo_ssd, random_zoo_ssd
+    from .model import feature_convs, pruned_zoo_ssd, random_zoo_ssd
     from .quantize import quantize
 
     fp32_prefix = os.path.join(model_dir, "bench-%s-random" % name)
@@ -247,10 +249,14 @@ def zoo_checkpoints(name, sample_set, model_dir="model", progress=True, widths_f
         from .compress.pruning import keep_ratios
 
         ratios, num_scales = keep_ratios(load_checkpoint(widths_from).meta)
-        net = pruned_zoo_ssd(name, ratios, num_scales)
+        net = pruned_zoo_ssd(name, ratios, num_scales, widths_multiple)
         fp32_prefix += "-pruned-%s" % os.path.basename(widths_from)
+        if widths_multiple > 1:
+            fp32_prefix += "-x%d" % widths_multiple
         source = {"model": name + " (pruned)", "widths_from": widths_from,
-                  "keep_ratios": [round(r, 4) for r in ratios], "num_scales": num_scales}
+                  "keep_ratios": [round(r, 4) for r in ratios], "num_scales": num_scales,
+                  "widths_multiple": widths_multiple,
+                  "widths": [c._channels for c in feature_convs(net)]}
     int8_prefix = fp32_prefix + "-int8"
     sample = sample_set.subset(8)
     if not os.path.isfile(checkpoint_files(fp32_prefix)["meta"]):
@@ -334,7 +340,8 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
             pruned_pair = tuple(load_checkpoint(p) for p in pruned)
             models[name]["pruned"] = {"fp32": pruned[0], "int8": pruned[1],
                                       **{k: pruned_pair[0].meta.get(k) for k in
-                                         ("widths_from", "keep_ratios", "num_scales")}}
+                                         ("widths_from", "keep_ratios", "num_scales",
+                                          "widths_multiple", "widths")}}
         records += bench_model(name, fp32, int8, images, precisions, scopes, batch_sizes, warmup,
                                repeats, eval_set, num_workers, progress, extra, backends,
                                pruned=pruned_pair)

@@ -197,6 +197,9 @@ def build_parser():
     p.add_argument("--widths-from", metavar="CHECKPOINT",
                    help="with --zoo: also bench the architecture at this pruned checkpoint's "
                         "per-layer keep ratios (random weights), timed in turns with the dense one")
+    p.add_argument("--widths-multiple", type=int, default=1, metavar="K",
+                   help="with --widths-from: round each width up to a multiple of K channels "
+                        "(16 fills AVX-512 int8 registers; default 1: the keep ratios as they are)")
     p.add_argument("--profile", action="store_true",
                    help="also profile each graph per operator (MXNet profiler) at the batch "
                         "nearest 8: where the time goes, in bench.json and bench.md")
@@ -607,7 +610,8 @@ def _bench(args, progress):
         pairs = [zoo_checkpoints(args.zoo, image_set, progress=progress)]
         if args.widths_from:
             pruned = zoo_checkpoints(args.zoo, image_set, progress=progress,
-                                     widths_from=args.widths_from)
+                                     widths_from=args.widths_from,
+                                     widths_multiple=args.widths_multiple)
     else:
         pairs = [(args.model_prefix, args.int8_prefix)]
     if any(v is not None for v in (args.instances, args.cores_per_instance, args.mode,

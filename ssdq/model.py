@@ -99,16 +99,20 @@ def reference_ssd(classes, width_divisor=REFERENCE_WIDTH_DIVISOR, batch_norm=Tru
                steps=SSD300_STEPS[:num_scales], classes=list(classes), prefix="ssd0_")
 
 
-def pruned_zoo_ssd(name, keep_ratios, num_scales):
+def pruned_zoo_ssd(name, keep_ratios, num_scales, multiple=1):
     """gluoncv's full-size ``ssd_300_vgg16_atrous_*`` (no BatchNorm) with each feature
-    convolution's width scaled by ``keep_ratios`` (of a pruned reference checkpoint); uninitialised."""
+    convolution's width scaled by ``keep_ratios`` (of a pruned reference checkpoint), rounded up
+    to a ``multiple`` of channels (at most the dense width); uninitialised."""
     from gluoncv import model_zoo
 
     if not name.startswith("ssd_300_vgg16_atrous_"):
         raise SsdqError("--widths-from applies to the ssd_300_vgg16_atrous_* topology, not %r" % name)
     classes = model_zoo.get_model(name, pretrained=False, pretrained_base=False).classes
     dense = [c._channels for c in feature_convs(reference_ssd(classes, 1, batch_norm=False))]
-    widths = [max(1, int(round(d * r))) for d, r in zip(dense, keep_ratios)]
+    if multiple < 1:
+        raise SsdqError("--widths-multiple must be 1 or more")
+    widths = [min(d, -(-max(1, int(round(d * r))) // multiple) * multiple)
+              for d, r in zip(dense, keep_ratios)]
     return reference_ssd(classes, 1, batch_norm=False, widths=widths, num_scales=num_scales)
 
 

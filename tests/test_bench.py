@@ -190,3 +190,9 @@ def test_pruned_variant_is_timed_in_turns_and_gets_its_speedups(fp32_prefix, int
     full = pruned_zoo_ssd("ssd_300_vgg16_atrous_coco", ratios, num_scales)
     assert [c._channels for c in feature_convs(full)] == [8 * w for w in recipe["widths"]]
     assert len(full.class_predictors) == recipe["num_scales"]
+    dense = [c._channels for c in feature_convs(pruned_zoo_ssd("ssd_300_vgg16_atrous_coco",
+                                                               [1.0] * len(ratios), num_scales))]
+    padded = [c._channels for c in feature_convs(pruned_zoo_ssd(
+        "ssd_300_vgg16_atrous_coco", ratios, num_scales, multiple=16))]
+    assert all(p % 16 == 0 or p == d for p, d in zip(padded, dense))
+    assert all(8 * w <= p < 8 * w + 16 for w, p in zip(recipe["widths"], padded))
