@@ -414,6 +414,10 @@ def _prune_commands(args, progress):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_warning
+    # gluoncv registers an initializer per anchor constant under a name built from the block's
+    # name; the second SSD built in one process (pruning, studies) re-registers it, harmlessly
+    warnings.filterwarnings("ignore", message=".*New initializer .* registered",
+                            category=UserWarning)
     try:
         return _run(args)
     except SsdqError as exc:
