@@ -70,6 +70,25 @@ class AugmentedDetection(gluon.data.Dataset):
         return normalize(img), target
 
 
+class TargetAssigner:
+    """gluoncv's SSD class and box targets of the anchors for a batch of padded
+    (x1, y1, x2, y2, class) boxes, as training and fine-tuning use them."""
+
+    def __init__(self, anchors):
+        self.anchors = anchors
+        self.generator = SSDTargetGenerator(iou_thresh=0.5, stds=(0.1, 0.1, 0.2, 0.2),
+                                            negative_mining_ratio=-1)
+
+    def __call__(self, targets):
+        gt_boxes, gt_ids = targets[:, :, :4], targets[:, :, 4:5]
+        cls_targets, box_targets, _ = self.generator(self.anchors, None, gt_boxes, gt_ids)
+        # gluoncv's box encoder writes log(0) for an image with no box left (all crowd, or
+        # cropped away); its anchors are all negatives, so their box targets are unused.
+        box_targets = mx.nd.where(mx.nd.contrib.isfinite(box_targets), box_targets,
+                                  mx.nd.zeros_like(box_targets))
+        return cls_targets, box_targets
+
+
 def _lr_at(it, total, base_lr, warmup):
     if it < warmup:
         return base_lr * (it + 1) / warmup
@@ -121,8 +140,7 @@ def fit(net, train_set, val_set, out_params, epochs, batch_size=32, lr=1e-3, see
     retrace()
     with autograd.train_mode():
         _, _, anchors = net(mx.nd.zeros((1, 3, INPUT_SIZE, INPUT_SIZE)))
-    target_generator = SSDTargetGenerator(iou_thresh=0.5, stds=(0.1, 0.1, 0.2, 0.2),
-                                          negative_mining_ratio=-1)
+    assign_targets = TargetAssigner(anchors)
     loss_fn = SSDMultiBoxLoss()
     loader = gluon.data.DataLoader(AugmentedDetection(train_set, seed), batch_size, shuffle=True,
                                    last_batch="discard", num_workers=num_workers)
@@ -153,12 +171,7 @@ def fit(net, train_set, val_set, out_params, epochs, batch_size=32, lr=1e-3, see
         for data, targets in bar:
             trainer.set_learning_rate(_lr_at(it, total_iters, lr, warmup))
             data, targets = data.as_in_context(mx.cpu()), targets.as_in_context(mx.cpu())
-            gt_boxes, gt_ids = targets[:, :, :4], targets[:, :, 4:5]
-            cls_targets, box_targets, _ = target_generator(anchors, None, gt_boxes, gt_ids)
-            # gluoncv's box encoder writes log(0) for an image with no box left (all crowd, or
-            # cropped away); its anchors are all negatives, so their box targets are unused.
-            box_targets = mx.nd.where(mx.nd.contrib.isfinite(box_targets), box_targets,
-                                      mx.nd.zeros_like(box_targets))
+            cls_targets, box_targets = assign_targets(targets)
             with autograd.record():
                 cls_preds, box_preds, _ = net(data)
                 sum_loss, cls_loss, box_loss = loss_fn([cls_preds], [box_preds],

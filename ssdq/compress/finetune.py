@@ -117,14 +117,13 @@ def finetune(fp32_prefix, out_prefix, train_set, val_set, fmt_spec, epochs=1, lq
     Returns the run record (per-epoch loss and val mAP of the rounded weights, timings)."""
     import mxnet as mx
     from gluoncv.loss import SSDMultiBoxLoss
-    from gluoncv.model_zoo.ssd.target import SSDTargetGenerator
     from mxnet import autograd, gluon
 
     from ..convert import export_checkpoint
     from ..data.classmap import match_classes
     from ..evaluate import detect
     from ..metrics import evaluator_for
-    from ..train import AugmentedDetection, _gluon_forward, _lr_at
+    from ..train import AugmentedDetection, TargetAssigner, _gluon_forward, _lr_at
 
     if epochs < 0:
         raise SsdqError("--epochs must be 0 or more")
@@ -151,8 +150,7 @@ def finetune(fp32_prefix, out_prefix, train_set, val_set, fmt_spec, epochs=1, lq
     net.hybridize(static_alloc=True, static_shape=True)
     with autograd.train_mode():
         _, _, anchors = net(mx.nd.zeros((1, 3, 300, 300)))
-    target_generator = SSDTargetGenerator(iou_thresh=0.5, stds=(0.1, 0.1, 0.2, 0.2),
-                                          negative_mining_ratio=-1)
+    assign_targets = TargetAssigner(anchors)
     loss_fn = SSDMultiBoxLoss()
     loader = gluon.data.DataLoader(AugmentedDetection(train_set, seed), batch_size, shuffle=True,
                                    last_batch="discard", num_workers=num_workers)
@@ -194,10 +192,7 @@ def finetune(fp32_prefix, out_prefix, train_set, val_set, fmt_spec, epochs=1, lq
         for data, targets in bar:
             data, targets = data.as_in_context(mx.cpu()), targets.as_in_context(mx.cpu())
             trainer.set_learning_rate(_lr_at(it, total_iters, lr, warmup=min(50, total_iters // 10)))
-            gt_boxes, gt_ids = targets[:, :, :4], targets[:, :, 4:5]
-            cls_targets, box_targets, _ = target_generator(anchors, None, gt_boxes, gt_ids)
-            box_targets = mx.nd.where(mx.nd.contrib.isfinite(box_targets), box_targets,
-                                      mx.nd.zeros_like(box_targets))
+            cls_targets, box_targets = assign_targets(targets)
             rounded = in_loop.swap_in()
             with autograd.record():
                 cls_preds, box_preds, _ = net(data)
