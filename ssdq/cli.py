@@ -320,7 +320,7 @@ def _compress_parsers(sub, rt, data, quant, scaleout):
 def _prune_parsers(sub, kinds, rt, data, quant, scaleout):
     """``ssdq prune``, ``ssdq lowrank`` and ``ssdq study prune``."""
     from .compress.finetune import FINETUNE_LR
-    from .compress.pruning import MODES, SPARSE_WEIGHTS
+    from .compress.pruning import CRITERIA, MODES, SPARSE_WEIGHTS
     from .compress.study_prune import (DEFAULT_ENERGY, DEFAULT_FINETUNE_EPOCHS,
                                        DEFAULT_FINETUNE_PERCENT, DEFAULT_PERCENT,
                                        DEFAULT_RECALIBRATE_IMAGES)
@@ -331,7 +331,15 @@ def _prune_parsers(sub, kinds, rt, data, quant, scaleout):
                    "(default: the committed sparse-trained ones)")
     p.add_argument("--percent", type=float, default=DEFAULT_PERCENT,
                    help="share of all prunable gammas under the global threshold")
+    p.add_argument("--params-share", type=float,
+                   help="instead of --percent: prune the fewest channels that leave at most this "
+                   "share of the parameters (e.g. 0.25)")
     p.add_argument("--mode", default="normal", choices=MODES)
+    p.add_argument("--criterion", default="gamma", choices=CRITERIA,
+                   help="gamma: network slimming's |gamma|; gamma-per-param: |gamma| per "
+                   "parameter the channel costs (cuts expensive channels first)")
+    p.add_argument("--min-keep", type=float, default=0.0,
+                   help="every layer keeps at least this share of its channels (default: one)")
     p.add_argument("--recalibrate-images", type=int, default=DEFAULT_RECALIBRATE_IMAGES,
                    help="re-estimate BatchNorm statistics on this many train images (0: no)")
     p.add_argument("--finetune-epochs", type=int, default=0,
@@ -373,7 +381,7 @@ def _prune_commands(args, progress):
         from .compress.pruning import check_settings, prune
         from .data.dataset import open_dataset
 
-        check_settings(args.percent, args.mode)
+        check_settings(args.percent, args.mode, args.criterion, args.params_share, args.min_keep)
         if args.finetune_epochs < 0:
             raise SsdqError("--finetune-epochs must be 0 or more")
         train_set = (open_dataset(_data_root(args), "train")
@@ -381,10 +389,12 @@ def _prune_commands(args, progress):
         prefix, recipe = prune(args.out, args.params, args.percent, args.mode, train_set,
                                args.recalibrate_images, finetune_epochs=args.finetune_epochs,
                                train_set=train_set, finetune_lr=args.finetune_lr,
-                               progress=progress)
-        print("kept %d of %d prunable channels, %d scales, conv layers %+d; wrote %s" % (
-            recipe["channels"]["after"], recipe["channels"]["before"], recipe["num_scales"],
-            recipe["conv_layers"]["delta"], prefix))
+                               progress=progress, criterion=args.criterion,
+                               min_keep=args.min_keep, params_share=args.params_share)
+        print("kept %d of %d prunable channels (%.1f%% pruned), %d scales, conv layers %+d; "
+              "wrote %s" % (recipe["channels"]["after"], recipe["channels"]["before"],
+                            recipe["percent"], recipe["num_scales"],
+                            recipe["conv_layers"]["delta"], prefix))
     elif args.command == "lowrank":
         from .compress.lowrank import lowrank
 

@@ -5,7 +5,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from ssdq.compress.pruning import apply_recipe, plan_pruning, prunable_layers, prune
+from ssdq.compress.pruning import (apply_recipe, deployed_params, plan_for_params_share,
+                                   plan_pruning, prunable_layers, prune, recipe_params)
 from ssdq.model import feature_convs, reference_ssd
 
 CLASSES = ["a", "b", "c"]
@@ -65,6 +66,45 @@ def test_recipe_global_threshold_and_modes(net):
     assert dropped["num_scales"] == 2 and len(dropped["widths"]) == 15
     with pytest.raises(Exception, match="percent"):
         plan_pruning(net, 100, "normal")
+
+
+def test_min_keep_floors_every_layer(net):
+    recipe = plan_pruning(net, 95, "normal", min_keep=0.25)
+    for layer in prunable_layers(net):
+        width = len(next(b for b in _all_blocks(net) if b.name == layer.batchnorm).gamma.data())
+        assert len(recipe["keep"][layer.conv]) >= int(np.ceil(0.25 * width))
+    assert plan_pruning(net, 95, "normal")["channels"]["after"] < recipe["channels"]["after"]
+
+
+def test_gamma_per_param_spends_the_same_channels_on_fewer_parameters(net):
+    """At the same share of channels pruned, ranking by gamma per parameter cuts expensive
+    channels first (conv5_3's, read by fc6's 3x3 dilated filters), so fewer parameters remain."""
+    from ssdq.compress.pruning import channel_costs
+
+    by_gamma = plan_pruning(net, 50, "normal", "gamma")
+    per_param = plan_pruning(net, 50, "normal", "gamma-per-param")
+    assert per_param["channels"]["after"] == pytest.approx(by_gamma["channels"]["after"], abs=2)
+    assert recipe_params(net, per_param) < 0.9 * recipe_params(net, by_gamma)
+    layers = prunable_layers(net)
+    costs = channel_costs(net, layers)
+    dearest = max(layers, key=lambda layer: costs[layer.batchnorm]).conv
+    cheapest = min(layers, key=lambda layer: costs[layer.batchnorm]).conv
+    assert dearest.endswith("extractor0_conv12") and cheapest.endswith("extractor0_conv0")
+    assert len(per_param["keep"][dearest]) < len(by_gamma["keep"][dearest])
+    assert len(per_param["keep"][cheapest]) > len(by_gamma["keep"][cheapest])
+
+
+def test_params_share_plan_is_the_smallest_pruning_within_the_budget(net):
+    dense = deployed_params(net)
+    recipe = plan_for_params_share(net, 0.3, "normal", min_keep=0.1)
+    assert recipe_params(net, recipe) <= 0.3 * dense
+    assert recipe["params_share"] == pytest.approx(recipe_params(net, recipe) / dense)
+    total = recipe["channels"]["before"]
+    pruned = round(recipe["percent"] * total / 100 - 0.5)
+    one_less = plan_pruning(net, 100.0 * (pruned - 0.5) / total, "normal", min_keep=0.1)
+    assert recipe_params(net, one_less) > 0.3 * dense
+    with pytest.raises(Exception, match="share"):
+        plan_for_params_share(net, 0.01, "normal", min_keep=0.5)
 
 
 def test_pruned_equals_zeroed_gammas_when_removed_channels_are_silent(net):
@@ -140,8 +180,16 @@ def test_pruned_checkpoint_has_fewer_channels(tmp_path):
     fc7 = next(v for k, v in weights.items() if k.endswith("dilated_conv1_weight"))
     assert fc7[0] == len(recipe["keep"][next(k for k in recipe["keep"]
                                              if k.endswith("dilated_conv1"))]) < 128
+    from ssdq.compress.study_prune import count_params
+
+    shared, _ = prune(str(tmp_path / "shared"), REFERENCE_WEIGHTS, mode="max", params_share=0.4,
+                      criterion="gamma-per-param")
+    shared = load_checkpoint(shared)
+    counted = count_params(shared) / count_params(load_checkpoint(
+        prune(str(tmp_path / "dense"), REFERENCE_WEIGHTS, percent=0)[0]))
+    assert counted == pytest.approx(shared.meta["pruning"]["params_share"], abs=1e-9) and counted <= 0.4
     total = sum(np.prod(s) for s in weights.values())
-    dense = load_checkpoint(prune(str(tmp_path / "dense"), REFERENCE_WEIGHTS, percent=0)[0])
+    dense = load_checkpoint(str(tmp_path / "dense"))
     assert total < 0.7 * sum(np.prod(v.shape) for k, v in dense.arg_params.items()
                              if k.endswith("weight"))
 

@@ -20,6 +20,9 @@ from .finetune import FINETUNE_LR
 
 PASS_THROUGH_OPS = ("Activation", "Pooling")  # keep channel i in channel i
 MODES = ("normal", "regular", "max", "regular-max")
+# gamma: network slimming's |gamma|; gamma-per-param: |gamma| per deployed parameter a channel
+# costs, the greedy answer to "keep the most gamma within a parameter budget"
+CRITERIA = ("gamma", "gamma-per-param")
 
 
 @dataclass
@@ -121,31 +124,65 @@ def _regular_count(kept, width):
     return min(target, width)
 
 
-def check_settings(percent, mode):
-    """Refuse a pruning percent or mode that cannot work, before any data or weights are read."""
+def check_settings(percent, mode, criterion="gamma", params_share=None, min_keep=0.0):
+    """Refuse pruning settings that cannot work, before any data or weights are read."""
     if mode not in MODES:
         raise SsdqError("unknown pruning mode %r (one of %s)" % (mode, ", ".join(MODES)))
+    if criterion not in CRITERIA:
+        raise SsdqError("unknown pruning criterion %r (one of %s)" % (criterion, ", ".join(CRITERIA)))
     if not 0 <= percent < 100:
         raise SsdqError("--percent must be in [0, 100), not %g" % percent)
+    if params_share is not None and not 0 < params_share <= 1:
+        raise SsdqError("--params-share must be in (0, 1], not %g" % params_share)
+    if not 0 <= min_keep <= 1:
+        raise SsdqError("--min-keep must be in [0, 1], not %g" % min_keep)
 
 
-def plan_pruning(net, percent, mode="normal"):
-    """The pruning recipe for ``net`` at a global |gamma| threshold: the ``percent`` smallest of
-    all prunable gammas fall under it. Returns a JSON-able dict (``apply_recipe`` executes it)."""
+def channel_costs(net, layers, alive=None):
+    """Deployed parameters one output channel of each prunable layer costs: its filter and bias,
+    and its slice of every reader's filters (heads included). ``alive`` ({BatchNorm name: kept
+    count}) counts the layers' channels as after pruning (the readers' outputs and a layer's
+    inputs shrink with them); by default the dense widths."""
+    blocks = _blocks_by_name(net)
+    alive = alive or {}
+    width = {}  # output channels of each convolution, as alive
+    for layer in layers:
+        width[layer.conv] = alive.get(layer.batchnorm, blocks[layer.conv].weight.shape[0])
+    producer = {reader: layer.conv for layer in layers for reader in layer.consumers}
+    costs = {}
+    for layer in layers:
+        _, fan_in, kh, kw = blocks[layer.conv].weight.shape
+        fan_in = width.get(producer.get(layer.conv), fan_in)
+        costs[layer.batchnorm] = fan_in * kh * kw + 1 + sum(
+            width.get(name, blocks[name].weight.shape[0]) * np.prod(blocks[name].weight.shape[2:])
+            for name in layer.consumers)
+    return costs
+
+
+def plan_pruning(net, percent, mode="normal", criterion="gamma", min_keep=0.0):
+    """The pruning recipe for ``net`` at a global threshold on the ``criterion`` (see
+    ``CRITERIA``): the ``percent`` lowest-scoring of all prunable channels fall under it; each
+    layer keeps at least ``min_keep`` of its channels (and at least one). Returns a JSON-able dict (``apply_recipe`` executes it)."""
     from ..model import feature_convs
 
-    check_settings(percent, mode)
+    check_settings(percent, mode, criterion, min_keep=min_keep)
     layers = prunable_layers(net)
     blocks = _blocks_by_name(net)
     gammas = {layer.batchnorm: _gamma(blocks[layer.batchnorm]) for layer in layers}
+    if criterion == "gamma-per-param":
+        costs = channel_costs(net, layers)
+        mean_cost = np.mean([costs[name] for name, g in gammas.items() for _ in g])
+        # scaled by the mean cost so the threshold reads in gamma units
+        gammas = {name: g * mean_cost / costs[name] for name, g in gammas.items()}
     values = np.sort(np.concatenate(list(gammas.values())))
     threshold = float(values[int(len(values) * percent / 100)]) if percent > 0 else -1.0
     keep = {}
     for layer in layers:
         g = gammas[layer.batchnorm]
         kept = np.flatnonzero(g > threshold)
-        if len(kept) == 0:
-            kept = np.array([int(np.argmax(g))])  # every layer keeps its largest gamma
+        floor = max(1, int(np.ceil(min_keep * len(g))))  # every layer keeps its largest gamma
+        if len(kept) < floor:
+            kept = np.sort(np.argsort(-g, kind="stable")[:floor])
         if mode.startswith("regular"):
             kept = np.sort(np.argsort(-g, kind="stable")[:_regular_count(len(kept), len(g))])
         keep[layer.conv] = [int(i) for i in kept]
@@ -162,11 +199,63 @@ def plan_pruning(net, percent, mode="normal"):
     convs = convs[:len(convs) - 2 * (len(net.class_predictors) - num_scales)]  # 2 per extra stage
     widths = [len(keep[c.name]) if c.name in keep else c._channels for c in convs]
     kept_convs = {c.name for c in convs}
-    return {"percent": percent, "mode": mode, "threshold": threshold,
+    return {"percent": percent, "mode": mode, "criterion": criterion,
+            "min_keep": min_keep, "threshold": threshold,
             "num_scales": num_scales, "widths": widths,
             "channels": {"before": int(sum(len(g) for g in gammas.values())),
                          "after": int(sum(len(keep[l.conv]) for l in layers if l.conv in kept_convs))},
             "keep": {name: idx for name, idx in keep.items() if name in kept_convs}}
+
+
+def plan_for_params_share(net, share, mode="normal", criterion="gamma", min_keep=0.0):
+    """The recipe pruning the fewest channels whose network keeps at most ``share`` of
+    ``net``'s deployed parameters (found by bisection on the channel count), with ``percent``
+    set to what that threshold is."""
+    check_settings(0, mode, criterion, share, min_keep)
+    dense = deployed_params(net)
+    total = sum(len(_gamma(bn)) for bn in prunable_batchnorms(net))
+
+    def plan(count):  # ``count`` channels under the threshold
+        return plan_pruning(net, 100.0 * (count + 0.5) / total, mode, criterion, min_keep)
+
+    if recipe_params(net, plan(0)) <= share * dense:
+        return dict(plan(0), params_share=recipe_params(net, plan(0)) / dense)
+    low, high = 0, total - 1  # plan(low) is over the share
+    if recipe_params(net, plan(high)) > share * dense:
+        raise SsdqError("--params-share %g: no pruning (mode %s, criterion %s, min keep %g) keeps "
+                        "that few parameters" % (share, mode, criterion, min_keep))
+    while high - low > 1:
+        mid = (low + high) // 2
+        if recipe_params(net, plan(mid)) <= share * dense:
+            high = mid
+        else:
+            low = mid
+    recipe = plan(high)
+    return dict(recipe, params_share=recipe_params(net, recipe) / dense)
+
+
+def deployed_params(net):
+    """Parameters of the Gluon BatchNorm model once exported (BatchNorms folded into the
+    convolutions' weights and biases; anchors not counted), as ``study_prune.count_params``
+    counts a checkpoint's."""
+    from mxnet.gluon import nn
+
+    batchnorm = {p.name for b in _blocks_by_node(net).values() if isinstance(b, nn.BatchNorm)
+                 for p in b.params.values()}
+    return int(sum(p.data().size for p in net.collect_params().values()
+                   if p.name not in batchnorm and "anchor" not in p.name))
+
+
+def recipe_params(net, recipe):
+    """``deployed_params`` of the network ``recipe`` makes of ``net``, without copying weights."""
+    import mxnet as mx
+
+    from ..model import reference_ssd
+
+    pruned = reference_ssd(net.classes, widths=recipe["widths"], num_scales=recipe["num_scales"])
+    pruned.initialize()
+    pruned(mx.nd.zeros((1, 3, 300, 300)))
+    return deployed_params(pruned)
 
 
 def apply_recipe(net, recipe):
@@ -235,9 +324,12 @@ def recalibrate_batchnorm(net, batches):
 
 def prune(out_prefix, params_file=SPARSE_WEIGHTS, percent=50.0, mode="normal", calib_set=None,
           recalibrate_images=0, batch_size=16, finetune_epochs=0, train_set=None,
-          finetune_lr=FINETUNE_LR, seed=0, progress=False):
+          finetune_lr=FINETUNE_LR, seed=0, progress=False, criterion="gamma", min_keep=0.0,
+          params_share=None):
     """Prune the reference model with ``params_file``'s weights and write the pruned, BN-folded
-    checkpoint at ``out_prefix`` (meta: widths and the recipe); return (prefix, recipe). With
+    checkpoint at ``out_prefix`` (meta: widths and the recipe); return (prefix, recipe).
+    ``criterion`` and ``min_keep``: see ``plan_pruning``; ``params_share`` replaces ``percent``
+    by the smallest pruning that keeps at most that share of the parameters. With
     ``recalibrate_images``, the BatchNorm statistics are re-estimated on that many images of
     ``calib_set`` first (``recalibrate_batchnorm``). ``finetune_epochs`` then trains the pruned
     network (BatchNorms still unfolded) on ``train_set`` with ``train.fit`` (Adam, cosine decay
@@ -246,7 +338,10 @@ def prune(out_prefix, params_file=SPARSE_WEIGHTS, percent=50.0, mode="normal", c
     from ..data.loader import iterate_batches
 
     net, source = build_gluon_model("reference", params_file)
-    recipe = plan_pruning(net, percent, mode)
+    if params_share is None:
+        recipe = plan_pruning(net, percent, mode, criterion, min_keep)
+    else:
+        recipe = plan_for_params_share(net, params_share, mode, criterion, min_keep)
     pruned = apply_recipe(net, recipe)
     if recalibrate_images:
         if calib_set is None or len(calib_set) < recalibrate_images:
