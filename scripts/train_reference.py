@@ -32,6 +32,9 @@ def main():
     parser.add_argument("--warmup", type=int, default=300, help="linear warm-up iterations")
     parser.add_argument("--sparsity", type=float, default=0.0,
                         help="L1 penalty S on prunable BatchNorm gammas (network slimming)")
+    parser.add_argument("--sparsity-weighting", default="uniform", choices=("uniform", "params"),
+                        help="params: scale each layer's S by the parameters one of its channels "
+                        "costs over the mean (MorphNet's parameter regulariser)")
     parser.add_argument("--gamma-lr-mult", type=float, default=1.0,
                         help="learning-rate multiplier of the prunable gammas")
     args = parser.parse_args()
@@ -44,7 +47,8 @@ def main():
     train_reference(args.data_root, args.out, epochs=args.epochs, batch_size=args.batch_size,
                     lr=args.lr, seed=args.seed, eval_every=args.eval_every,
                     log_file=args.log_file, init_params=args.init, warmup=args.warmup,
-                    sparsity=args.sparsity, gamma_lr_mult=args.gamma_lr_mult)
+                    sparsity=args.sparsity, gamma_lr_mult=args.gamma_lr_mult,
+                    sparsity_weighting=args.sparsity_weighting)
 
 
 if __name__ == "__main__":

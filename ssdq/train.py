@@ -98,7 +98,8 @@ def _lr_at(it, total, base_lr, warmup):
 
 def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, seed=0,
                     val_images=300, eval_every=4, log_every=20, log_file=None, num_workers=1,
-                    init_params=None, warmup=300, sparsity=0.0, gamma_lr_mult=1.0):
+                    init_params=None, warmup=300, sparsity=0.0, gamma_lr_mult=1.0,
+                    sparsity_weighting="uniform"):
     """Train and save the best-by-val-mAP weights to ``out_params``; return the final log.
 
     ``init_params`` starts from earlier weights (a second stage) instead of from scratch.
@@ -106,6 +107,9 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
     (see ``prunable_gammas``): ``sparsity * sign(gamma)`` is added to their gradients.
     ``gamma_lr_mult`` scales those gammas' learning rate: Adam moves a parameter by about lr per
     step, so a short schedule cannot take a gamma from ~1 to ~0 without it.
+    ``sparsity_weighting="params"`` scales each layer's penalty by the parameters one of its
+    channels costs over the mean (``pruning.channel_costs``), as MorphNet's parameter
+    regulariser does: expensive channels are pushed to zero harder, for a parameter budget.
     """
     random.seed(seed)
     np.random.seed(seed)
@@ -119,12 +123,13 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
     return fit(net, train_set, val_set, out_params, epochs=epochs, batch_size=batch_size, lr=lr,
                seed=seed, eval_every=eval_every, log_every=log_every, log_file=log_file,
                num_workers=num_workers, warmup=warmup, sparsity=sparsity,
-               gamma_lr_mult=gamma_lr_mult)
+               gamma_lr_mult=gamma_lr_mult, sparsity_weighting=sparsity_weighting)
 
 
 def fit(net, train_set, val_set, out_params, epochs, batch_size=32, lr=1e-3, seed=0,
         eval_every=4, log_every=20, log_file=None, num_workers=1, warmup=300, sparsity=0.0,
-        gamma_lr_mult=1.0, keep="best", progress=False, desc="train"):
+        gamma_lr_mult=1.0, keep="best", progress=False, desc="train",
+        sparsity_weighting="uniform"):
     """Train the Gluon SSD ``net`` (initialised) on ``train_set``; save its weights to
     ``out_params``: the best by val mAP (``keep="best"``) or the last epoch's (``"last"``).
     Without ``val_set`` nothing is scored, ``keep`` is "last", and with ``out_params`` None
@@ -148,6 +153,7 @@ def fit(net, train_set, val_set, out_params, epochs, batch_size=32, lr=1e-3, see
     trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": lr, "wd": 5e-5,
                                                                  "clip_gradient": 10.0})
     gammas = prunable_gammas(net) if sparsity else []
+    penalties = sparsity_penalties(net, sparsity, sparsity_weighting) if sparsity else []
     for gamma in gammas:
         gamma.lr_mult = gamma_lr_mult
     history, best_map, it = [], -1.0, 0
@@ -164,6 +170,8 @@ def fit(net, train_set, val_set, out_params, epochs, batch_size=32, lr=1e-3, see
 
     for epoch in range(1, epochs + 1):
         retrace()
+        if sparsity and sparsity_weighting != "uniform":  # the costs follow the alive channels
+            penalties = sparsity_penalties(net, sparsity, sparsity_weighting)
         cls_sum = box_sum = 0.0
         seen = 0
         bar = tqdm(loader, desc="%s epoch %d/%d" % (desc, epoch, epochs), unit="batch",
@@ -187,9 +195,9 @@ def fit(net, train_set, val_set, out_params, epochs, batch_size=32, lr=1e-3, see
                 it += 1
                 continue
             autograd.backward(sum_loss)
-            for gamma in gammas:
+            for gamma, penalty in zip(gammas, penalties):
                 grad = gamma.grad()
-                grad += sparsity * mx.nd.sign(gamma.data())
+                grad += penalty * mx.nd.sign(gamma.data())
             trainer.step(1)
             cls_sum += batch_cls
             box_sum += batch_box
@@ -234,6 +242,32 @@ def prunable_gammas(net):
     from .compress.pruning import prunable_batchnorms
 
     return [bn.gamma for bn in prunable_batchnorms(net)]
+
+
+SPARSITY_WEIGHTINGS = ("uniform", "params")
+
+
+ALIVE_GAMMA = 1e-2  # a channel whose |gamma| is under this counts as pruned when costing
+
+
+def sparsity_penalties(net, sparsity, weighting="uniform"):
+    """The L1 penalty on each of ``prunable_gammas(net)``: ``sparsity`` everywhere, or scaled
+    by the parameters one of the layer's channels costs (counting only the channels still
+    alive, |gamma| >= ``ALIVE_GAMMA``, as MorphNet does) over the mean cost."""
+    from .compress.pruning import channel_costs, prunable_batchnorms, prunable_layers
+    from .errors import SsdqError
+
+    if weighting not in SPARSITY_WEIGHTINGS:
+        raise SsdqError("unknown sparsity weighting %r (one of %s)"
+                        % (weighting, ", ".join(SPARSITY_WEIGHTINGS)))
+    layers = prunable_layers(net)
+    if weighting == "uniform":
+        return [sparsity] * len(layers)
+    gammas = {bn.name: np.abs(bn.gamma.data().asnumpy()) for bn in prunable_batchnorms(net)}
+    alive = {name: max(1, int((g >= ALIVE_GAMMA).sum())) for name, g in gammas.items()}
+    costs = channel_costs(net, layers, alive)
+    mean = sum(costs[name] * alive[name] for name in alive) / sum(alive.values())
+    return [sparsity * costs[layer.batchnorm] / mean for layer in layers]
 
 
 def gamma_distribution(gammas):

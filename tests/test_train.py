@@ -57,3 +57,41 @@ def test_sparsity_shrinks_only_the_prunable_gammas(tiny_data, tmp_path):
     assert np.abs(conv4_3_after - conv4_3_before).max() < 0.01  # conv4_3 is not penalised
     entries = [json.loads(line) for line in open(log)]
     assert all("gamma_abs" in e for e in entries if "cls_loss" in e or "val_map" in e)
+
+
+def test_parameter_weighted_sparsity_follows_the_alive_channel_costs():
+    """MorphNet-style weighting: the penalty averages S over the alive channels and grows with
+    what a channel costs; a layer whose readers are mostly pruned gets cheaper."""
+    import mxnet as mx
+
+    from ssdq.compress.pruning import channel_costs, prunable_layers
+    from ssdq.convert import REFERENCE_WEIGHTS
+    from ssdq.model import reference_ssd
+    from ssdq.train import ALIVE_GAMMA, sparsity_penalties
+
+    net = reference_ssd(["a", "b", "c", "d", "e", "f"])
+    net.load_parameters(REFERENCE_WEIGHTS, ctx=mx.cpu())
+    layers = prunable_layers(net)
+    assert sparsity_penalties(net, 0.5) == [0.5] * len(layers)
+    alive = {l.batchnorm: int((np.abs(bn.gamma.data().asnumpy()) >= ALIVE_GAMMA).sum())
+             for l, bn in zip(layers, [_block(net, l.batchnorm) for l in layers])}
+    penalties = dict(zip([l.batchnorm for l in layers], sparsity_penalties(net, 0.5, "params")))
+    mean = sum(penalties[n] * alive[n] for n in alive) / sum(alive.values())
+    assert abs(mean - 0.5) < 1e-9
+    conv0, conv12 = (next(l for l in layers if l.conv.endswith(s)) for s in ("conv0", "conv12"))
+    assert penalties[conv12.batchnorm] > 5 * penalties[conv0.batchnorm]
+    # conv5_3's channel is read by fc6 (3x3, 128 outputs): thinning fc6 makes it cheaper
+    fc6 = next(l for l in layers if l.conv.endswith("dilated_conv0"))
+    dense = channel_costs(net, layers)[conv12.batchnorm]
+    thinned = channel_costs(net, layers, {fc6.batchnorm: 16})[conv12.batchnorm]
+    assert dense == 64 * 9 + 1 + 128 * 9 and thinned == 64 * 9 + 1 + 16 * 9
+
+
+def _block(net, name):
+    stack = [net]
+    while stack:
+        block = stack.pop()
+        if block.name == name:
+            return block
+        stack.extend(block._children.values())
+    raise KeyError(name)
