@@ -41,3 +41,15 @@ def test_study_rows_and_report(tiny_data, tmp_path):
     assert tuned["params"] < rows[("normal", "fp32")]["params"]
     assert saved["settings"]["fine_tuning"]["epochs"] == 1
     assert json.load(open(tuned["checkpoint"] + "-meta.json"))["pruning"]["finetune"]["epochs"] == 1
+
+
+def test_fine_tuned_row_without_epochs_is_refused(tmp_path):
+    import pytest
+
+    from ssdq.compress.study_prune import make_variants
+    from ssdq.errors import SsdqError
+
+    with pytest.raises(SsdqError, match="--finetune-epochs"):
+        make_variants(str(tmp_path), REFERENCE_WEIGHTS, REFERENCE_WEIGHTS, 30, 0.9,
+                      names=["normal (max) + fine-tuning"], finetune_epochs=0)
+    assert not os.listdir(tmp_path)  # refused before anything is written

@@ -79,6 +79,10 @@ def make_variants(work_dir, dense_params, sparse_params, percent, energy, names=
     unknown = wanted - {name for name, _ in VARIANTS}
     if unknown:
         raise SsdqError("unknown study rows: %s" % ", ".join(sorted(unknown)))
+    untuned = [name for name, how in VARIANTS
+               if name in wanted and how[0] == "prune-finetune" and not finetune_epochs]
+    if untuned:
+        raise SsdqError("row %r needs --finetune-epochs of 1 or more" % untuned[0])
     wanted |= {how[1] for name, how in VARIANTS if name in wanted and how[0] == "lowrank"}
     made = {}
     for name, how in VARIANTS:
