@@ -321,8 +321,9 @@ def _prune_parsers(sub, kinds, rt, data, quant, scaleout):
     """``ssdq prune``, ``ssdq lowrank`` and ``ssdq study prune``."""
     from .compress.finetune import FINETUNE_LR
     from .compress.pruning import CRITERIA, MODES, SPARSE_WEIGHTS
-    from .compress.study_prune import (DEFAULT_ENERGY, DEFAULT_FINETUNE_EPOCHS,
-                                       DEFAULT_FINETUNE_PERCENT, DEFAULT_PERCENT,
+    from .compress.study_prune import (DEFAULT_ENERGY, DEFAULT_FINETUNE_CRITERION,
+                                       DEFAULT_FINETUNE_EPOCHS, DEFAULT_FINETUNE_MIN_KEEP,
+                                       DEFAULT_FINETUNE_PARAMS_SHARE, DEFAULT_PERCENT,
                                        DEFAULT_RECALIBRATE_IMAGES)
 
     p = sub.add_parser("prune", parents=[rt], help="channel pruning by BatchNorm gammas (network "
@@ -368,8 +369,14 @@ def _prune_parsers(sub, kinds, rt, data, quant, scaleout):
     p.add_argument("--repeats", type=int, default=5, help="timed runs per figure")
     p.add_argument("--recalibrate-images", type=int, default=DEFAULT_RECALIBRATE_IMAGES,
                    help="pruned rows: re-estimate BatchNorm statistics on this many train images")
-    p.add_argument("--finetune-percent", type=float, default=DEFAULT_FINETUNE_PERCENT,
-                   help="the fine-tuned row: prune this share, then fine-tune")
+    p.add_argument("--finetune-params-share", type=float, default=DEFAULT_FINETUNE_PARAMS_SHARE,
+                   help="the fine-tuned row: prune to this share of the parameters (max mode), "
+                   "then fine-tune")
+    p.add_argument("--finetune-percent", type=float,
+                   help="the fine-tuned row: prune this share of the channels instead")
+    p.add_argument("--finetune-criterion", default=DEFAULT_FINETUNE_CRITERION, choices=CRITERIA)
+    p.add_argument("--finetune-min-keep", type=float, default=DEFAULT_FINETUNE_MIN_KEEP,
+                   help="the fine-tuned row: every layer keeps at least this share of its channels")
     p.add_argument("--finetune-epochs", type=int, default=DEFAULT_FINETUNE_EPOCHS,
                    help="the fine-tuned row's epochs on the train split (0: leave the row out)")
     p.add_argument("--model-dir", default=os.path.join("model", "study-prune"))
@@ -410,13 +417,17 @@ def _prune_commands(args, progress):
         data_root = _data_root(args)
         engine = _engine(args)
         try:
+            from .compress.study_prune import finetune_pruning_settings
+
             run_study(data_root, args.split, args.calib_split, args.percent, args.energy,
                       args.params, args.sparse_params, args.model_dir, args.out_dir,
                       args.eval_images, args.num_calib_batches, args.batch_size,
                       args.calib_mode, args.num_workers, args.repeats, progress,
                       recalibrate_images=args.recalibrate_images,
-                      finetune_percent=args.finetune_percent,
-                      finetune_epochs=args.finetune_epochs, engine=engine)
+                      finetune_epochs=args.finetune_epochs, engine=engine,
+                      finetune_pruning=finetune_pruning_settings(
+                          args.finetune_percent, args.finetune_params_share,
+                          args.finetune_criterion, args.finetune_min_keep))
         finally:
             engine.close()
 
@@ -460,7 +471,7 @@ def _run(args):
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
     threads = cpus.pin_threads(args.cores, args.threads, args.numa_node, args.membind,
                                args.strict)
-    progress = not args.quiet
+    progress = not args.quiet and sys.stderr.isatty()  # bars only where someone watches
     if args.command == "convert":
         from .convert import convert
 
