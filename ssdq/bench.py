@@ -259,16 +259,32 @@ def zoo_checkpoints(name, sample_set, model_dir="model", progress=True, widths_f
                   "widths": [c._channels for c in feature_convs(net)]}
     int8_prefix = fp32_prefix + "-int8"
     sample = sample_set.subset(8)
-    if not os.path.isfile(checkpoint_files(fp32_prefix)["meta"]):
+    rebuilt = not _cached_matches(fp32_prefix, source)  # same name, other widths: stale
+    if rebuilt:
         images, _ = next(iterate_batches(sample, 8))  # ssdq's NCHW normalisation, as exported
         net, share = random_zoo_ssd(name, images, net=net)
         export_checkpoint(net, dict(source, weights="random (ssdq bench), class head set "
                                     "so %.1f%% of anchors score a class above 0.01" % (100 * share)),
                           fp32_prefix)
-    if not os.path.isfile(checkpoint_files(int8_prefix)["meta"]):
+    if rebuilt or not os.path.isfile(checkpoint_files(int8_prefix)["meta"]):
         quantize(fp32_prefix, int8_prefix, sample, num_calib_batches=1, batch_size=8,
                  progress=progress)
     return fp32_prefix, int8_prefix
+
+
+def _cached_matches(prefix, source):
+    """Whether the checkpoint at ``prefix`` exists and was built from ``source`` (its meta holds
+    the same model, widths, ...)."""
+    import json
+
+    from .checkpoint import checkpoint_files
+
+    meta_file = checkpoint_files(prefix)["meta"]
+    if not os.path.isfile(meta_file):
+        return False
+    with open(meta_file) as f:
+        meta = json.load(f)
+    return all(meta.get(k) == v for k, v in source.items())
 
 
 def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,

@@ -196,3 +196,20 @@ def test_pruned_variant_is_timed_in_turns_and_gets_its_speedups(fp32_prefix, int
         "ssd_300_vgg16_atrous_coco", ratios, num_scales, multiple=16))]
     assert all(p % 16 == 0 or p == d for p, d in zip(padded, dense))
     assert all(8 * w <= p < 8 * w + 16 for w, p in zip(recipe["widths"], padded))
+
+
+def test_cached_zoo_checkpoint_is_rebuilt_when_its_widths_differ(tmp_path):
+    """A bench checkpoint is cached under a name (the pruned checkpoint's); pruning again under
+    that name gives other widths, and the stale graph must not be timed."""
+    import json
+
+    from ssdq.bench import _cached_matches
+    from ssdq.checkpoint import checkpoint_files
+
+    prefix = str(tmp_path / "bench-x-random-pruned-row")
+    source = {"model": "x (pruned)", "widths": [56, 48, 512]}
+    assert not _cached_matches(prefix, source)
+    with open(checkpoint_files(prefix)["meta"], "w") as f:
+        json.dump(dict(source, weights="random", precision="fp32"), f)
+    assert _cached_matches(prefix, source)
+    assert not _cached_matches(prefix, dict(source, widths=[56, 40, 512]))
