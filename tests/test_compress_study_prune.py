@@ -2,7 +2,7 @@
 import json
 import os
 
-from ssdq.compress.study_prune import run_study
+from ssdq.compress.study_prune import finetune_pruning_settings, run_study
 from ssdq.convert import REFERENCE_WEIGHTS
 
 
@@ -13,7 +13,9 @@ def test_study_rows_and_report(tiny_data, tmp_path):
                        work_dir=str(tmp_path / "ckpt"), out_dir=str(out), eval_images=16,
                        num_calib_batches=1, batch_size=16, repeats=1, progress=False,
                        names=["normal + low-rank", "normal (max) + fine-tuning"],
-                       recalibrate_images=16, finetune_percent=60, finetune_epochs=1,
+                       recalibrate_images=16, finetune_epochs=1,
+                       finetune_pruning=finetune_pruning_settings(params_share=0.4,
+                                                                  criterion="gamma-per-param"),
                        echo=lambda *_: None)
     saved = json.loads((out / "study-prune.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(report["rows"]))
@@ -37,8 +39,9 @@ def test_study_rows_and_report(tiny_data, tmp_path):
     assert saved["target"]["best"]["name"] in {n for n, _ in names}
     assert rows[("normal", "fp32")]["pruning"]["percent"] == 50
     tuned = rows[("normal (max) + fine-tuning", "fp32")]
-    assert tuned["pruning"]["percent"] == 60 and tuned["pruning"]["mode"] == "max"
-    assert tuned["params"] < rows[("normal", "fp32")]["params"]
+    assert tuned["pruning"]["mode"] == "max" and tuned["pruning"]["criterion"] == "gamma-per-param"
+    assert tuned["params_share"] <= 0.4 and tuned["pruning"]["params_share"] <= 0.4
+    assert "pruned to 40% of the parameters by gamma-per-param" in (out / "study-prune.md").read_text()
     assert saved["settings"]["fine_tuning"]["epochs"] == 1
     assert json.load(open(tuned["checkpoint"] + "-meta.json"))["pruning"]["finetune"]["epochs"] == 1
 

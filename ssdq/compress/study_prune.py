@@ -25,8 +25,10 @@ from ..errors import SsdqError
 from ..fileio import atomic_path, write_json, write_text
 
 DEFAULT_PERCENT = 30.0
-# network slimming's full pipeline (prune, then fine-tune) at the share the targets need
-DEFAULT_FINETUNE_PERCENT = 55.0
+# network slimming's full pipeline (prune, then fine-tune), pruned to the parameter target
+DEFAULT_FINETUNE_PARAMS_SHARE = 0.25
+DEFAULT_FINETUNE_CRITERION = "gamma"
+DEFAULT_FINETUNE_MIN_KEEP = 0.0
 DEFAULT_FINETUNE_EPOCHS = 2
 DEFAULT_ENERGY = 0.9
 DEFAULT_RECALIBRATE_IMAGES = 128
@@ -63,11 +65,12 @@ def conv_layers(ckpt):
 
 
 def make_variants(work_dir, dense_params, sparse_params, percent, energy, names=None,
-                  calib_set=None, recalibrate_images=0, finetune_percent=DEFAULT_FINETUNE_PERCENT,
-                  finetune_epochs=DEFAULT_FINETUNE_EPOCHS, progress=False):
+                  calib_set=None, recalibrate_images=0, finetune_epochs=DEFAULT_FINETUNE_EPOCHS,
+                  finetune_pruning=None, progress=False):
     """fp32 checkpoints of the rows ``names`` (default: all; the baseline and what a row is made
     from always come too) under ``work_dir``; -> {name: prefix}. Fine-tuned rows are pruned at
-    ``finetune_percent`` and trained ``finetune_epochs`` on ``calib_set`` (the train split);
+    ``finetune_pruning`` (``finetune_pruning_settings``) and trained ``finetune_epochs`` on
+    ``calib_set`` (the train split);
     with ``finetune_epochs`` 0 they are left out."""
     from ..convert import convert
     from .lowrank import lowrank
@@ -98,9 +101,12 @@ def make_variants(work_dir, dense_params, sparse_params, percent, energy, names=
             prune(prefix, sparse_params, percent=percent, mode=how[1], calib_set=calib_set,
                   recalibrate_images=recalibrate_images)
         elif how[0] == "prune-finetune":
-            prune(prefix, sparse_params, percent=finetune_percent, mode=how[1],
-                  finetune_epochs=finetune_epochs, train_set=calib_set,
-                  finetune_lr=FINETUNE_LR, progress=progress)
+            settings = finetune_pruning or finetune_pruning_settings()
+            prune(prefix, sparse_params, percent=settings["percent"] or 0, mode=how[1],
+                  calib_set=calib_set, recalibrate_images=recalibrate_images,
+                  finetune_epochs=finetune_epochs, train_set=calib_set, finetune_lr=FINETUNE_LR,
+                  progress=progress, criterion=settings["criterion"],
+                  min_keep=settings["min_keep"], params_share=settings["params_share"])
         else:
             lowrank(made[how[1]], prefix, ("fc7", "fc6"), energy=energy)
         made[name] = prefix
@@ -112,8 +118,8 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
               out_dir="reports", eval_images=None, num_calib_batches=5, batch_size=64,
               calib_mode="naive", num_workers=1, repeats=5, progress=True, names=None,
               recalibrate_images=DEFAULT_RECALIBRATE_IMAGES,
-              finetune_percent=DEFAULT_FINETUNE_PERCENT, finetune_epochs=DEFAULT_FINETUNE_EPOCHS,
-              echo=print, engine=None):
+              finetune_epochs=DEFAULT_FINETUNE_EPOCHS, finetune_pruning=None, echo=print,
+              engine=None):
     """Make, quantize, time and score the rows; write study-prune.{json,md,png} to ``out_dir``.
     ``engine`` (``scaleout.engine``) runs the scoring; by default one after another here."""
     from ..bench import bench_model
@@ -130,7 +136,9 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
 
     start = time.time()
     check_settings(percent, "normal")
-    check_settings(finetune_percent, "max")
+    finetune_pruning = finetune_pruning or finetune_pruning_settings()
+    check_settings(finetune_pruning["percent"] or 0, "max", finetune_pruning["criterion"],
+                   finetune_pruning["params_share"], finetune_pruning["min_keep"])
     if finetune_epochs < 0:
         raise SsdqError("--finetune-epochs must be 0 or more")
     dense_params = dense_params or REFERENCE_WEIGHTS
@@ -147,7 +155,7 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
                                                            transform=resize)])
     echo("[1/3] fp32 variants (prune at %g%%, low-rank at %g energy) -> %s" % (percent, energy, work_dir))
     prefixes = make_variants(work_dir, dense_params, sparse_params, percent, energy, names,
-                             calib_set, recalibrate_images, finetune_percent, finetune_epochs,
+                             calib_set, recalibrate_images, finetune_epochs, finetune_pruning,
                              progress)
     engine = engine or LocalEngine()
     rows = []
@@ -198,7 +206,7 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
                      "eval": eval_set.describe(), "timing": "network only, fp32 and int8 of a "
                      "row timed in turns, median of %d runs" % repeats,
                      "fine_tuning": {"rows": [n for n, h in VARIANTS if h[0] == "prune-finetune"],
-                                     "percent": finetune_percent, "epochs": finetune_epochs,
+                                     **finetune_pruning, "epochs": finetune_epochs,
                                      "lr": FINETUNE_LR, "split": calib_split}
                      if finetune_epochs else "none",
                      "batchnorm_recalibration_images": recalibrate_images},
@@ -219,6 +227,15 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
     return report
 
 
+def finetune_pruning_settings(percent=None, params_share=DEFAULT_FINETUNE_PARAMS_SHARE,
+                              criterion=DEFAULT_FINETUNE_CRITERION,
+                              min_keep=DEFAULT_FINETUNE_MIN_KEEP):
+    """How the fine-tuned row is pruned (max mode): to a ``params_share`` of the parameters, or
+    at ``percent`` of the channels when that is given."""
+    return {"percent": percent, "params_share": None if percent is not None else params_share,
+            "criterion": criterion, "min_keep": min_keep}
+
+
 def score_trial(context, prefix):
     """mAP and AP50 of one checkpoint (a pure function, so it can run as a Ray task):
     ``context`` (eval set, batch size, decoding threads, progress bars)."""
@@ -234,7 +251,8 @@ def _pruning_summary(meta):
     recipe = meta.get("pruning")
     if not recipe:
         return None
-    return {k: recipe[k] for k in ("percent", "mode", "threshold", "num_scales", "widths",
+    return {k: recipe.get(k) for k in ("percent", "mode", "criterion", "min_keep", "params_share",
+                                       "threshold", "num_scales", "widths",
                                    "channels")}
 
 
@@ -290,10 +308,18 @@ def markdown(report):
 def _finetune_note(fine_tuning):
     if fine_tuning == "none":
         return ""
-    return ("; except %s: pruned at %g%%, then fine-tuned %d epochs on the %s split (Adam, "
-            "lr %g, cosine decay), as network slimming does" % (
-                ", ".join(fine_tuning["rows"]), fine_tuning["percent"], fine_tuning["epochs"],
-                fine_tuning["split"], fine_tuning["lr"]))
+    if fine_tuning["params_share"] is not None:
+        how = "pruned to %g%% of the parameters" % (100 * fine_tuning["params_share"])
+    else:
+        how = "pruned at %g%%" % fine_tuning["percent"]
+    if fine_tuning["criterion"] != "gamma":
+        how += " by %s" % fine_tuning["criterion"]
+    if fine_tuning["min_keep"]:
+        how += ", every layer keeping at least %g%% of its channels" % (100 * fine_tuning["min_keep"])
+    return ("; except %s: %s, then fine-tuned %d epochs on the %s split (Adam, lr %g, cosine "
+            "decay), as network slimming does" % (", ".join(fine_tuning["rows"]), how,
+                                                    fine_tuning["epochs"], fine_tuning["split"],
+                                                    fine_tuning["lr"]))
 
 
 def _describe(dataset):
