@@ -471,7 +471,7 @@ def _run(args):
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
     threads = cpus.pin_threads(args.cores, args.threads, args.numa_node, args.membind,
                                args.strict)
-    progress = not args.quiet and sys.stderr.isatty()  # bars only where someone watches
+    progress = _show_progress(args)
     if args.command == "convert":
         from .convert import convert
 
@@ -665,6 +665,11 @@ def _custom_data(args):
         "annotations", "images", "calib_annotations", "calib_images"))
 
 
+def _show_progress(args):
+    """Progress bars only where someone watches: not with --quiet, not into a pipe or file."""
+    return not args.quiet and sys.stderr.isatty()
+
+
 def _data_root(args):
     """``--data-root``; the embedded synthetic set is drawn first when that is the default root
     and nothing is there yet (a fresh clone), so every command runs on the embedded default. A set
@@ -673,7 +678,7 @@ def _data_root(args):
             and not os.path.exists(args.data_root)):
         from .data.synthetic import ensure_synthetic
 
-        ensure_synthetic(args.data_root, progress=not args.quiet)
+        ensure_synthetic(args.data_root, progress=_show_progress(args))
     return args.data_root
 
 
@@ -712,12 +717,13 @@ def _data(args):
         if any(n < 1 for n in splits.values()):
             raise SsdqError("each split needs at least one image")
         seed = synthetic.DEFAULT_SEED if args.seed is None else args.seed
-        paths = synthetic.ensure_synthetic(args.root, splits, seed=seed, progress=not args.quiet)
+        paths = synthetic.ensure_synthetic(args.root, splits, seed=seed,
+                                           progress=_show_progress(args))
         for split, path in paths.items():
             print("%s: %s" % (split, path))
     else:
         from .data.coco import download_coco
 
         print("COCO val2017 ready in %s" % download_coco(args.root, base_url=args.base_url,
-                                                        progress=not args.quiet))
+                                                        progress=_show_progress(args)))
     return 0

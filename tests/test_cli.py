@@ -192,3 +192,14 @@ def test_size_mismatch_error_and_allow_flag(labelme_export, fp32_prefix, tmp_pat
     proc = run_cli(*args, "--allow-size-mismatch")
     assert proc.returncode == 0, proc.stderr
     assert "ssdq: warning: " in proc.stderr and "using the decoded size" in proc.stderr
+
+
+def test_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path):
+    """A redirected run (CI, a log file) gets no tqdm redraws, even without --quiet."""
+    from conftest import run_cli
+
+    proc = run_cli("data", "synthetic", "--root", str(tmp_path / "set"), "--train", "3",
+                   "--val", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert "drawing" not in proc.stderr and "\r" not in proc.stderr, proc.stderr
+    assert "val:" in proc.stdout
