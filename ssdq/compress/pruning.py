@@ -162,7 +162,8 @@ def channel_costs(net, layers, alive=None):
 def plan_pruning(net, percent, mode="normal", criterion="gamma", min_keep=0.0):
     """The pruning recipe for ``net`` at a global threshold on the ``criterion`` (see
     ``CRITERIA``): the ``percent`` lowest-scoring of all prunable channels fall under it; each
-    layer keeps at least ``min_keep`` of its channels (and at least one). Returns a JSON-able dict (``apply_recipe`` executes it)."""
+    layer keeps at least ``min_keep`` of its channels (and at least one). Returns a JSON-able
+    dict (``apply_recipe`` executes it)."""
     from ..model import feature_convs
 
     check_settings(percent, mode, criterion, min_keep=min_keep)
