@@ -215,24 +215,29 @@ def plan_for_params_share(net, share, mode="normal", criterion="gamma", min_keep
     check_settings(0, mode, criterion, share, min_keep)
     dense = deployed_params(net)
     total = sum(len(_gamma(bn)) for bn in prunable_batchnorms(net))
+    planned = {}  # channel count -> (recipe, its deployed parameters)
 
-    def plan(count):  # ``count`` channels under the threshold
-        return plan_pruning(net, 100.0 * (count + 0.5) / total, mode, criterion, min_keep)
+    def plan(count):  # the ``count`` lowest-scoring channels under the threshold (0: none)
+        if count not in planned:
+            percent = 100.0 * (count - 0.5) / total if count else 0.0
+            recipe = plan_pruning(net, percent, mode, criterion, min_keep)
+            planned[count] = recipe, recipe_params(net, recipe)
+        return planned[count]
 
-    if recipe_params(net, plan(0)) <= share * dense:
-        return dict(plan(0), params_share=recipe_params(net, plan(0)) / dense)
-    low, high = 0, total - 1  # plan(low) is over the share
-    if recipe_params(net, plan(high)) > share * dense:
+    def fits(count):
+        return plan(count)[1] <= share * dense
+
+    if not fits(total):
         raise SsdqError("--params-share %g: no pruning (mode %s, criterion %s, min keep %g) keeps "
                         "that few parameters" % (share, mode, criterion, min_keep))
+    low, high = 0, total  # invariant: plan(high) fits; plan(low) does not, unless low == 0
+    if fits(low):
+        high = low
     while high - low > 1:
         mid = (low + high) // 2
-        if recipe_params(net, plan(mid)) <= share * dense:
-            high = mid
-        else:
-            low = mid
-    recipe = plan(high)
-    return dict(recipe, params_share=recipe_params(net, recipe) / dense)
+        low, high = (low, mid) if fits(mid) else (mid, high)
+    recipe, params = plan(high)
+    return dict(recipe, params_share=params / dense)
 
 
 def deployed_params(net):
