@@ -153,7 +153,6 @@ def fit(net, train_set, val_set, out_params, epochs, batch_size=32, lr=1e-3, see
     trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": lr, "wd": 5e-5,
                                                                  "clip_gradient": 10.0})
     gammas = prunable_gammas(net) if sparsity else []
-    penalties = sparsity_penalties(net, sparsity, sparsity_weighting) if sparsity else []
     for gamma in gammas:
         gamma.lr_mult = gamma_lr_mult
     history, best_map, it = [], -1.0, 0
@@ -170,8 +169,8 @@ def fit(net, train_set, val_set, out_params, epochs, batch_size=32, lr=1e-3, see
 
     for epoch in range(1, epochs + 1):
         retrace()
-        if sparsity and sparsity_weighting != "uniform":  # the costs follow the alive channels
-            penalties = sparsity_penalties(net, sparsity, sparsity_weighting)
+        # re-costed each epoch: a "params" weighting follows the channels still alive
+        penalties = sparsity_penalties(net, sparsity, sparsity_weighting) if sparsity else []
         cls_sum = box_sum = 0.0
         seen = 0
         bar = tqdm(loader, desc="%s epoch %d/%d" % (desc, epoch, epochs), unit="batch",
