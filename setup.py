@@ -38,5 +38,5 @@ setup(
         "test": ["pytest==%s" % PINS["pytest"], "ray==%s" % PINS["ray"]]
                 + ["%s==%s" % (name, PINS[name]) for name in RUNTIMES],
     },
-    entry_points={"console_scripts": ["ssdq=ssdq.cli:main"]},
+    entry_points={"console_scripts": ["ssdq=ssdq.cli.main:main"]},
 )

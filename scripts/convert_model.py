@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ssdq.cli import main  # noqa: E402
+from ssdq.cli.main import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(["convert"] + sys.argv[1:]))

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ssdq import cpus  # noqa: E402  (pins threads before mxnet loads)
+from ssdq.host import cpus  # noqa: E402  (pins threads before mxnet loads)
 
 
 def main():
@@ -41,7 +41,7 @@ def main():
     cpus.pin_threads()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from ssdq.data.synthetic import ensure_synthetic
-    from ssdq.train import train_reference
+    from ssdq.train.loop import train_reference
 
     ensure_synthetic(args.data_root)
     train_reference(args.data_root, args.out, epochs=args.epochs, batch_size=args.batch_size,

@@ -1,7 +1,7 @@
 """Importing optional runtimes: a missing one is a one-line error naming the extra to install."""
 import importlib
 
-from .errors import SsdqError
+from ssdq.errors import SsdqError
 
 EXTRA = "runtimes"
 

@@ -6,13 +6,13 @@ commands. On the embedded default the synthetic dataset is generated first if it
 """
 import os
 
-from .bench import benchmark, write_bench
-from .convert import convert
-from .data.dataset import open_dataset
-from .data.synthetic import DEFAULT_ROOT, ensure_synthetic
-from .evaluate import evaluate_checkpoint, format_result
-from .quantize import DEFAULT_EXCLUDE_MATCH, quantize
-from .report import build_report, comparison_table, write_report
+from ssdq.bench.harness import benchmark, write_bench
+from ssdq.model.convert import convert
+from ssdq.data.dataset import open_dataset
+from ssdq.data.synthetic import DEFAULT_ROOT, ensure_synthetic
+from ssdq.eval.evaluate import evaluate_checkpoint, format_result
+from ssdq.quant.quantize import DEFAULT_EXCLUDE_MATCH, quantize
+from ssdq.report.report import build_report, comparison_table, write_report
 
 # A short `ssdq bench` run goes into the report; `ssdq bench` itself does the full sweep.
 REPRODUCE_BENCH_BATCH = 8
@@ -27,10 +27,10 @@ def reproduce(model="reference", params_file=None, data_root=DEFAULT_ROOT, eval_
     opened (``open_dataset`` with ``--annotations``, say); by default the splits of
     ``data_root``. ``backends``: runtimes (``backends.BACKENDS``) on which fp32 and int8 are also
     evaluated and timed (report.json ``backends.NAME``, MXNet always among them)."""
-    from .environment import format_environment
+    from ssdq.host.environment import format_environment
 
     if backends:
-        from .backends import backend_module
+        from ssdq.backends import backend_module
 
         for name in backends:  # a missing runtime fails now, not after the evaluations
             if name != "mxnet":
@@ -77,7 +77,7 @@ def reproduce(model="reference", params_file=None, data_root=DEFAULT_ROOT, eval_
                           eval_set.describe(), bench={k: v for k, v in bench.items()
                                                       if k != "environment"})
     if backends:
-        from .backends.evaluate import evaluate_backends, int8_map_spread, markdown_table
+        from ssdq.backends.evaluate import evaluate_backends, int8_map_spread, markdown_table
 
         echo("[backends] evaluate fp32 and int8 on %s" % ", ".join(runtimes))
         report["backends"] = evaluate_backends(

@@ -24,7 +24,7 @@ def tiny_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def fp32_prefix(tmp_path_factory):
-    from ssdq.convert import convert
+    from ssdq.model.convert import convert
 
     return convert(str(tmp_path_factory.mktemp("ckpt") / "converted"), model="reference")
 
@@ -32,7 +32,7 @@ def fp32_prefix(tmp_path_factory):
 @pytest.fixture(scope="session")
 def int8_prefix(fp32_prefix, tiny_data):
     from ssdq.data.dataset import open_dataset
-    from ssdq.quantize import quantize
+    from ssdq.quant.quantize import quantize
 
     out = os.path.join(os.path.dirname(fp32_prefix), "quantized")
     return quantize(fp32_prefix, out, open_dataset(tiny_data, "train"), num_calib_batches=2,
@@ -97,7 +97,7 @@ def voc_exports(tmp_path_factory):
 
     from ssdq.data.dataset import load_voc
     from ssdq.data.loader import iterate_batches
-    from ssdq.model import random_zoo_ssd
+    from ssdq.model.ssd import random_zoo_ssd
 
     folder = tmp_path_factory.mktemp("plain_exports")
     voc = make_voc_folder(str(folder / "voc"))
@@ -172,7 +172,7 @@ def fake_host(tmp_path):
 
     def build(nodes, siblings=None, has_memory=None, cpus_allowed=None, mems_allowed=None,
               distances=None):
-        from ssdq.topology import parse_cpu_list
+        from ssdq.host.topology import parse_cpu_list
 
         count[0] += 1
         root = tmp_path / ("sys%d" % count[0])

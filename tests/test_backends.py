@@ -8,12 +8,12 @@ import pytest
 from conftest import REPO, assert_clean_error, run_cli
 from ssdq import backends
 from ssdq.backends.tail import DetectionTail
-from ssdq.checkpoint import load_checkpoint
+from ssdq.model.checkpoint import load_checkpoint
 from ssdq.data.dataset import open_dataset
 from ssdq.data.loader import iterate_batches
 from ssdq.errors import SsdqError
-from ssdq.evaluate import detect
-from ssdq.metrics import evaluator_for
+from ssdq.eval.evaluate import detect
+from ssdq.eval.metrics import evaluator_for
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
@@ -34,8 +34,8 @@ def _sorted_detections(ids, scores, boxes):
 
 @pytest.mark.parametrize("which", ["fp32", "int8"])
 def test_numpy_tail_gives_mxnets_detections(which, fp32_prefix, int8_prefix, batch):
-    from ssdq.export.onnx import _anchors
-    from ssdq.postprocess import graph_tail
+    from ssdq.backends.onnx_export import _anchors
+    from ssdq.model.tail import graph_tail
 
     prefix = fp32_prefix if which == "fp32" else int8_prefix
     fp32 = load_checkpoint(fp32_prefix)
@@ -94,7 +94,7 @@ def test_wrong_precision_and_names_are_refused(fp32_prefix, int8_prefix):
 
 
 def test_bench_times_every_backend_in_one_run(fp32_prefix, int8_prefix, tiny_data):
-    from ssdq.bench import benchmark, markdown
+    from ssdq.bench.harness import benchmark, markdown
 
     bench = benchmark([(fp32_prefix, int8_prefix)], open_dataset(tiny_data, "val"),
                       precisions=("fp32", "bf16", "int8"), scopes=("network", "end_to_end"),
@@ -156,7 +156,7 @@ def test_tail_suppresses_within_a_class_only():
 def test_a_model_from_another_exporter_version_is_made_again(int8_prefix, tmp_path):
     import onnx
 
-    from ssdq.export.onnx import FORMAT_VERSION, METADATA_KEY
+    from ssdq.backends.onnx_export import FORMAT_VERSION, METADATA_KEY
 
     path = backends.onnx_model_for(int8_prefix)
     model = onnx.load(path)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_clean_error, run_cli
-from ssdq.bench import benchmark, markdown, speedups, write_bench
+from ssdq.bench.harness import benchmark, markdown, speedups, write_bench
 from ssdq.data.dataset import open_dataset
 from ssdq.errors import SsdqError
 
@@ -110,7 +110,7 @@ def test_cli_bench_and_its_errors(fp32_prefix, int8_prefix, tiny_data, tmp_path)
 
 def test_random_zoo_model_gets_a_trained_score_profile(tiny_data):
     from ssdq.data.loader import iterate_batches
-    from ssdq.model import random_zoo_ssd
+    from ssdq.model.ssd import random_zoo_ssd
 
     images, _ = next(iterate_batches(open_dataset(tiny_data, "val").subset(4), 4))
     net, share = random_zoo_ssd("ssd_300_mobilenet0.25_voc", images, anchor_share=0.06)
@@ -125,10 +125,10 @@ def test_random_zoo_model_gets_a_trained_score_profile(tiny_data):
 def test_shipped_int8_is_timed_in_turns_beside_the_others(voc_exports):
     """GluonCV's shipped int8 graph as an extra precision, bound to the fp32 export's weights;
     the baked-preprocessing export is fed NHWC 0..255 from the same image pool."""
-    from ssdq.bench import bench_checkpoints
-    from ssdq.checkpoint import gluoncv_shipped_dir
+    from ssdq.bench.harness import bench_checkpoints
+    from ssdq.model.checkpoint import gluoncv_shipped_dir
     from ssdq.data.dataset import load_voc
-    from ssdq.checkpoint_meta import class_list
+    from ssdq.model.meta import class_list
 
     if not os.path.isfile(os.path.join(gluoncv_shipped_dir() or "",
                                        "ssd_300_vgg16_atrous_voc_int8-symbol.json")):
@@ -162,15 +162,15 @@ def test_speedups_compare_extra_int8_graphs():
 
 def test_pruned_variant_is_timed_in_turns_and_gets_its_speedups(fp32_prefix, int8_prefix, tiny_data,
                                                                  tmp_path):
-    from ssdq.bench import bench_model, speedups
-    from ssdq.checkpoint import load_checkpoint
-    from ssdq.compress.pruning import keep_ratios, prune
-    from ssdq.convert import REFERENCE_WEIGHTS
+    from ssdq.bench.harness import bench_model, speedups
+    from ssdq.model.checkpoint import load_checkpoint
+    from ssdq.compress.pruning.slimming import keep_ratios, prune
+    from ssdq.model.convert import REFERENCE_WEIGHTS
     from ssdq.data.dataset import open_dataset
     from ssdq.data.loader import iterate_batches
     from ssdq.data.transforms import resize
-    from ssdq.model import feature_convs, pruned_zoo_ssd
-    from ssdq.quantize import quantize
+    from ssdq.model.ssd import feature_convs, pruned_zoo_ssd
+    from ssdq.quant.quantize import quantize
 
     calib = open_dataset(tiny_data, "train")
     pruned_fp32, recipe = prune(str(tmp_path / "pruned"), REFERENCE_WEIGHTS, 50, "max")
@@ -203,8 +203,8 @@ def test_cached_zoo_checkpoint_is_rebuilt_when_its_widths_differ(tmp_path):
     that name gives other widths, and the stale graph must not be timed."""
     import json
 
-    from ssdq.bench import _cached_matches
-    from ssdq.checkpoint import checkpoint_files
+    from ssdq.bench.harness import _cached_matches
+    from ssdq.model.checkpoint import checkpoint_files
 
     prefix = str(tmp_path / "bench-x-random-pruned-row")
     source = {"model": "x (pruned)", "widths": [56, 48, 512]}

@@ -3,11 +3,11 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from ssdq.checkpoint import bind_names, checkpoint_files, load_checkpoint
+from ssdq.model.checkpoint import bind_names, checkpoint_files, load_checkpoint
 from ssdq.data.dataset import open_dataset
 from ssdq.data.loader import iterate_batches
 from ssdq.errors import SsdqError
-from ssdq.predictor import Predictor
+from ssdq.model.predictor import Predictor
 
 
 @pytest.mark.parametrize("which", ["fp32", "int8"])
@@ -43,7 +43,7 @@ def test_weights_exported_under_another_block_name_bind(fp32_prefix):
 
 
 def test_gluon_parameter_file_is_refused(fp32_prefix, tmp_path):
-    from ssdq.model import reference_ssd
+    from ssdq.model.ssd import reference_ssd
 
     net = reference_ssd(["a", "b"])
     net.initialize()

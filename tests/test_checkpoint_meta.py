@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from conftest import assert_clean_error, run_cli
-from ssdq.checkpoint import gluoncv_shipped_dir, load_checkpoint
-from ssdq.checkpoint_meta import class_list, graph_precision, head_classes
+from ssdq.model.checkpoint import gluoncv_shipped_dir, load_checkpoint
+from ssdq.model.meta import class_list, graph_precision, head_classes
 from ssdq.data.dataset import load_voc
 from ssdq.data.loader import iterate_batches
 from ssdq.errors import SsdqError
-from ssdq.predictor import Predictor
-from ssdq.quantize import deployed_weights_mb, quantized_conv_nodes
+from ssdq.model.predictor import Predictor
+from ssdq.quant.quantize import deployed_weights_mb, quantized_conv_nodes
 
 SHIPPED = "ssd_300_vgg16_atrous_voc_int8"
 
@@ -78,7 +78,7 @@ def test_both_exports_give_the_same_detections(voc_exports):
 
 
 def test_eval_runs_both_exports_with_classes_voc(voc_exports, tmp_path):
-    from ssdq.evaluate import evaluate_checkpoint
+    from ssdq.eval.evaluate import evaluate_checkpoint
 
     out = tmp_path / "baked.json"
     proc = run_cli("eval", "--model-prefix", voc_exports["baked"], "--classes", "voc",

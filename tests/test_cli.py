@@ -145,7 +145,7 @@ def labelme_export(tiny_data, tmp_path_factory):
 def test_labelme_export_evaluates_untouched_with_a_class_map(labelme_export, fp32_prefix, tiny_data,
                                                              tmp_path):
     from ssdq.data.dataset import open_dataset
-    from ssdq.evaluate import evaluate_checkpoint
+    from ssdq.eval.evaluate import evaluate_checkpoint
 
     ann, images, class_map = labelme_export
     before = open(ann).read()

@@ -10,7 +10,7 @@ from conftest import assert_clean_error, run_cli
 
 @pytest.fixture(scope="module")
 def pow2_run(fp32_prefix, tiny_data, tmp_path_factory):
-    from ssdq.compress.finetune import finetune_and_save
+    from ssdq.compress.formats.finetune import finetune_and_save
     from ssdq.data.dataset import open_dataset
 
     out = str(tmp_path_factory.mktemp("ft") / "pow2")
@@ -21,7 +21,7 @@ def pow2_run(fp32_prefix, tiny_data, tmp_path_factory):
 
 
 def test_pow2_checkpoint_weights_are_powers_of_two_in_range(pow2_run):
-    from ssdq.checkpoint import load_checkpoint
+    from ssdq.model.checkpoint import load_checkpoint
     from ssdq.compress.layers import list_layers
 
     prefix, run = pow2_run
@@ -54,9 +54,9 @@ def test_straight_through_step_moves_the_fp32_weights(fp32_prefix):
     """The gradient at format(w) updates the kept fp32 weights, which stay off the grid."""
     import mxnet as mx
 
-    from ssdq.checkpoint import load_checkpoint
-    from ssdq.compress.finetune import FormatInTheLoop, bn_free_reference
-    from ssdq.compress.formats import NumberFormat
+    from ssdq.model.checkpoint import load_checkpoint
+    from ssdq.compress.formats.finetune import FormatInTheLoop, bn_free_reference
+    from ssdq.compress.formats.number_format import NumberFormat
     from ssdq.compress.layers import list_layers
 
     ckpt = load_checkpoint(fp32_prefix)

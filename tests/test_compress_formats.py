@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ssdq.compress.formats import NumberFormat, round_half_away
+from ssdq.compress.formats.number_format import NumberFormat, round_half_away
 from ssdq.errors import SsdqError
 
 

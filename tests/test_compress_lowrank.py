@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from ssdq.checkpoint import load_checkpoint
-from ssdq.compress.lowrank import choose_rank, lowrank
+from ssdq.model.checkpoint import load_checkpoint
+from ssdq.compress.pruning.lowrank import choose_rank, lowrank
 from ssdq.errors import SsdqError
-from ssdq.predictor import Predictor
+from ssdq.model.predictor import Predictor
 
 
 def _network(prefix, batch):

@@ -5,9 +5,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from ssdq.compress.pruning import (apply_recipe, deployed_params, plan_for_params_share,
-                                   plan_pruning, prunable_layers, prune, recipe_params)
-from ssdq.model import feature_convs, reference_ssd
+from ssdq.compress.pruning.slimming import (apply_recipe, deployed_params, plan_for_params_share, plan_pruning, prunable_layers, prune, recipe_params)
+from ssdq.model.ssd import feature_convs, reference_ssd
 
 CLASSES = ["a", "b", "c"]
 
@@ -79,7 +78,7 @@ def test_min_keep_floors_every_layer(net):
 def test_gamma_per_param_spends_the_same_channels_on_fewer_parameters(net):
     """At the same share of channels pruned, ranking by gamma per parameter cuts expensive
     channels first (conv5_3's, read by fc6's 3x3 dilated filters), so fewer parameters remain."""
-    from ssdq.compress.pruning import channel_costs
+    from ssdq.compress.pruning.slimming import channel_costs
 
     by_gamma = plan_pruning(net, 50, "normal", "gamma")
     per_param = plan_pruning(net, 50, "normal", "gamma-per-param")
@@ -157,7 +156,7 @@ def test_relu_beta_of_removed_channels_folds_into_every_reader(net):
 def test_batchnorm_recalibration_takes_the_pruned_networks_own_statistics(net):
     """After re-estimating on one batch, predict mode (running statistics) gives what train
     mode (that batch's statistics) gives on that batch."""
-    from ssdq.compress.pruning import recalibrate_batchnorm
+    from ssdq.compress.pruning.slimming import recalibrate_batchnorm
 
     pruned = apply_recipe(net, plan_pruning(net, 50, "normal"))
     x = np.random.default_rng(2).uniform(-2, 2, (4, 3, 300, 300)).astype(np.float32)
@@ -171,8 +170,8 @@ def test_batchnorm_recalibration_takes_the_pruned_networks_own_statistics(net):
 
 
 def test_pruned_checkpoint_has_fewer_channels(tmp_path):
-    from ssdq.checkpoint import load_checkpoint
-    from ssdq.convert import REFERENCE_WEIGHTS
+    from ssdq.model.checkpoint import load_checkpoint
+    from ssdq.model.convert import REFERENCE_WEIGHTS
 
     prefix, recipe = prune(str(tmp_path / "pruned"), REFERENCE_WEIGHTS, percent=50, mode="max")
     ckpt = load_checkpoint(prefix)
@@ -182,7 +181,7 @@ def test_pruned_checkpoint_has_fewer_channels(tmp_path):
     fc7 = next(v for k, v in weights.items() if k.endswith("dilated_conv1_weight"))
     assert fc7[0] == len(recipe["keep"][next(k for k in recipe["keep"]
                                              if k.endswith("dilated_conv1"))]) < 128
-    from ssdq.compress.study_prune import count_params
+    from ssdq.compress.pruning.study import count_params
 
     shared, _ = prune(str(tmp_path / "shared"), REFERENCE_WEIGHTS, mode="max", params_share=0.4,
                       criterion="gamma-per-param")
@@ -211,7 +210,7 @@ def _by_name(model):
 
 def test_cli_prune_and_lowrank(tmp_path):
     from conftest import assert_clean_error, run_cli
-    from ssdq.convert import REFERENCE_WEIGHTS
+    from ssdq.model.convert import REFERENCE_WEIGHTS
 
     pruned = str(tmp_path / "pruned")
     proc = run_cli("prune", "--params", REFERENCE_WEIGHTS, "--percent", "40", "--mode", "regular",
@@ -228,8 +227,8 @@ def test_cli_prune_and_lowrank(tmp_path):
 
 
 def test_finetuning_after_pruning_trains_the_thinned_network(tiny_data, tmp_path):
-    from ssdq.checkpoint import load_checkpoint
-    from ssdq.convert import REFERENCE_WEIGHTS
+    from ssdq.model.checkpoint import load_checkpoint
+    from ssdq.model.convert import REFERENCE_WEIGHTS
     from ssdq.data.dataset import open_dataset
 
     train_set = open_dataset(tiny_data, "train")

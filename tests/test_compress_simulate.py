@@ -7,7 +7,7 @@ from ssdq.errors import SsdqError
 
 @pytest.fixture(scope="module")
 def simulator(fp32_prefix, tiny_data):
-    from ssdq.compress.simulate import Simulator
+    from ssdq.compress.formats.simulate import Simulator
     from ssdq.data.dataset import open_dataset
 
     return Simulator(fp32_prefix, open_dataset(tiny_data, "train"),
@@ -16,7 +16,7 @@ def simulator(fp32_prefix, tiny_data):
 
 
 def test_layers_groups_and_fc_aliases(fp32_prefix):
-    from ssdq.checkpoint import load_checkpoint
+    from ssdq.model.checkpoint import load_checkpoint
     from ssdq.compress.layers import list_layers, select_layers
 
     symbol = load_checkpoint(fp32_prefix).symbol
@@ -38,7 +38,7 @@ def test_layers_groups_and_fc_aliases(fp32_prefix):
 def test_rounding_sits_on_the_layer_input_and_pre_relu_output(simulator):
     import mxnet as mx
 
-    from ssdq.compress.simulate import Variant
+    from ssdq.compress.formats.simulate import Variant
 
     ckpt, info = simulator.build(Variant.of("dfp:6", "dfp:6", weight_layers=["conv2_fwd"],
                                             activation_layers=["conv2_fwd"]))
@@ -64,12 +64,12 @@ def test_rounding_sits_on_the_layer_input_and_pre_relu_output(simulator):
 def test_simulated_int8_agrees_with_onednn_int8(simulator):
     """Same ranges, same images: fake-quant int8 and oneDNN's int8 kernels give the same raw
     predictions (cosine) and the same top detections."""
-    from ssdq.checkpoint import Checkpoint
-    from ssdq.compress.simulate import Variant
+    from ssdq.model.checkpoint import Checkpoint
+    from ssdq.compress.formats.simulate import Variant
     from ssdq.data.loader import iterate_batches
-    from ssdq.predictor import Predictor
-    from ssdq.quantize import build_int8
-    from ssdq.sensitivity import agreement
+    from ssdq.model.predictor import Predictor
+    from ssdq.quant.quantize import build_int8
+    from ssdq.quant.sensitivity import agreement
 
     cal = simulator.calibration
     qsym, qargs, auxs = build_int8(simulator.ckpt, cal.fused, cal.ranges("naive"), cal.excluded)
@@ -93,14 +93,14 @@ def test_simulated_int8_agrees_with_onednn_int8(simulator):
 
 
 def test_simulated_fp32_variant_is_the_fp32_model(simulator):
-    from ssdq.compress.simulate import Variant
+    from ssdq.compress.formats.simulate import Variant
 
     assert simulator.evaluate(Variant())["map"] == pytest.approx(
         simulator.score(simulator.ckpt)["map"], abs=1e-6)
 
 
 def test_a_fixed_clip_bounds_activations_not_the_network_input(simulator):
-    from ssdq.compress.simulate import Variant
+    from ssdq.compress.formats.simulate import Variant
 
     first = [l.name for l in simulator.layers if l.short == "conv0"][0]
     second = [l.name for l in simulator.layers if l.short == "conv1"][0]
@@ -119,7 +119,7 @@ def test_a_simulator_rebuilt_from_its_pickled_spec_scores_like_the_original(simu
     import dataclasses
     import pickle
 
-    from ssdq.compress.simulate import Variant, simulator_for
+    from ssdq.compress.formats.simulate import Variant, simulator_for
 
     spec = simulator.spec()
     assert simulator_for(spec) is simulator  # in the process that made the spec: the original

@@ -14,7 +14,7 @@ def _options(tiny_data, fp32_prefix, out_dir, **extra):
 
 
 def test_bitwidth_study(tiny_data, fp32_prefix, tmp_path):
-    from ssdq.compress.study_formats import run_study
+    from ssdq.compress.formats.study import run_study
 
     run_study("bitwidth", _options(tiny_data, fp32_prefix, tmp_path, bits=[8, 2]),
               progress=False)
@@ -43,7 +43,7 @@ def test_bitwidth_study_rejects_unknown_fc_layer(tiny_data, fp32_prefix, tmp_pat
 
 
 def test_pow2_and_clip_studies_rows(tiny_data, fp32_prefix, tmp_path):
-    from ssdq.compress.study_formats import run_study
+    from ssdq.compress.formats.study import run_study
 
     pow2 = run_study("pow2", _options(tiny_data, fp32_prefix, tmp_path,
                                       formats=["pow2:-10:5"]), progress=False)
@@ -67,7 +67,7 @@ def test_pow2_and_clip_studies_rows(tiny_data, fp32_prefix, tmp_path):
 
 
 def test_study_rejects_bad_eval_images():
-    from ssdq.compress.study_formats import run_study
+    from ssdq.compress.formats.study import run_study
     from ssdq.errors import SsdqError
 
     with pytest.raises(SsdqError):
@@ -77,7 +77,7 @@ def test_study_rejects_bad_eval_images():
 def test_cli_defaults_stay_per_command():
     """The study and finetune parsers share flag groups with quantize: their defaults must not
     leak (a shared argparse action once turned quantize's batch size into finetune's)."""
-    from ssdq.cli import build_parser
+    from ssdq.cli.main import build_parser
 
     parser = build_parser()
     assert parser.parse_args(["quantize"]).batch_size == 64

@@ -2,8 +2,8 @@
 import json
 import os
 
-from ssdq.compress.study_prune import finetune_pruning_settings, run_study
-from ssdq.convert import REFERENCE_WEIGHTS
+from ssdq.compress.pruning.study import finetune_pruning_settings, run_study
+from ssdq.model.convert import REFERENCE_WEIGHTS
 
 
 def test_study_rows_and_report(tiny_data, tmp_path):
@@ -49,7 +49,7 @@ def test_study_rows_and_report(tiny_data, tmp_path):
 def test_fine_tuned_row_without_epochs_is_refused(tmp_path):
     import pytest
 
-    from ssdq.compress.study_prune import make_variants
+    from ssdq.compress.pruning.study import make_variants
     from ssdq.errors import SsdqError
 
     with pytest.raises(SsdqError, match="--finetune-epochs"):

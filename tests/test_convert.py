@@ -5,8 +5,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from ssdq.checkpoint import checkpoint_files, load_checkpoint
-from ssdq.convert import build_gluon_model, convert
+from ssdq.model.checkpoint import checkpoint_files, load_checkpoint
+from ssdq.model.convert import build_gluon_model, convert
 from ssdq.data.dataset import open_dataset
 from ssdq.errors import SsdqError
 from ssdq.data.loader import iterate_batches

@@ -14,7 +14,7 @@ import types
 import psutil
 import pytest
 
-from ssdq import cpus, environment
+from ssdq.host import cpus, environment
 from ssdq.errors import SsdqError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +39,7 @@ def run_child(code, **extra_env):
 
 PINNED_CHILD = """
 import json, sys, time
-from ssdq import cpus, environment
+from ssdq.host import cpus, environment
 out = {"mxnet_loaded_before": "mxnet" in sys.modules}
 first = cpus.pin_threads(cores=[0], threads=1)
 out["first"] = first
@@ -156,7 +156,7 @@ def test_format_environment_from_real_report(pinned):
 
 DEFAULT_CHILD = """
 import json, os, psutil
-from ssdq import cpus, environment
+from ssdq.host import cpus, environment
 allowed = psutil.Process().cpu_affinity()
 result = cpus.pin_threads()
 print("%s" + json.dumps({"result": result, "allowed": allowed,

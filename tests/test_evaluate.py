@@ -2,8 +2,8 @@
 import pytest
 
 from ssdq.data.dataset import open_dataset
-from ssdq.evaluate import detect, evaluate_checkpoint, format_result
-from ssdq.metrics import COCOEvaluator
+from ssdq.eval.evaluate import detect, evaluate_checkpoint, format_result
+from ssdq.eval.metrics import COCOEvaluator
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def voc_zoo_prefix(tmp_path_factory):
     import mxnet as mx
     from gluoncv import model_zoo
 
-    from ssdq.convert import convert
+    from ssdq.model.convert import convert
 
     root = tmp_path_factory.mktemp("voczoo")
     net = model_zoo.get_model("ssd_300_vgg16_atrous_voc", pretrained=False, pretrained_base=False)

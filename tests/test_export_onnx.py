@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import assert_clean_error, run_cli
-from ssdq.checkpoint import checkpoint_files, load_checkpoint
+from ssdq.model.checkpoint import checkpoint_files, load_checkpoint
 from ssdq.errors import SsdqError
-from ssdq.export.onnx import export_onnx, int8_quantization, read_metadata
+from ssdq.backends.onnx_export import export_onnx, int8_quantization, read_metadata
 
 onnx = pytest.importorskip("onnx")
 from onnx import numpy_helper  # noqa: E402
@@ -72,7 +72,7 @@ def test_per_tensor_weights_on_request(int8_prefix, tmp_path):
 
 
 def test_layers_the_recipe_keeps_fp32_stay_fp32(fp32_prefix, int8_prefix, tmp_path):
-    from ssdq.quantize import quantize_from_recipe
+    from ssdq.quant.quantize import quantize_from_recipe
 
     meta = json.load(open(checkpoint_files(int8_prefix)["meta"]))
     first = "sg_mkldnn_conv_act_0"

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from ssdq import mempolicy
+from ssdq.host import mempolicy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARK = "@@RESULT@@"
@@ -26,13 +26,13 @@ def child(code):
 
 BIND_CHILD = """
 import json, sys
-from ssdq import cpus, mempolicy
+from ssdq.host import cpus, mempolicy
 before = mempolicy.read_policy()
 result = cpus.pin_threads(cores=[0], threads=1, membind=%r)
 import mxnet as mx
 x = mx.nd.ones((256, 256))
 mx.nd.dot(x, x).wait_to_read()
-from ssdq.environment import numa_record
+from ssdq.host.environment import numa_record
 print("@@RESULT@@" + json.dumps({"before": before, "pinned": result["numa"],
                                  "after_mxnet": mempolicy.read_policy(),
                                  "record": numa_record()}))
@@ -70,7 +70,7 @@ def test_preferred_and_none():
 
 REFUSED_CHILD = """
 import errno, json
-from ssdq import cpus, mempolicy
+from ssdq.host import cpus, mempolicy
 from ssdq.errors import SsdqError
 def refuse(mode, nodes=()):
     raise OSError(errno.EPERM, "Operation not permitted")

@@ -1,7 +1,7 @@
 import numpy as np
 
 from ssdq.data.dataset import open_dataset
-from ssdq.metrics import COCOEvaluator, VOC07Evaluator, gluoncv_coco_boxes
+from ssdq.eval.metrics import COCOEvaluator, VOC07Evaluator, gluoncv_coco_boxes
 
 
 def _ground_truth_as_detections(ds, shift=0.0):
@@ -72,9 +72,9 @@ def test_both_conventions_match_gluoncv_coco_detection_metric(fp32_prefix, tiny_
 
     from gluoncv.utils.metrics.coco_detection import COCODetectionMetric
 
-    from ssdq.checkpoint import load_checkpoint
-    from ssdq.evaluate import detect
-    from ssdq.predictor import Predictor
+    from ssdq.model.checkpoint import load_checkpoint
+    from ssdq.eval.evaluate import detect
+    from ssdq.model.predictor import Predictor
 
     ds = open_dataset(tiny_data, "val")
     predictor = Predictor(load_checkpoint(fp32_prefix), 16)

@@ -8,10 +8,10 @@ import psutil
 import pytest
 
 from conftest import assert_clean_error, run_cli
-from ssdq.compare import compare
+from ssdq.report.compare import compare
 from ssdq.errors import SsdqError
-from ssdq.multi_instance import plan_instances
-from ssdq.topology import read_topology
+from ssdq.bench.multi_instance import plan_instances
+from ssdq.host.topology import read_topology
 
 
 def rng(lo, hi):

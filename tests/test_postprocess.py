@@ -5,13 +5,13 @@ import os
 import numpy as np
 import pytest
 
-from ssdq.checkpoint import load_checkpoint
+from ssdq.model.checkpoint import load_checkpoint
 from ssdq.data.dataset import open_dataset
 from ssdq.data.loader import iterate_batches
-from ssdq.evaluate import detect
-from ssdq.metrics import evaluator_for
-from ssdq.postprocess import fast_detection_symbol, graph_tail
-from ssdq.predictor import Predictor
+from ssdq.eval.evaluate import detect
+from ssdq.eval.metrics import evaluator_for
+from ssdq.model.tail import fast_detection_symbol, graph_tail
+from ssdq.model.predictor import Predictor
 
 
 def _detections(outputs):
@@ -62,7 +62,7 @@ def test_unrecognised_decoder_falls_back_to_the_graph_tail(voc_exports, tmp_path
     cannot express) the graph's own tail runs and the predictor says so."""
     import mxnet as mx
 
-    from ssdq.checkpoint import Checkpoint, gluoncv_shipped_dir
+    from ssdq.model.checkpoint import Checkpoint, gluoncv_shipped_dir
 
     shipped = os.path.join(gluoncv_shipped_dir() or "", "ssd_300_vgg16_atrous_voc_int8")
     if not os.path.isfile(shipped + "-symbol.json"):

@@ -4,12 +4,12 @@ import os
 import numpy as np
 import pytest
 
-from ssdq.checkpoint import load_checkpoint
+from ssdq.model.checkpoint import load_checkpoint
 from ssdq.data.dataset import open_dataset
 from ssdq.errors import SsdqError
 from ssdq.data.loader import iterate_batches
-from ssdq.predictor import Predictor
-from ssdq.quantize import op_histogram, quantize, quantized_conv_nodes
+from ssdq.model.predictor import Predictor
+from ssdq.quant.quantize import op_histogram, quantize, quantized_conv_nodes
 
 
 def test_int8_graph_runs_quantized_convolutions(int8_prefix):
@@ -72,7 +72,7 @@ def test_refuses_to_requantize(int8_prefix, tiny_data, tmp_path):
 
 
 def test_calibration_methods_clip_an_outlier_differently():
-    from ssdq.quantize import thresholds_for
+    from ssdq.quant.quantize import thresholds_for
 
     rng = np.random.default_rng(0)
     values = np.abs(rng.normal(0, 1, 200_000))
@@ -119,7 +119,7 @@ def test_quantize_and_eval_a_plain_export_with_a_class_file(tiny_data, tmp_path)
     import mxnet as mx
 
     from conftest import run_cli
-    from ssdq.convert import build_gluon_model
+    from ssdq.model.convert import build_gluon_model
 
     net, _ = build_gluon_model("reference")
     net.hybridize()

@@ -35,7 +35,7 @@ def test_shard_ranges_are_whole_batches_covering_every_image():
 
 def test_sharded_eval_scores_exactly_like_the_unsharded_loop(fp32_prefix, tiny_data):
     from ssdq.data.dataset import open_dataset
-    from ssdq.evaluate import evaluate_checkpoint
+    from ssdq.eval.evaluate import evaluate_checkpoint
 
     val = open_dataset(tiny_data, "val").subset(40)
     whole = evaluate_checkpoint(fp32_prefix, val, batch_size=8, progress=False, speed_repeats=1)
@@ -70,7 +70,7 @@ def test_ray_retries_a_failed_or_lost_trial_once_then_reports_it(ray_engine, tmp
 
 def test_sensitivity_on_ray_gives_the_serial_report(fp32_prefix, tiny_data, ray_engine):
     from ssdq.data.dataset import open_dataset
-    from ssdq.sensitivity import Int8Variants, analyse
+    from ssdq.quant.sensitivity import Int8Variants, analyse
 
     variants = Int8Variants(fp32_prefix, open_dataset(tiny_data, "train"),
                             open_dataset(tiny_data, "val").subset(16), num_calib_batches=1,
@@ -95,8 +95,8 @@ def test_sensitivity_on_ray_gives_the_serial_report(fp32_prefix, tiny_data, ray_
 
 def test_tune_in_parallel_waves_makes_the_serial_choices(fp32_prefix, tiny_data, tmp_path):
     from ssdq.data.dataset import open_dataset
-    from ssdq.sensitivity import Int8Variants
-    from ssdq.tune import tune
+    from ssdq.quant.sensitivity import Int8Variants
+    from ssdq.quant.tune import tune
 
     class Waves(LocalEngine):
         parallelism = 3  # runs serially, but the tuner plans waves of three steps
@@ -142,7 +142,7 @@ def _without(report, *keys):
 
 def test_bitwidth_study_on_ray_gives_the_serial_report(fp32_prefix, tiny_data, ray_engine,
                                                        tmp_path):
-    from ssdq.compress.study_formats import run_study
+    from ssdq.compress.formats.study import run_study
 
     def options(out):
         return {"data_root": tiny_data, "model_prefix": fp32_prefix, "eval_images": 4,
@@ -169,8 +169,8 @@ def test_bitwidth_study_on_ray_gives_the_serial_report(fp32_prefix, tiny_data, r
 
 
 def test_prune_study_on_ray_scores_like_the_serial_run(tiny_data, ray_engine, tmp_path):
-    from ssdq.compress.study_prune import run_study
-    from ssdq.convert import REFERENCE_WEIGHTS
+    from ssdq.compress.pruning.study import run_study
+    from ssdq.model.convert import REFERENCE_WEIGHTS
 
     def run(out, engine=None):
         return run_study(tiny_data, sparse_params=REFERENCE_WEIGHTS,
@@ -193,7 +193,7 @@ def test_prune_study_on_ray_scores_like_the_serial_run(tiny_data, ray_engine, tm
 
 
 def test_cli_studies_take_the_ray_flags():
-    from ssdq.cli import build_parser
+    from ssdq.cli.main import build_parser
 
     for kind in ("bitwidth", "pow2", "clip", "prune"):
         args = build_parser().parse_args(["study", kind, "--ray", "auto", "--cpus-per-task", "2"])

@@ -5,11 +5,11 @@ import os
 import numpy as np
 import pytest
 
-from ssdq.checkpoint import load_checkpoint, save_checkpoint
+from ssdq.model.checkpoint import load_checkpoint, save_checkpoint
 from ssdq.data.dataset import open_dataset
-from ssdq.quantize import quantize_from_recipe, quantized_conv_nodes
-from ssdq.sensitivity import Int8Variants, agreement, analyse
-from ssdq.tune import tune
+from ssdq.quant.quantize import quantize_from_recipe, quantized_conv_nodes
+from ssdq.quant.sensitivity import Int8Variants, agreement, analyse
+from ssdq.quant.tune import tune
 
 HARD_CONV = "ssd0_convpredictor0_conv0_fwd"  # class head on the 38x38 map, most anchors
 
@@ -92,7 +92,7 @@ def test_variants_of_a_plain_export_calibrate_and_score(tiny_data, tmp_path):
     """sensitivity/tune start from a checkpoint without a meta file (classes from a file)."""
     import mxnet as mx
 
-    from ssdq.convert import build_gluon_model
+    from ssdq.model.convert import build_gluon_model
 
     net, _ = build_gluon_model("reference")
     net.hybridize()

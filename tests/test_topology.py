@@ -5,7 +5,7 @@ import os
 import pytest
 
 from ssdq.errors import SsdqError
-from ssdq.topology import choose_cores, parse_cpu_list, read_status, read_topology
+from ssdq.host.topology import choose_cores, parse_cpu_list, read_status, read_topology
 
 
 def rng(lo, hi):

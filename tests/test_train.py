@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from ssdq.train import AugmentedDetection, train_reference
+from ssdq.train.loop import AugmentedDetection, train_reference
 
 
 def test_augmented_samples_keep_valid_boxes(tiny_data):
@@ -33,9 +33,9 @@ def test_short_training_run_logs_and_saves(tiny_data, tmp_path):
 def test_sparsity_shrinks_only_the_prunable_gammas(tiny_data, tmp_path):
     import mxnet as mx
 
-    from ssdq.convert import REFERENCE_WEIGHTS
-    from ssdq.model import reference_ssd
-    from ssdq.train import prunable_gammas
+    from ssdq.model.convert import REFERENCE_WEIGHTS
+    from ssdq.model.ssd import reference_ssd
+    from ssdq.train.loop import prunable_gammas
 
     out, log = str(tmp_path / "sparse.params"), str(tmp_path / "log.jsonl")
     train_reference(tiny_data, out, epochs=1, batch_size=8, val_images=8, eval_every=1,
@@ -64,10 +64,10 @@ def test_parameter_weighted_sparsity_follows_the_alive_channel_costs():
     what a channel costs; a layer whose readers are mostly pruned gets cheaper."""
     import mxnet as mx
 
-    from ssdq.compress.pruning import channel_costs, prunable_layers
-    from ssdq.convert import REFERENCE_WEIGHTS
-    from ssdq.model import reference_ssd
-    from ssdq.train import ALIVE_GAMMA, sparsity_penalties
+    from ssdq.compress.pruning.slimming import channel_costs, prunable_layers
+    from ssdq.model.convert import REFERENCE_WEIGHTS
+    from ssdq.model.ssd import reference_ssd
+    from ssdq.train.loop import ALIVE_GAMMA, sparsity_penalties
 
     net = reference_ssd(["a", "b", "c", "d", "e", "f"])
     net.load_parameters(REFERENCE_WEIGHTS, ctx=mx.cpu())

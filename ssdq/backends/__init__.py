@@ -15,7 +15,7 @@ error naming the ``runtimes`` extra.
 import importlib
 import os
 
-from ..errors import SsdqError
+from ssdq.errors import SsdqError
 
 BACKENDS = ("mxnet", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -63,8 +63,8 @@ def pinned_threads():
 def onnx_model_for(checkpoint, per_channel=True):
     """The ONNX model of a checkpoint prefix: exported beside it once, re-exported when the
     checkpoint is newer; a path ending in .onnx is taken as is."""
-    from ..checkpoint import checkpoint_files, resolve_prefix
-    from ..export.onnx import default_onnx_path, export_onnx
+    from ssdq.model.checkpoint import checkpoint_files, resolve_prefix
+    from ssdq.backends.onnx_export import default_onnx_path, export_onnx
 
     prefix = getattr(checkpoint, "prefix", checkpoint)
     if str(prefix).endswith(".onnx"):
@@ -88,11 +88,11 @@ class OnnxRunner:
     name = None
 
     def __init__(self, checkpoint, precision, batch_size, scope, per_channel=True):
-        from ..optional import require
-        from ..export.onnx import read_metadata
-        from .tail import DetectionTail
+        from ssdq.optional import require
+        from ssdq.backends.onnx_export import read_metadata
+        from ssdq.backends.tail import DetectionTail
 
-        from ..export.onnx import FORMAT_VERSION, export_onnx
+        from ssdq.backends.onnx_export import FORMAT_VERSION, export_onnx
 
         onnx = require("onnx", "the %s backend" % self.name)
         self.path = onnx_model_for(checkpoint, per_channel)

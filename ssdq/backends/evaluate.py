@@ -5,7 +5,7 @@ The result is report.json's ``backends`` section: ``backends.NAME.fp32`` and
 ``backends.NAME.int8``, each with ``map``, ``ap50`` and ``images_per_sec`` (end to end, network
 + decode + NMS, at the bench's batch) and ``network_images_per_sec``.
 """
-from . import prepare
+from ssdq.backends import prepare
 
 SPEED_SCOPE = "end_to_end"
 
@@ -18,10 +18,10 @@ def evaluate_backends(names, prefixes, eval_set, bench, batch_size=64, num_worke
     speeds); ``known``: {precision: evaluate_checkpoint result} already measured on MXNet, whose
     mAP is reused rather than computed twice.
     """
-    from ..checkpoint import load_checkpoint
-    from ..data.classmap import match_classes
-    from ..evaluate import detect
-    from ..metrics import evaluator_for
+    from ssdq.model.checkpoint import load_checkpoint
+    from ssdq.data.classmap import match_classes
+    from ssdq.eval.evaluate import detect
+    from ssdq.eval.metrics import evaluator_for
 
     batch = bench["speedup_batch_size"]
     rate = {(r.get("backend", "mxnet"), r["precision"], r["scope"]): r.get("images_per_sec")

@@ -8,9 +8,9 @@ class Runner:
     def __init__(self, checkpoint, precision, batch_size, scope, fuse_fp32=True, **_):
         import mxnet as mx
 
-        from ..checkpoint import Checkpoint, load_checkpoint
-        from ..errors import SsdqError
-        from ..predictor import Predictor
+        from ssdq.model.checkpoint import Checkpoint, load_checkpoint
+        from ssdq.errors import SsdqError
+        from ssdq.model.predictor import Predictor
 
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
         if (precision == "int8") != (ckpt.precision == "int8"):

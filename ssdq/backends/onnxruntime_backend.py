@@ -4,9 +4,9 @@ Threads: ``intra_op_num_threads`` = the threads ssdq pinned (the process affinit
 its cores), one inter-op thread, sequential execution. ORT's CPU provider has no bf16 kernels
 for this graph, so ``bf16`` is refused with that reason.
 """
-from ..errors import SsdqError
-from ..optional import require
-from . import OnnxRunner
+from ssdq.errors import SsdqError
+from ssdq.optional import require
+from ssdq.backends import OnnxRunner
 
 
 def runtime_info():

@@ -7,9 +7,9 @@ a CPU whose ``OPTIMIZATION_CAPABILITIES`` lack BF16. ``fp32`` pins the hint to f
 would otherwise pick bf16 by itself on such CPUs). Threads: ``INFERENCE_NUM_THREADS`` = the
 threads ssdq pinned, one stream, latency hint.
 """
-from ..errors import SsdqError
-from ..optional import require
-from . import OnnxRunner
+from ssdq.errors import SsdqError
+from ssdq.optional import require
+from ssdq.backends import OnnxRunner
 
 
 def runtime_info():

@@ -10,7 +10,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from ..errors import SsdqError
+from ssdq.errors import SsdqError
 
 LAYER_OPS = ("Convolution", "FullyConnected")
 GROUPS = ("all", "conv", "fc", "heads", "first", "last")

@@ -10,8 +10,8 @@ scored (their detections are dropped before scoring).
 import warnings
 from dataclasses import dataclass
 
-from ..errors import SsdqError, SsdqNote
-from .dataset import read_json
+from ssdq.errors import SsdqError, SsdqNote
+from ssdq.data.dataset import read_json
 
 
 @dataclass(frozen=True)

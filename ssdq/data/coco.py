@@ -18,8 +18,8 @@ import zlib
 
 from tqdm import tqdm
 
-from ..errors import SsdqError
-from ..fileio import atomic_dir, atomic_path
+from ssdq.errors import SsdqError
+from ssdq.fileio import atomic_dir, atomic_path
 
 ANNOTATION_FILE = "annotations/instances_val2017.json"
 IMAGE_DIR = "val2017"

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..errors import SsdqError, SsdqNote, SsdqWarning
+from ssdq.errors import SsdqError, SsdqNote, SsdqWarning
 
 
 @dataclass
@@ -131,7 +131,7 @@ def open_dataset(root=None, split=None, fmt="auto", classes=None, annotations=No
     ``allow_size_mismatch``: a decoded size other than the annotated one is a warning, not an
     error, and the decoded size is used.
     """
-    from .classmap import load_class_map
+    from ssdq.data.classmap import load_class_map
 
     if annotations is not None:
         if fmt not in ("auto", "coco"):

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .dataset import read_record_image
-from .transforms import preprocess
+from ssdq.data.dataset import read_record_image
+from ssdq.data.transforms import preprocess
 
 
 def iterate_batches(dataset, batch_size, num_workers=1, transform=preprocess):

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..fileio import atomic_dir, write_json
+from ssdq.fileio import atomic_dir, write_json
 
 # Non-contiguous ids, as in COCO, so that no code can confuse a category id with a class index.
 CATEGORIES = [

@@ -20,7 +20,7 @@ import traceback
 
 from tqdm import tqdm
 
-from ..errors import SsdqError
+from ssdq.errors import SsdqError
 
 SLOT_DIR = os.path.join("/tmp", "ssdq-ray-core-slots")
 MAX_ATTEMPTS = 2
@@ -64,7 +64,7 @@ def claim_core_slot(cpus_per_task, slot_dir=SLOT_DIR):
     """
     import fcntl
 
-    from ..cpus import physical_cores
+    from ssdq.host.cpus import physical_cores
 
     cores = physical_cores()
     os.makedirs(slot_dir, exist_ok=True)
@@ -84,7 +84,7 @@ class _Worker:
     """The body of a Ray actor: pin once, then run trials (``run``) until the driver is done."""
 
     def __init__(self, cpus_per_task, slot_dir=SLOT_DIR, cwd=None):
-        from .. import cpus
+        from ssdq.host import cpus
 
         if cwd and os.path.isdir(cwd):
             os.chdir(cwd)  # relative data paths resolve as on the driver (same path on every node)
@@ -116,7 +116,7 @@ class _Worker:
 
 def _threads_cpus():
     """The CPUs any thread of this process may run on, read back from the kernel."""
-    from ..cpus import read_thread_placement
+    from ssdq.host.cpus import read_thread_placement
 
     return sorted({c for thread in read_thread_placement() for c in thread["cpus"] or ()})
 
@@ -240,7 +240,7 @@ def _init_local_ray(ray, init):
     back all pinned cores while Ray starts (its workers then claim their own cores)."""
     import psutil
 
-    from ..cpus import physical_cores, pinning
+    from ssdq.host.cpus import physical_cores, pinning
 
     pinned = pinning()
     cores = pinned["cores"] if pinned else physical_cores()

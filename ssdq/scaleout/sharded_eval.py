@@ -7,7 +7,7 @@ are the same to the last digit.
 """
 import time
 
-from ..evaluate import detect
+from ssdq.eval.evaluate import detect
 
 
 class DetectionRecorder:
@@ -34,7 +34,7 @@ def shard_ranges(images, shards, batch_size):
 
 def detect_shard(context, shard):
     """Ray task / local trial: the detections of images [start, stop) of the dataset."""
-    from ..predictor import Predictor
+    from ssdq.model.predictor import Predictor
 
     checkpoint, dataset, batch_size, num_workers = context
     start, stop = shard

@@ -1,0 +1,1 @@
+"""ssdq.compress.pruning"""

@@ -1,0 +1,91 @@
+"""CI gate: compare a new report against a baseline and fail on an accuracy or speed regression.
+
+Works on ``report.json`` (``ssdq reproduce``) and on ``bench.json`` (``ssdq bench``, speed only;
+a multi-instance bench: its placement read back, and total img/s with ``--min-throughput``).
+Accuracy is compared across reports (int8 mAP
+may not fall more than ``max_map_drop`` points below the baseline's, nor below the same run's
+fp32 by more than that); speed only as the int8/fp32 ratio measured *within* the new run,
+because absolute images/s on a shared machine say more about the neighbours than the code.
+"""
+import json
+
+from ssdq.errors import SsdqError
+
+
+def load_report(path):
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except OSError as exc:
+        raise SsdqError("cannot read %s (%s)" % (path, exc.strerror)) from None
+    except ValueError as exc:
+        raise SsdqError("%s is not valid JSON (%s)" % (path, exc)) from None
+    if not isinstance(report, dict):
+        raise SsdqError("%s is not an ssdq report or bench file" % path)
+    figures = {}
+    total = report.get("total")
+    if isinstance(total, dict) and isinstance(report.get("instances"), list):  # multi-instance
+        try:
+            figures.update(throughput=float(total["images_per_sec"]),
+                           sum_throughput=float(total["sum_images_per_sec"]),
+                           placement_ok=bool(total["placement_ok"]))
+        except (KeyError, TypeError, ValueError):
+            raise SsdqError("%s is a multi-instance bench without total.images_per_sec, "
+                            "total.sum_images_per_sec and total.placement_ok" % path) from None
+        return figures
+    speedup = (report.get("bench") or report).get("speedup")  # report.json embeds a short bench
+    if isinstance(speedup, dict):
+        figures.update({k: float(speedup[k]) for k in ("end_to_end_int8_vs_fp32", "network_int8_vs_fp32")
+                        if isinstance(speedup.get(k), (int, float))})
+    if "fp32" in report or not figures:
+        try:
+            figures.update(fp32_map=float(report["fp32"]["map"]), int8_map=float(report["int8"]["map"]))
+            figures.setdefault("end_to_end_int8_vs_fp32", float(report["comparison"]["speedup"]))
+        except (KeyError, TypeError, ValueError):
+            raise SsdqError("%s is not an ssdq report or bench file (needs fp32.map, int8.map and "
+                            "comparison.speedup, or a speedup object)" % path) from None
+    return figures
+
+
+def compare(new_path, baseline_path=None, max_map_drop=0.5, min_speedup=None,
+            min_network_speedup=None, min_throughput=None):
+    """Return (ok, lines): one line per figure checked, saying whether it regressed."""
+    new = load_report(new_path)
+    base = load_report(baseline_path) if baseline_path else {}
+    checks = []
+    if "int8_map" in new:
+        checks.append(("int8 mAP vs this run's fp32", new["fp32_map"] - new["int8_map"], max_map_drop))
+        for name in ("int8", "fp32"):
+            if "%s_map" % name in base:
+                checks.append(("%s mAP vs baseline %s" % (name, name),
+                               base["%s_map" % name] - new["%s_map" % name], max_map_drop))
+    lines, ok = [], True
+    for name, drop, limit in checks:
+        passed = drop <= limit
+        ok &= passed
+        lines.append("%s %s: dropped %.3f points (limit %.3f)" % ("ok  " if passed else "FAIL", name,
+                                                                 drop, limit))
+    for key, minimum, label in (("end_to_end_int8_vs_fp32", min_speedup, "end-to-end"),
+                                ("network_int8_vs_fp32", min_network_speedup, "network")):
+        if minimum is None:
+            continue
+        if key not in new:
+            raise SsdqError("%s has no %s int8/fp32 speed-up (run ssdq bench)" % (new_path, label))
+        passed = new[key] >= minimum
+        ok &= passed
+        lines.append("%s int8/fp32 %s speed-up: %.2fx (minimum %.2fx)" % (
+            "ok  " if passed else "FAIL", label, new[key], minimum))
+    if "placement_ok" in new:  # a multi-instance bench: placement always, throughput if asked
+        ok &= new["placement_ok"]
+        lines.append("%s placement: every instance's threads %s its own cores (read back)" % (
+            ("ok  ", "stayed on") if new["placement_ok"] else ("FAIL", "did not all stay on")))
+    if min_throughput is not None:
+        if "throughput" not in new:
+            raise SsdqError("%s is not a multi-instance bench (run ssdq bench --instances N)"
+                            % new_path)
+        passed = new["throughput"] >= min_throughput
+        ok &= passed
+        lines.append("%s multi-instance throughput: %.2f img/s (sum of instances %.2f; minimum "
+                     "%.2f)" % ("ok  " if passed else "FAIL", new["throughput"],
+                                new["sum_throughput"], min_throughput))
+    return ok, lines
