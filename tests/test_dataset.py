@@ -190,3 +190,112 @@ def test_voc_folder_without_split_list_uses_every_annotation(tmp_path):
         ds = open_dataset(str(tmp_path), "val")
     assert ds.fmt == "voc" and [os.path.basename(r.path) for r in ds] == ["a.jpg", "b.jpg"]
     assert ds.classes == ("circle", "square")  # the names found, sorted
+
+
+def _coco_boxes_of(root, count, split="val"):
+    """{file stem: [[x1, y1, x2, y2], ...]} of the first ``count`` images of a COCO-layout split."""
+    data = json.load(open(_ann(root, split)))
+    images = sorted(data["images"], key=lambda i: i["id"])[:count]
+    out = {os.path.splitext(os.path.basename(i["file_name"]))[0]: [] for i in images}
+    stem = {i["id"]: os.path.splitext(os.path.basename(i["file_name"]))[0] for i in images}
+    for a in data["annotations"]:
+        if a["image_id"] in stem:
+            x, y, w, h = a["bbox"]
+            out[stem[a["image_id"]]].append([x, y, x + w, y + h])
+    return out, {stem[i["id"]]: (i["width"], i["height"]) for i in images}
+
+
+def test_labelme2voc_export_empty_tags_float_coordinates_no_split_list(tiny_data, tmp_path):
+    """labelme2voc writes <difficult/>, <truncated/>, <pose/> empty (0), float coordinates and no
+    ImageSets/: read as it is, every box kept, none difficult."""
+    from conftest import write_labelme_voc_export
+
+    from ssdq.errors import SsdqNote
+
+    root = write_labelme_voc_export(str(tmp_path / "voc"), tiny_data, 5)
+    xml = open(sorted(glob_xml(root))[0]).read()
+    assert "<difficult/>" in xml and "<truncated/>" in xml and ".5</xmin>" in xml
+    with pytest.warns(SsdqNote, match="no ImageSets/Main/val.txt"):
+        ds = open_dataset(root, "val")
+    expected, sizes = _coco_boxes_of(tiny_data, 5)
+    assert ds.fmt == "voc" and len(ds) == 5
+    for rec in ds:
+        stem = os.path.splitext(os.path.basename(rec.path))[0]
+        # x + 0.5 written, VOC's 1-based index -1: the COCO box - 0.5
+        assert sorted(rec.boxes.tolist()) == sorted([[v - 0.5 for v in b] for b in expected[stem]])
+        assert not rec.ignore.any() and (rec.width, rec.height) == sizes[stem]
+    assert sum(len(r.boxes) for r in ds) == sum(len(b) for b in expected.values()) == 28
+
+
+def glob_xml(root):
+    import glob
+
+    return glob.glob(os.path.join(root, "Annotations", "*.xml"))
+
+
+def test_labelme2voc_export_evaluates_through_the_cli(fp32_prefix, tiny_data, tmp_path):
+    from conftest import run_cli, write_labelme_voc_export
+
+    root = write_labelme_voc_export(str(tmp_path / "voc"), tiny_data, 8)
+    out = tmp_path / "result.json"
+    proc = run_cli("eval", "--model-prefix", fp32_prefix, "--data-root", root, "--batch-size", "4",
+                   "--quiet", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "ssdq: note: %s has no ImageSets/Main/val.txt" % root in proc.stderr
+    assert "Traceback" not in proc.stderr and "NoneType" not in proc.stderr
+    result = json.load(open(out))
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "~~~~ VOC07 mAP @ IoU=0.50 (11-point) ~~~~"
+    assert lines[1] == "%.1f" % result["map"] and result["map"] > 50, proc.stdout
+    assert result["metric"] == "voc07" and result["images"] == 8
+
+
+def test_listed_image_without_annotation_file_is_an_error(tmp_path):
+    from conftest import make_voc_folder
+
+    root = make_voc_folder(str(tmp_path / "voc"))
+    os.unlink(os.path.join(root, "Annotations", "000002.xml"))
+    with pytest.raises(SsdqError) as exc:
+        open_dataset(root, "val")
+    assert str(exc.value) == "annotation file not found: %s (listed in %s)" % (
+        os.path.join(root, "Annotations", "000002.xml"),
+        os.path.join(root, "ImageSets", "Main", "val.txt"))
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("<xmin>11</xmin>", "<xmin>eleven</xmin>",
+     ": object 1 (circle) has <xmin>eleven</xmin>: expected a number (pixels)"),
+    ("<ymax>80</ymax>", "", ": object 1 (circle) has no <bndbox><ymax>"),
+    ("<xmax>60</xmax>", "<xmax> </xmax>", ": object 1 (circle) has no <bndbox><xmax>"),
+    ("<name>circle</name>", "", ": object 1 has no <name> (its class)"),
+    ("<name>circle</name>", "<name/>", ": object 1 has no <name> (its class)"),
+    ("<bndbox><xmin>11</xmin><ymin>21</ymin><xmax>60</xmax><ymax>80</ymax></bndbox>", "",
+     ": object 1 (circle) has no <bndbox>"),
+    ("<difficult>0</difficult>", "<difficult>yes</difficult>",
+     ": object 1 (circle) has <difficult>yes</difficult>: expected 0 or 1 (or empty, 0)"),
+    ("<width>300</width>", "<width>wide</width>",
+     " has <size><width>wide</width>: expected a whole number of pixels"),
+    ("<height>200</height>", "<height>-200</height>",
+     " has <size><height>-200</height>: expected a whole number of pixels"),
+    ("</annotation>", "", " is not valid XML (no element found: line 1, column "),
+])
+def test_malformed_voc_elements_are_named(tmp_path, old, new, message):
+    _write_voc(str(tmp_path), {"a": [(0, 0, (11, 21, 60, 80))]}, ("circle", "square"))
+    xml = os.path.join(str(tmp_path), "Annotations", "a.xml")
+    text = open(xml).read()
+    assert old in text
+    open(xml, "w").write(text.replace(old, new))
+    with pytest.raises(SsdqError) as exc:
+        open_dataset(str(tmp_path), "test")
+    assert str(exc.value).startswith("annotation file %s%s" % (xml, message)), str(exc.value)
+    assert "\n" not in str(exc.value) and "NoneType" not in str(exc.value)
+
+
+def test_voc_empty_difficult_is_0_and_1_is_difficult(tmp_path):
+    _write_voc(str(tmp_path), {"a": [(0, 0, (11, 21, 60, 80)), (1, 1, (1, 1, 50, 50))]},
+               ("circle", "square"))
+    xml = os.path.join(str(tmp_path), "Annotations", "a.xml")
+    text = open(xml).read()
+    open(xml, "w").write(text.replace("<difficult>0</difficult>", "<difficult/>", 1))
+    ds = open_dataset(str(tmp_path), "test")
+    assert ds[0].ignore.tolist() == [False, True] and ds[0].boxes.tolist()[0] == [10, 20, 59, 79]

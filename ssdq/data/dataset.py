@@ -252,7 +252,10 @@ def _complete_annotations(data, ann_file):
 
 def load_voc(root, split, classes=None):
     """A VOC split (``ImageSets/Main/SPLIT.txt``, or every ``Annotations/*.xml`` if there is no
-    list). ``classes``: the class index to use; by default the names found, sorted."""
+    list). ``classes``: the class index to use; by default the names found, sorted.
+
+    Other tools' VOC exports are read as they are written: labelme2voc's empty ``<difficult/>``
+    (0), float coordinates, no split list."""
     list_file = os.path.join(root, "ImageSets", "Main", split + ".txt")
     if os.path.isfile(list_file):
         with open(list_file) as f:
@@ -267,7 +270,11 @@ def load_voc(root, split, classes=None):
                           "(%d files, sorted)" % (root, split, len(names)), SsdqNote)
     if not names:
         raise SsdqError("split %r of %s holds no images" % (split, root))
-    parsed = [_parse_voc_xml(root, name) for name in names]
+    parsed = [_parse_voc_xml(root, name, listed_in) for name in names]
+    for k, (_, width, height, _) in enumerate(parsed):
+        if width is None or height is None:
+            raise SsdqError("annotation file %s has no <size><%s>" % (
+                _voc_xml_path(root, names[k]), "width" if width is None else "height"))
     if classes is None:
         classes = sorted({cls for _, _, _, objects in parsed for cls, _, _ in objects})
     index_of = {name: i for i, name in enumerate(classes)}
@@ -276,8 +283,7 @@ def load_voc(root, split, classes=None):
         for cls, _, _ in objects:
             if cls not in index_of:
                 raise SsdqError("%s names class %r, which the model does not know (%s)"
-                                % (os.path.join(root, "Annotations", names[image_id] + ".xml"),
-                                   cls, ", ".join(classes)))
+                                % (_voc_xml_path(root, names[image_id]), cls, ", ".join(classes)))
         records.append(ImageRecord(
             image_id=image_id, path=path, width=width, height=height,
             boxes=np.asarray([b for _, b, _ in objects], np.float32).reshape(-1, 4),
@@ -289,30 +295,73 @@ def load_voc(root, split, classes=None):
     return dataset
 
 
-def _parse_voc_xml(root, name):
-    """-> (image path, width, height, [(class name, x1y1x2y2 box, difficult)])."""
-    xml_path = os.path.join(root, "Annotations", name + ".xml")
+def _voc_xml_path(root, name):
+    return os.path.join(root, "Annotations", name + ".xml")
+
+
+def _parse_voc_xml(root, name, listed_in):
+    """-> (image path, width, height, [(class name, x1y1x2y2 box, difficult)]); width and height
+    are None if the file has no ``<size>``. Every malformed element is a one-line error naming
+    the file, the object and the element."""
+    xml_path = _voc_xml_path(root, name)
     if not os.path.isfile(xml_path):
-        raise SsdqError("annotation file not found: %s" % xml_path)
+        raise SsdqError("annotation file not found: %s (listed in %s)" % (xml_path, listed_in))
     try:
         tree = ET.parse(xml_path).getroot()
-        width = int(tree.find("size/width").text)
-        height = int(tree.find("size/height").text)
-        objects = []
-        for obj in tree.iter("object"):
-            bb = obj.find("bndbox")
-            difficult = obj.find("difficult")
-            # VOC boxes are 1-based inclusive pixel indices.
-            objects.append((obj.find("name").text.strip(),
-                            [float(bb.find(t).text) - 1 for t in ("xmin", "ymin", "xmax", "ymax")],
-                            difficult is not None and difficult.text.strip() == "1"))
-    except (ET.ParseError, AttributeError, ValueError) as exc:
-        raise SsdqError("annotation file %s is malformed (%s)" % (xml_path, exc)) from None
+    except ET.ParseError as exc:  # its text says where: "not well-formed (invalid token): line 3, column 4"
+        raise SsdqError("annotation file %s is not valid XML (%s)" % (xml_path, exc)) from None
+    width = _voc_size(tree, "width", xml_path)
+    height = _voc_size(tree, "height", xml_path)
+    objects = []
+    for k, obj in enumerate(tree.iter("object"), 1):
+        cls = (obj.findtext("name") or "").strip()
+        if not cls:
+            raise SsdqError("annotation file %s: object %d has no <name> (its class)" % (xml_path, k))
+        where = "annotation file %s: object %d (%s)" % (xml_path, k, cls)
+        bb = obj.find("bndbox")
+        if bb is None:
+            raise SsdqError("%s has no <bndbox>" % where)
+        # VOC boxes are 1-based inclusive pixel indices.
+        box = [_voc_number(bb, tag, where) - 1 for tag in ("xmin", "ymin", "xmax", "ymax")]
+        # labelme2voc writes <difficult/> (and <truncated/>, <pose/>, unread) empty: 0
+        difficult = (obj.findtext("difficult") or "").strip()
+        if difficult not in ("", "0", "1"):
+            raise SsdqError("%s has <difficult>%s</difficult>: expected 0 or 1 (or empty, 0)"
+                            % (where, difficult))
+        objects.append((cls, box, difficult == "1"))
     path = os.path.join(root, "JPEGImages", name + ".jpg")
     filename = tree.findtext("filename")
-    if not os.path.isfile(path) and filename:
+    if not os.path.isfile(path) and filename and filename.strip():
         path = os.path.join(root, "JPEGImages", filename.strip())
     return path, width, height, objects
+
+
+def _voc_number(bndbox, tag, where):
+    text = (bndbox.findtext(tag) or "").strip()
+    if not text:
+        raise SsdqError("%s has no <bndbox><%s>" % (where, tag))
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value):
+        raise SsdqError("%s has <%s>%s</%s>: expected a number (pixels)" % (where, tag, text, tag))
+    return value
+
+
+def _voc_size(tree, tag, xml_path):
+    """``<size><width>`` or ``<height>`` as an int; None if there is no such element or it is empty."""
+    text = (tree.findtext("size/" + tag) or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value == int(value) and value > 0):
+        raise SsdqError("annotation file %s has <size><%s>%s</%s>: expected a whole number of "
+                        "pixels" % (xml_path, tag, text, tag))
+    return int(value)
 
 
 def _check_files(records, listed_in):
