@@ -225,6 +225,7 @@ def test_labelme2voc_export_empty_tags_float_coordinates_no_split_list(tiny_data
         assert sorted(rec.boxes.tolist()) == sorted([[v - 0.5 for v in b] for b in expected[stem]])
         assert not rec.ignore.any() and (rec.width, rec.height) == sizes[stem]
     assert sum(len(r.boxes) for r in ds) == sum(len(b) for b in expected.values()) == 28
+    assert ds.describe()["sizes_read_from_images"] == 0
 
 
 def glob_xml(root):
@@ -248,6 +249,42 @@ def test_labelme2voc_export_evaluates_through_the_cli(fp32_prefix, tiny_data, tm
     assert lines[0] == "~~~~ VOC07 mAP @ IoU=0.50 (11-point) ~~~~"
     assert lines[1] == "%.1f" % result["map"] and result["map"] > 50, proc.stdout
     assert result["metric"] == "voc07" and result["images"] == 8
+
+
+def test_voc_file_without_size_gets_the_decoded_size(tiny_data, tmp_path):
+    """No <size> (some tools leave it out, and an image without objects may have nothing else):
+    the decoded image's size, said once in a note; an image that cannot give it is an error."""
+    from conftest import write_labelme_voc_export
+
+    from ssdq.errors import SsdqNote
+
+    root = write_labelme_voc_export(str(tmp_path / "voc"), tiny_data, 3, size=False)
+    stems = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob_xml(root))
+    with open(os.path.join(root, "Annotations", stems[0] + ".xml"), "w") as f:
+        f.write("<annotation><filename>%s.jpg</filename></annotation>" % stems[0])  # no objects
+    with pytest.warns(SsdqNote) as notes:
+        ds = open_dataset(root, "val")
+    messages = [str(n.message) for n in notes]
+    assert messages[1] == ("3 of 3 annotation files in %s have no <size> (width, height): using "
+                           "their images' decoded size (e.g. %s.xml)"
+                           % (os.path.join(root, "Annotations"), stems[0])), messages
+    _, sizes = _coco_boxes_of(tiny_data, 3)
+    assert [(r.width, r.height) for r in ds] == [sizes[s] for s in stems]
+    assert [len(r.boxes) for r in ds][0] == 0 and ds.describe()["sizes_read_from_images"] == 3
+
+    image = os.path.join(root, "JPEGImages", stems[1] + ".jpg")
+    xml = os.path.join(root, "Annotations", stems[1] + ".xml")
+    data = open(image, "rb").read()
+    open(image, "wb").write(data[: len(data) // 2])
+    with pytest.warns(SsdqNote), pytest.raises(SsdqError) as exc:
+        open_dataset(root, "val")
+    assert str(exc.value) == ("annotation file %s has no <size> (width, height), and its image "
+                              "cannot give it: corrupt JPEG %s: the file is truncated" % (xml, image))
+    os.unlink(image)
+    with pytest.warns(SsdqNote), pytest.raises(SsdqError) as exc:
+        open_dataset(root, "val")
+    assert str(exc.value) == ("annotation file %s has no <size> (width, height), and its image "
+                              "%s, which would give it, is not on disk" % (xml, image))
 
 
 def test_listed_image_without_annotation_file_is_an_error(tmp_path):

@@ -53,6 +53,7 @@ class DetectionDataset:
         self.class_map = {}  # dataset class name -> model class name (--class-map)
         self.allow_size_mismatch = False
         self.source = {}  # how the split was found, for describe()
+        self.counts = {}  # what the reader counted and worked around (orphan annotations, ...)
 
     def __len__(self):
         return len(self.records)
@@ -82,7 +83,7 @@ class DetectionDataset:
 
     def describe(self):
         out = {"format": self.fmt, "root": os.path.abspath(self.root), "split": self.split,
-               "images": len(self), "classes": list(self.classes), **self.source}
+               "images": len(self), "classes": list(self.classes), **self.source, **self.counts}
         if self.class_map:
             out["class_map"] = dict(self.class_map)
         return out
@@ -255,7 +256,8 @@ def load_voc(root, split, classes=None):
     list). ``classes``: the class index to use; by default the names found, sorted.
 
     Other tools' VOC exports are read as they are written: labelme2voc's empty ``<difficult/>``
-    (0), float coordinates, no split list."""
+    (0), float coordinates, no split list. A file without ``<size>`` gets its image's decoded
+    size (one note says how many); if that image cannot be read, it is an error naming both."""
     list_file = os.path.join(root, "ImageSets", "Main", split + ".txt")
     if os.path.isfile(list_file):
         with open(list_file) as f:
@@ -271,10 +273,16 @@ def load_voc(root, split, classes=None):
     if not names:
         raise SsdqError("split %r of %s holds no images" % (split, root))
     parsed = [_parse_voc_xml(root, name, listed_in) for name in names]
-    for k, (_, width, height, _) in enumerate(parsed):
-        if width is None or height is None:
-            raise SsdqError("annotation file %s has no <size><%s>" % (
-                _voc_xml_path(root, names[k]), "width" if width is None else "height"))
+    unsized = [k for k, (_, width, height, _) in enumerate(parsed) if width is None or height is None]
+    for k in unsized:
+        path, _, _, objects = parsed[k]
+        height, width = _size_from_image(_voc_xml_path(root, names[k]), path)
+        parsed[k] = (path, width, height, objects)
+    if unsized:
+        warnings.warn("%d of %d annotation files in %s have no <size> (width, height): using "
+                      "their images' decoded size (e.g. %s)"
+                      % (len(unsized), len(names), listed_in,
+                         os.path.basename(_voc_xml_path(root, names[unsized[0]]))), SsdqNote)
     if classes is None:
         classes = sorted({cls for _, _, _, objects in parsed for cls, _, _ in objects})
     index_of = {name: i for i, name in enumerate(classes)}
@@ -292,11 +300,24 @@ def load_voc(root, split, classes=None):
     _check_files(records, listed_in)
     dataset = VocDataset(root, split, classes, records)
     dataset.source = {"image_list": os.path.abspath(listed_in)}
+    dataset.counts = {"sizes_read_from_images": len(unsized)}
     return dataset
 
 
 def _voc_xml_path(root, name):
     return os.path.join(root, "Annotations", name + ".xml")
+
+
+def _size_from_image(xml_path, image_path):
+    """(height, width) of the image a ``<size>``-less annotation file describes."""
+    if not os.path.isfile(image_path):
+        raise SsdqError("annotation file %s has no <size> (width, height), and its image %s, "
+                        "which would give it, is not on disk" % (xml_path, image_path))
+    try:
+        return read_image(image_path).shape[:2]
+    except SsdqError as exc:
+        raise SsdqError("annotation file %s has no <size> (width, height), and its image cannot "
+                        "give it: %s" % (xml_path, exc)) from None
 
 
 def _parse_voc_xml(root, name, listed_in):
