@@ -336,3 +336,73 @@ def test_voc_empty_difficult_is_0_and_1_is_difficult(tmp_path):
     open(xml, "w").write(text.replace("<difficult>0</difficult>", "<difficult/>", 1))
     ds = open_dataset(str(tmp_path), "test")
     assert ds[0].ignore.tolist() == [False, True] and ds[0].boxes.tolist()[0] == [10, 20, 59, 79]
+
+
+def _one_image_coco(tmp_path, edit=None):
+    """A one-image COCO file beside its PNG, after ``edit(data)``; returns its path."""
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((120, 160, 3), 60, np.uint8))
+    data = {"images": [{"id": 0, "file_name": "a.png", "width": 160, "height": 120}],
+            "annotations": [{"id": 1, "image_id": 0, "category_id": 3, "bbox": [20, 30, 70, 50]}],
+            "categories": [{"id": 3, "name": "car"}]}
+    if edit:
+        edit(data)
+    path = str(tmp_path / "ann.json")
+    with open(path, "w") as f:
+        json.dump(data, f)
+    return path
+
+
+def _set(where, key, value):
+    def edit(data):
+        entry = data[where][0]
+        if value is KeyError:
+            del entry[key]
+        else:
+            entry[key] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_set("annotations", "bbox", [20, 30, 70]),
+     "annotation #1 (id 1) has bbox [20, 30, 70]: expected 4 numbers [x, y, width, height] in pixels"),
+    (_set("annotations", "bbox", [20, "30", 70, 50]),
+     "annotation #1 (id 1) has bbox [20, \"30\", 70, 50]: expected 4 numbers [x, y, width, height] in pixels"),
+    (_set("annotations", "bbox", None),
+     "annotation #1 (id 1) has bbox null: expected 4 numbers [x, y, width, height] in pixels"),
+    (_set("annotations", "bbox", KeyError),
+     "annotation #1 (id 1) has no 'bbox': expected 4 numbers [x, y, width, height] in pixels"),
+    (_set("annotations", "image_id", KeyError),
+     "annotation #1 (id 1) has no 'image_id' (the id of its image)"),
+    (_set("annotations", "category_id", None),
+     "annotation #1 (id 1) has category_id null: expected an integer or a string"),
+    (_set("annotations", "iscrowd", 2), "annotation #1 (id 1) has iscrowd 2: expected 0 or 1"),
+    (_set("annotations", "area", "big"),
+     "annotation #1 (id 1) has area \"big\": expected a number (pixels)"),
+    (lambda data: data["annotations"].append(5), "annotation #2 is 5, not an object"),
+    (_set("images", "width", KeyError), "image 0 has no 'width' (its width in pixels)"),
+    (_set("images", "height", 0.5), "image 0 has height 0.5: expected a whole number of pixels"),
+    (_set("images", "height", "120"), "image 0 has height \"120\": expected a whole number of pixels"),
+    (_set("images", "file_name", KeyError),
+     "image 0 has no 'file_name': expected its path under the image folder (a string)"),
+    (_set("images", "id", KeyError), "image #1 has no 'id'"),
+    (_set("images", "id", 1.5), "image #1 has id 1.5: expected an integer or a string"),
+    (lambda data: data["images"].append(dict(data["images"][0])),
+     "images #1 and #2 have the same id 0: each image needs its own"),
+    (lambda data: data["images"].append(dict(data["images"][0], id="7")),
+     "image ids mix integers (e.g. 0) and strings (e.g. \"7\"): mixed id types are a corrupt "
+     "file; write every id as the same type"),
+    (_set("categories", "name", KeyError), "category 3 has no 'name': expected its name (a string)"),
+    (_set("categories", "id", None), "category #1 has id null: expected an integer or a string"),
+])
+def test_malformed_coco_entries_are_named(tmp_path, edit, message):
+    path = _one_image_coco(tmp_path, edit)
+    with pytest.raises(SsdqError) as exc:
+        open_dataset(annotations=path)
+    assert str(exc.value) == "annotation file %s: %s" % (path, message)
+
+
+def test_well_formed_one_image_coco_file(tmp_path):
+    ds = open_dataset(annotations=_one_image_coco(tmp_path))
+    assert ds[0].boxes.tolist() == [[20, 30, 90, 80]] and (ds[0].width, ds[0].height) == (160, 120)

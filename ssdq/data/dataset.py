@@ -178,7 +178,12 @@ def load_coco(root, split):
 
 
 def load_coco_file(ann_file, image_dir, split, root=None):
-    """Any COCO instances file, its images' ``file_name`` relative to ``image_dir``."""
+    """Any COCO instances file, its images' ``file_name`` relative to ``image_dir``.
+
+    Every entry is checked before pycocotools indexes the file: a malformed one is a one-line
+    error naming the file, the entry (``image 2299``, ``annotation #5``: its place in the
+    ``annotations`` list) and the field, and saying what was expected. Image and category ids
+    are integers or strings, one type per list, each id once."""
     from pycocotools.coco import COCO
 
     data = read_json(ann_file)
@@ -192,14 +197,20 @@ def load_coco_file(ann_file, image_dir, split, root=None):
         raise SsdqError("%s holds no images" % ann_file)
     if not data["categories"]:
         raise SsdqError("annotation file %s lists no categories" % ann_file)
+    _check_ids(data["images"], ("image", "images"), ann_file)
+    for image in data["images"]:
+        _check_image(image, ann_file)
+    _check_ids(data["categories"], ("category", "categories"), ann_file)
+    for cat in data["categories"]:
+        if not isinstance(cat.get("name"), str) or not cat["name"].strip():
+            raise SsdqError("annotation file %s: category %s has %s: expected its name (a string)"
+                            % (ann_file, _show(cat["id"]), "name %s" % _show(cat["name"])
+                               if "name" in cat else "no 'name'"))
     _complete_annotations(data, ann_file)
     coco = COCO()
     coco.dataset = data
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            coco.createIndex()
-    except (KeyError, TypeError) as exc:
-        raise SsdqError("annotation file %s is malformed (missing field %s)" % (ann_file, exc)) from None
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
     category_ids = sorted(coco.cats)
     index_of = {cat: i for i, cat in enumerate(category_ids)}
     records = []
@@ -212,16 +223,12 @@ def load_coco_file(ann_file, image_dir, split, root=None):
                 continue
             boxes.append([x, y, x + w, y + h])
             labels.append(index_of[ann["category_id"]])
-            ignore.append(bool(ann.get("iscrowd", 0)))
-        try:
-            records.append(ImageRecord(
-                image_id=int(image_id), path=os.path.join(image_dir, info["file_name"]),
-                width=int(info["width"]), height=int(info["height"]),
-                boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
-                labels=np.asarray(labels, np.int64), ignore=np.asarray(ignore, bool)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SsdqError("annotation file %s: image %s has no valid %s" % (
-                ann_file, image_id, exc)) from None
+            ignore.append(bool(ann["iscrowd"]))
+        records.append(ImageRecord(
+            image_id=int(image_id), path=os.path.join(image_dir, info["file_name"]),
+            width=int(info["width"]), height=int(info["height"]),
+            boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+            labels=np.asarray(labels, np.int64), ignore=np.asarray(ignore, bool)))
     _check_files(records, ann_file)
     dataset = CocoDataset(root if root is not None else image_dir, split, ann_file, coco,
                           category_ids, records)
@@ -230,21 +237,99 @@ def load_coco_file(ann_file, image_dir, split, root=None):
     return dataset
 
 
-def _complete_annotations(data, ann_file):
-    """Fill what pycocotools' evaluation needs but other tools' exports may lack.
+def _show(value, limit=60):
+    """A value from a JSON file as the file writes it (``"2299"``, ``null``), cut to ``limit``."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
-    COCOeval reads every ground truth's ``area`` and ``iscrowd``, and takes an annotation id of 0
-    for "unmatched", so a match to it would count as a false positive (labelme numbers its
-    annotations from 0): such ids are renumbered from 1 in memory; the file is not touched.
+
+def _is_id(value):
+    return (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, str) and bool(value.strip()))
+
+
+def _is_number(value):
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and bool(np.isfinite(value)))
+
+
+def _check_ids(entries, kind, ann_file):
+    """``entries`` (the images or the categories) are objects whose ids are integers or strings,
+    all of one type, none twice. ``kind``: (singular, plural) for the messages."""
+    seen, types = {}, {}
+    for k, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict):
+            raise SsdqError("annotation file %s: %s #%d is %s, not an object"
+                            % (ann_file, kind[0], k, _show(entry)))
+        if "id" not in entry:
+            raise SsdqError("annotation file %s: %s #%d has no 'id'" % (ann_file, kind[0], k))
+        value = entry["id"]
+        if not _is_id(value):
+            raise SsdqError("annotation file %s: %s #%d has id %s: expected an integer or a "
+                            "string" % (ann_file, kind[0], k, _show(value)))
+        if value in seen:
+            raise SsdqError("annotation file %s: %s #%d and #%d have the same id %s: each %s "
+                            "needs its own" % (ann_file, kind[1], seen[value], k, _show(value),
+                                               kind[0]))
+        seen[value] = k
+        types.setdefault(type(value), value)
+    if len(types) > 1:
+        raise SsdqError("annotation file %s: %s ids mix integers (e.g. %s) and strings (e.g. %s): "
+                        "mixed id types are a corrupt file; write every id as the same type"
+                        % (ann_file, kind[0], _show(types[int]), _show(types[str])))
+
+
+def _check_image(image, ann_file):
+    where = "annotation file %s: image %s" % (ann_file, _show(image["id"]))
+    name = image.get("file_name")
+    if not isinstance(name, str) or not name.strip():
+        raise SsdqError("%s has %s: expected its path under the image folder (a string)"
+                        % (where, "file_name %s" % _show(name) if "file_name" in image
+                           else "no 'file_name'"))
+    for key in ("width", "height"):
+        if key not in image:
+            raise SsdqError("%s has no %r (its %s in pixels)" % (where, key, key))
+        value = image[key]
+        if not (_is_number(value) and value == int(value) and value > 0):
+            raise SsdqError("%s has %s %s: expected a whole number of pixels"
+                            % (where, key, _show(value)))
+
+
+def _complete_annotations(data, ann_file):
+    """Check every annotation, and fill what pycocotools' evaluation needs but other tools'
+    exports may lack.
+
+    An annotation is an object with an ``image_id`` and a ``category_id`` (integers or strings)
+    and a ``bbox`` of 4 numbers; ``iscrowd`` (default 0) is 0 or 1; ``area`` (default the box's)
+    a number; ``segmentation`` (polygons or RLE) is not read. COCOeval reads every ground truth's
+    ``area`` and ``iscrowd``, and takes an annotation id of 0 for "unmatched", so a match to it
+    would count as a false positive (labelme numbers its annotations from 0): such ids, and
+    duplicated or non-integer ones, are renumbered from 1 in memory; the file is not touched.
     """
     anns = data["annotations"]
-    for ann in anns:
-        if not isinstance(ann, dict) or not isinstance(ann.get("bbox"), list) or len(ann["bbox"]) != 4:
-            raise SsdqError("annotation file %s is malformed: an annotation without a 4-number "
-                            "'bbox'" % ann_file)
-        ann.setdefault("iscrowd", 0)
+    for k, ann in enumerate(anns, 1):
+        if not isinstance(ann, dict):
+            raise SsdqError("annotation file %s: annotation #%d is %s, not an object"
+                            % (ann_file, k, _show(ann)))
+        where = "annotation file %s: annotation #%d%s" % (
+            ann_file, k, " (id %s)" % _show(ann["id"]) if "id" in ann else "")
+        for key, what in (("image_id", "image"), ("category_id", "category")):
+            if key not in ann:
+                raise SsdqError("%s has no %r (the id of its %s)" % (where, key, what))
+            if not _is_id(ann[key]):
+                raise SsdqError("%s has %s %s: expected an integer or a string"
+                                % (where, key, _show(ann[key])))
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
+            raise SsdqError("%s has %s: expected 4 numbers [x, y, width, height] in pixels"
+                            % (where, "bbox %s" % _show(bbox) if "bbox" in ann else "no 'bbox'"))
+        iscrowd = ann.setdefault("iscrowd", 0)
+        if not (isinstance(iscrowd, bool) or _is_number(iscrowd) and iscrowd in (0, 1)):
+            raise SsdqError("%s has iscrowd %s: expected 0 or 1" % (where, _show(iscrowd)))
         if "area" not in ann:
-            ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
+            ann["area"] = float(bbox[2]) * float(bbox[3])
+        elif not _is_number(ann["area"]):
+            raise SsdqError("%s has area %s: expected a number (pixels)" % (where, _show(ann["area"])))
     ids = [ann.get("id") for ann in anns]
     if any(not isinstance(i, int) or i < 1 for i in ids) or len(set(ids)) != len(ids):
         for number, ann in enumerate(anns, 1):
