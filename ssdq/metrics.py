@@ -13,7 +13,8 @@ conventions from the same detections:
 ``VOC07Evaluator`` uses the VOC2007 11-point metric (gluoncv's implementation). Predictions arrive
 with their image ids, so no result depends on call order, and with the model's class indices: a
 ``data.classmap.ClassMatch`` maps them onto the dataset's classes, and detections of model classes
-the dataset does not have are dropped before scoring. All figures are percentages.
+the dataset does not have are dropped before scoring. Image ids are the dataset's own (a COCO
+file's integers or strings, as written). All figures are percentages.
 """
 import contextlib
 import io
@@ -40,6 +41,11 @@ def gluoncv_coco_boxes(boxes, width=None, height=None, input_size=INPUT_SIZE):
     return out
 
 
+def _image_key(image_id):
+    """An image id as the dataset holds it: the file's int or str (a numpy scalar made plain)."""
+    return image_id.item() if isinstance(image_id, np.generic) else image_id
+
+
 class COCOEvaluator:
     def __init__(self, dataset, match=None, input_size=INPUT_SIZE):
         from .data.classmap import match_classes
@@ -62,7 +68,8 @@ class COCOEvaluator:
         network-input pixels as the network gave them, with ``image_sizes`` (width, height)
         they map to, for the GluonCV convention; without them it starts from ``boxes``."""
         for i, (image_id, lab, sco, box) in enumerate(zip(image_ids, labels, scores, boxes)):
-            self._seen.add(int(image_id))
+            image_id = _image_key(image_id)
+            self._seen.add(image_id)
             keep = np.array([int(k) in self._category_of for k in lab], bool)
             if not keep.any():
                 continue
@@ -77,11 +84,11 @@ class COCOEvaluator:
                 gbox = gluoncv_coco_boxes(box)
             for cat, s, (x1, y1, x2, y2), g in zip(cats, sco, box, gbox):
                 self._detections.append({
-                    "image_id": int(image_id), "category_id": int(cat),
+                    "image_id": image_id, "category_id": cat,
                     "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
                     "score": float(s)})
                 self._detections_gluoncv.append({
-                    "image_id": int(image_id), "category_id": int(cat),
+                    "image_id": image_id, "category_id": cat,
                     "bbox": g.tolist(), "score": float(s)})
 
     def evaluate(self):
@@ -145,7 +152,7 @@ class VOC07Evaluator:
 
     def process(self, image_ids, labels, scores, boxes, input_boxes=None, image_sizes=None):
         for image_id, lab, sco, box in zip(image_ids, labels, scores, boxes):
-            rec = self._by_id[int(image_id)]
+            rec = self._by_id[_image_key(image_id)]
             self._images += 1
             keep = np.array([int(k) in self._dataset_index for k in lab], bool)
             lab = np.array([self._dataset_index[int(k)] for k in np.asarray(lab)[keep]], np.float32)

@@ -1,4 +1,7 @@
+import json
+
 import numpy as np
+import pytest
 
 from ssdq.data.dataset import open_dataset
 from ssdq.metrics import COCOEvaluator, VOC07Evaluator, gluoncv_coco_boxes
@@ -124,3 +127,50 @@ def test_detections_of_model_classes_the_dataset_lacks_are_dropped(tiny_data):
     result = ev.evaluate()
     assert perfect["map"] > 99.9 and result["map"] == perfect["map"]
     assert result["classes_scored"] == list(ds.classes) and result["model_classes_not_scored"] == 1
+
+
+def _rewrite(path, image_id=None, ann_id=None, edit=None):
+    """Rewrite a COCO file's image ids (``image_id(old)``), annotation ids, or anything (``edit``)."""
+    with open(path) as f:
+        data = json.load(f)
+    for img in data["images"]:
+        img["id"] = image_id(img["id"]) if image_id else img["id"]
+    for ann in data["annotations"]:
+        ann["image_id"] = image_id(ann["image_id"]) if image_id else ann["image_id"]
+        ann["id"] = ann_id(ann["id"]) if ann_id else ann["id"]
+    if edit:
+        edit(data)
+    with open(path, "w") as f:
+        json.dump(data, f)
+    return path
+
+
+def test_string_and_huge_ids_score_as_the_integer_ids(fp32_prefix, tiny_data, tmp_path):
+    """Image ids "img000000", ... (strings) or above 2^32, annotation ids above 2^32: kept as the
+    file writes them, so pycocotools matches the detections; every figure equals the integer
+    ids' one, sharded or not."""
+    from conftest import write_labelme_export
+
+    from ssdq.evaluate import evaluate_checkpoint
+
+    classes = open_dataset(tiny_data, "val").classes
+    paths = {"int": write_labelme_export(str(tmp_path / "int"), tiny_data, 6, classes)}
+    paths["str"] = _rewrite(write_labelme_export(str(tmp_path / "str"), tiny_data, 6, classes),
+                            image_id=lambda i: "img%06d" % i)
+    paths["huge"] = _rewrite(write_labelme_export(str(tmp_path / "huge"), tiny_data, 6, classes),
+                             image_id=lambda i: 2 ** 33 + i, ann_id=lambda i: 2 ** 40 + i)
+    assert [r.image_id for r in open_dataset(annotations=paths["str"])] == [
+        "img%06d" % i for i in range(6)]
+    huge = open_dataset(annotations=paths["huge"])
+    assert [r.image_id for r in huge] == [2 ** 33 + i for i in range(6)]
+    assert min(huge.coco.anns) == 2 ** 40  # valid ids: not renumbered
+    results = {kind: evaluate_checkpoint(fp32_prefix, open_dataset(annotations=path), batch_size=2,
+                                         progress=False, speed_repeats=0)
+               for kind, path in paths.items()}
+    results["str sharded"] = evaluate_checkpoint(
+        fp32_prefix, open_dataset(annotations=paths["str"]), batch_size=2, progress=False,
+        speed_repeats=0, shards=2)
+    assert results["int"]["map"] > 20 and results["int"]["images"] == 6
+    for kind in ("str", "huge", "str sharded"):
+        for key in ("map", "ap50", "map_gluoncv", "per_class", "detections", "images"):
+            assert results[kind][key] == results["int"][key], (kind, key)

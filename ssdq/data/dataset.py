@@ -32,7 +32,7 @@ from ..errors import SsdqError, SsdqNote, SsdqWarning
 
 @dataclass
 class ImageRecord:
-    image_id: int
+    image_id: object  # COCO: the file's own id, int or str, as written; VOC: the image's index
     path: str
     width: int
     height: int
@@ -183,7 +183,8 @@ def load_coco_file(ann_file, image_dir, split, root=None):
     Every entry is checked before pycocotools indexes the file: a malformed one is a one-line
     error naming the file, the entry (``image 2299``, ``annotation #5``: its place in the
     ``annotations`` list) and the field, and saying what was expected. Image and category ids
-    are integers or strings, one type per list, each id once."""
+    are integers or strings, one type per list, each id once; records keep them as written, so
+    detections reach pycocotools under the file's own ids."""
     from pycocotools.coco import COCO
 
     data = read_json(ann_file)
@@ -225,7 +226,7 @@ def load_coco_file(ann_file, image_dir, split, root=None):
             labels.append(index_of[ann["category_id"]])
             ignore.append(bool(ann["iscrowd"]))
         records.append(ImageRecord(
-            image_id=int(image_id), path=os.path.join(image_dir, info["file_name"]),
+            image_id=image_id, path=os.path.join(image_dir, info["file_name"]),
             width=int(info["width"]), height=int(info["height"]),
             boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
             labels=np.asarray(labels, np.int64), ignore=np.asarray(ignore, bool)))
