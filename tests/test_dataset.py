@@ -406,3 +406,114 @@ def test_malformed_coco_entries_are_named(tmp_path, edit, message):
 def test_well_formed_one_image_coco_file(tmp_path):
     ds = open_dataset(annotations=_one_image_coco(tmp_path))
     assert ds[0].boxes.tolist() == [[20, 30, 90, 80]] and (ds[0].width, ds[0].height) == (160, 120)
+
+
+def _anns(count, **fields):
+    return [dict({"id": k + 1, "image_id": 0, "category_id": 3, "bbox": [20, 30, 70, 50]}, **fields)
+            for k in range(count)]
+
+
+@pytest.mark.parametrize("image_ids, category_ids, message", [
+    (("2299", ["2299"] + [2299] * 13), None,
+     "13 of 14 annotations have an image_id that matches no image, and 13 of them are an image's "
+     "id written as another type (image_id 2299, an integer, for image \"2299\", a string): "
+     "mixed id types are a corrupt file, not a subset"),
+    ((5, ["5", 5, 999]), None,
+     "2 of 3 annotations have an image_id that matches no image, and 1 of them are an image's "
+     "id written as another type (image_id \"5\", a string, for image 5, an integer): "
+     "mixed id types are a corrupt file, not a subset"),
+    (None, (3, [3, "3"]),
+     "1 of 2 annotations have a category_id that matches no category, and 1 of them are a "
+     "category's id written as another type (category_id \"3\", a string, for category 3, an "
+     "integer): mixed id types are a corrupt file, not a subset"),
+])
+def test_coco_id_type_mixup_is_an_error(tmp_path, image_ids, category_ids, message):
+    def edit(data):
+        if image_ids:
+            data["images"][0]["id"] = image_ids[0]
+            data["annotations"] = [dict(a, image_id=i) for a, i in
+                                   zip(_anns(len(image_ids[1])), image_ids[1])]
+        if category_ids:
+            data["categories"][0]["id"] = category_ids[0]
+            data["annotations"] = [dict(a, category_id=c) for a, c in
+                                   zip(_anns(len(category_ids[1])), category_ids[1])]
+
+    path = _one_image_coco(tmp_path, edit)
+    with pytest.raises(SsdqError) as exc:
+        open_dataset(annotations=path)
+    assert str(exc.value) == "annotation file %s: %s" % (path, message)
+
+
+def test_coco_id_type_mixup_through_the_cli(fp32_prefix, tiny_data, tmp_path):
+    """String image ids, but one image's annotations say its id as an integer: exit 2, one line
+    (today's ssdq exited 0, those ground truths silently gone)."""
+    from conftest import assert_clean_error, run_cli, write_labelme_export
+
+    path = write_labelme_export(str(tmp_path), tiny_data, 4, open_dataset(tiny_data, "val").classes)
+    data = json.load(open(path))
+    for img in data["images"]:
+        img["id"] = str(img["id"])
+    for ann in data["annotations"]:
+        ann["image_id"] = str(ann["image_id"]) if ann["image_id"] else 0  # image "0": ints
+    json.dump(data, open(path, "w"))
+    wrong = sum(a["image_id"] == 0 for a in data["annotations"])
+    assert wrong == 5
+    proc = run_cli("eval", "--model-prefix", fp32_prefix, "--annotations", path, "--quiet")
+    assert_clean_error(proc)
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "ssdq: error: annotation file %s: 5 of %d annotations have an image_id that matches no "
+        "image, and 5 of them are an image's id written as another type (image_id 0, an "
+        "integer, for image \"0\", a string): mixed id types are a corrupt file, not a subset"
+        % (path, len(data["annotations"])))
+
+
+def test_orphan_annotations_are_counted_and_evaluation_runs(fp32_prefix, tiny_data, tmp_path):
+    """Annotations of images the file does not list (another tool filtered the images, not the
+    annotations): a warning with the count, the count in describe(), the score unchanged."""
+    from conftest import write_labelme_export
+
+    from ssdq.errors import SsdqWarning
+    from ssdq.evaluate import evaluate_checkpoint
+
+    classes = open_dataset(tiny_data, "val").classes
+    clean = write_labelme_export(str(tmp_path / "clean"), tiny_data, 4, classes)
+    path = write_labelme_export(str(tmp_path / "filtered"), tiny_data, 4, classes)
+    data = json.load(open(path))
+    total = len(data["annotations"]) + 3
+    data["annotations"] += [dict(a, image_id=999 + k, id=1000 + k)
+                            for k, a in enumerate(data["annotations"][:3])]
+    json.dump(data, open(path, "w"))
+    with pytest.warns(SsdqWarning) as caught:
+        ds = open_dataset(annotations=path)
+    assert [str(w.message) for w in caught] == [
+        "annotation file %s: 3 of %d annotations have an image_id that matches no image (e.g. "
+        "999): left out (a file another tool filtered?)" % (path, total)]
+    assert ds.describe()["orphan_annotations"] == 3
+    assert open_dataset(annotations=clean).describe()["orphan_annotations"] == 0
+    results = [evaluate_checkpoint(fp32_prefix, d, batch_size=4, progress=False, speed_repeats=0)
+               for d in (open_dataset(annotations=clean), ds)]
+    assert results[1]["dataset"]["orphan_annotations"] == 3 and results[1]["images"] == 4
+    assert results[0]["map"] > 20 and results[1]["map"] == results[0]["map"]
+
+
+def test_unknown_categories_and_degenerate_boxes_are_counted(tmp_path):
+    from ssdq.errors import SsdqWarning
+
+    def edit(data):
+        data["annotations"] = _anns(5)
+        data["annotations"][1]["category_id"] = 99
+        data["annotations"][2]["bbox"] = [20, 30, 0, 50]
+        data["annotations"][3]["bbox"] = [20, 30, 70, -1]
+
+    path = _one_image_coco(tmp_path, edit)
+    with pytest.warns(SsdqWarning) as caught:
+        ds = open_dataset(annotations=path)
+    assert [str(w.message) for w in caught] == [
+        "annotation file %s: 1 of 5 annotations have a category_id that matches no category "
+        "(e.g. 99): left out, not scored" % path,
+        "annotation file %s: 2 annotations have a bbox of zero or negative width or height (e.g. "
+        "annotation #3, bbox [20, 30, 0, 50]): left out of the records; COCO scoring keeps them, "
+        "as pycocotools does, and no detection can match them" % path]
+    assert len(ds[0].boxes) == 2
+    assert {k: v for k, v in ds.describe().items() if k.endswith(("annotations", "boxes"))} == {
+        "orphan_annotations": 0, "unknown_category_annotations": 1, "degenerate_boxes": 2}

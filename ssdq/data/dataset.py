@@ -184,7 +184,16 @@ def load_coco_file(ann_file, image_dir, split, root=None):
     error naming the file, the entry (``image 2299``, ``annotation #5``: its place in the
     ``annotations`` list) and the field, and saying what was expected. Image and category ids
     are integers or strings, one type per list, each id once; records keep them as written, so
-    detections reach pycocotools under the file's own ids."""
+    detections reach pycocotools under the file's own ids.
+
+    No ground truth is left out silently. An annotation whose ``image_id`` (``category_id``) is
+    an image's (category's) id written as the other type, ``2299`` for ``"2299"``, makes the
+    file corrupt: an error. One whose ``image_id`` matches no image at all (a file another tool
+    filtered by image) or whose ``category_id`` matches no category (filtered by category: the
+    user expects the remaining classes scored) is left out with a warning giving the count,
+    recorded in ``describe()`` as ``orphan_annotations`` / ``unknown_category_annotations``.
+    A box of zero or negative width or height is left out of the records with a warning
+    (``degenerate_boxes``); COCO scoring keeps it, as pycocotools does: no detection matches it."""
     from pycocotools.coco import COCO
 
     data = read_json(ann_file)
@@ -198,16 +207,31 @@ def load_coco_file(ann_file, image_dir, split, root=None):
         raise SsdqError("%s holds no images" % ann_file)
     if not data["categories"]:
         raise SsdqError("annotation file %s lists no categories" % ann_file)
-    _check_ids(data["images"], ("image", "images"), ann_file)
+    image_ids = _check_ids(data["images"], ("image", "images"), ann_file)
     for image in data["images"]:
         _check_image(image, ann_file)
-    _check_ids(data["categories"], ("category", "categories"), ann_file)
+    known_categories = _check_ids(data["categories"], ("category", "categories"), ann_file)
     for cat in data["categories"]:
         if not isinstance(cat.get("name"), str) or not cat["name"].strip():
             raise SsdqError("annotation file %s: category %s has %s: expected its name (a string)"
                             % (ann_file, _show(cat["id"]), "name %s" % _show(cat["name"])
                                if "name" in cat else "no 'name'"))
     _complete_annotations(data, ann_file)
+    counts = {"orphan_annotations": _unmatched(data["annotations"], "image_id", image_ids,
+                                               ("image", "an"), ann_file),
+              "unknown_category_annotations": _unmatched(data["annotations"], "category_id",
+                                                         known_categories, ("category", "a"),
+                                                         ann_file)}
+    degenerate = [(k, ann) for k, ann in enumerate(data["annotations"], 1)
+                  if (ann["bbox"][2] <= 0 or ann["bbox"][3] <= 0) and ann["image_id"] in image_ids
+                  and ann["category_id"] in known_categories]
+    if degenerate:
+        k, ann = degenerate[0]
+        warnings.warn("annotation file %s: %d annotations have a bbox of zero or negative width "
+                      "or height (e.g. annotation #%d, bbox %s): left out of the records; COCO "
+                      "scoring keeps them, as pycocotools does, and no detection can match them"
+                      % (ann_file, len(degenerate), k, _show(ann["bbox"])), SsdqWarning)
+    counts["degenerate_boxes"] = len(degenerate)
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -235,6 +259,7 @@ def load_coco_file(ann_file, image_dir, split, root=None):
                           category_ids, records)
     dataset.source = {"annotation_file": os.path.abspath(ann_file),
                       "image_dir": os.path.abspath(image_dir)}
+    dataset.counts = counts
     return dataset
 
 
@@ -256,7 +281,8 @@ def _is_number(value):
 
 def _check_ids(entries, kind, ann_file):
     """``entries`` (the images or the categories) are objects whose ids are integers or strings,
-    all of one type, none twice. ``kind``: (singular, plural) for the messages."""
+    all of one type, none twice; returns the set of ids. ``kind``: (singular, plural) for the
+    messages."""
     seen, types = {}, {}
     for k, entry in enumerate(entries, 1):
         if not isinstance(entry, dict):
@@ -278,6 +304,37 @@ def _check_ids(entries, kind, ann_file):
         raise SsdqError("annotation file %s: %s ids mix integers (e.g. %s) and strings (e.g. %s): "
                         "mixed id types are a corrupt file; write every id as the same type"
                         % (ann_file, kind[0], _show(types[int]), _show(types[str])))
+    return set(seen)
+
+
+def _unmatched(anns, key, ids, kind, ann_file):
+    """How many annotations' ``key`` (``image_id``, ``category_id``) is none of ``ids``, warned
+    about; an error if one of them is an id written as the other type (2299 for "2299").
+    ``kind``: (what the ids name, the article of ``key``) for the messages."""
+    missing = [ann[key] for ann in anns if ann[key] not in ids]
+    if not missing:
+        return 0
+    as_text = {str(i): i for i in ids}
+    mixed = [value for value in missing if str(value) in as_text]
+    if mixed:
+        value = mixed[0]
+        raise SsdqError(
+            "annotation file %s: %d of %d annotations have %s %s that matches no %s, and %d of "
+            "them are %s id written as another type (%s %s, %s, for %s %s, %s): mixed id types "
+            "are a corrupt file, not a subset"
+            % (ann_file, len(missing), len(anns), kind[1], key, kind[0], len(mixed),
+               "an image's" if kind[0] == "image" else "a category's", key, _show(value),
+               _type_name(value), kind[0], _show(as_text[str(value)]),
+               _type_name(as_text[str(value)])))
+    warnings.warn("annotation file %s: %d of %d annotations have %s %s that matches no %s (e.g. "
+                  "%s): left out%s" % (ann_file, len(missing), len(anns), kind[1], key, kind[0],
+                                       _show(missing[0]), " (a file another tool filtered?)"
+                                       if kind[0] == "image" else ", not scored"), SsdqWarning)
+    return len(missing)
+
+
+def _type_name(value):
+    return "a string" if isinstance(value, str) else "an integer"
 
 
 def _check_image(image, ann_file):
