@@ -249,6 +249,8 @@ def test_labelme2voc_export_evaluates_through_the_cli(fp32_prefix, tiny_data, tm
     assert lines[0] == "~~~~ VOC07 mAP @ IoU=0.50 (11-point) ~~~~"
     assert lines[1] == "%.1f" % result["map"] and result["map"] > 50, proc.stdout
     assert result["metric"] == "voc07" and result["images"] == 8
+    objects = sum(len(b) for b in _coco_boxes_of(tiny_data, 8)[0].values())
+    assert result["ground_truths"] == objects == 47 and result["ground_truths_ignored"] == 0
 
 
 def test_voc_file_without_size_gets_the_decoded_size(tiny_data, tmp_path):
@@ -494,6 +496,8 @@ def test_orphan_annotations_are_counted_and_evaluation_runs(fp32_prefix, tiny_da
                for d in (open_dataset(annotations=clean), ds)]
     assert results[1]["dataset"]["orphan_annotations"] == 3 and results[1]["images"] == 4
     assert results[0]["map"] > 20 and results[1]["map"] == results[0]["map"]
+    scored = sum(not a["iscrowd"] for a in data["annotations"][:total - 3])
+    assert results[1]["ground_truths"] == results[0]["ground_truths"] == scored
 
 
 def test_unknown_categories_and_degenerate_boxes_are_counted(tmp_path):
