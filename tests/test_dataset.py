@@ -515,7 +515,7 @@ def test_unknown_categories_and_degenerate_boxes_are_counted(tmp_path):
     assert [str(w.message) for w in caught] == [
         "annotation file %s: 1 of 5 annotations have a category_id that matches no category "
         "(e.g. 99): left out, not scored" % path,
-        "annotation file %s: 2 annotations have a bbox of zero or negative width or height (e.g. "
+        "annotation file %s: 2 of 5 annotations have a bbox of zero or negative width or height (e.g. "
         "annotation #3, bbox [20, 30, 0, 50]): left out of the records; COCO scoring keeps them, "
         "as pycocotools does, and no detection can match them" % path]
     assert len(ds[0].boxes) == 2

@@ -3,10 +3,14 @@
 Every check that can fail on a user's data fails here, with a one-line ``SsdqError`` that names
 the file: a missing or corrupt annotation file, an empty split, a listed image that is not on
 disk, a JPEG that does not decode, an image whose decoded size is not the one its annotation
-records. Images are only decoded when read, so opening COCO val2017 is fast; ``read_image``
-refuses truncated JPEGs that OpenCV would silently half-decode and, like ``mx.image.imdecode``
-(GluonCV's and the recipe's decoder), does not apply a JPEG's EXIF orientation: COCO's boxes and
-``width``/``height`` describe the stored pixels.
+records, a malformed entry (the message names the entry and the field, and what was expected,
+never a Python exception's repr). Other tools' exports are read as they write them (labelme2voc's
+empty ``<difficult/>``, float coordinates, no ``<size>``; string COCO ids), and ground truth left
+out (annotations of no image or no category) is counted, in a warning and in ``describe()``,
+never dropped silently. Images are only decoded when read, so opening COCO val2017 is fast;
+``read_image`` refuses truncated JPEGs that OpenCV would silently half-decode and, like
+``mx.image.imdecode`` (GluonCV's and the recipe's decoder), does not apply a JPEG's EXIF
+orientation: COCO's boxes and ``width``/``height`` describe the stored pixels.
 
 A COCO file may sit anywhere (``annotations=FILE``, images under ``images=DIR``, ``file_name``
 may hold sub-folders) or in the ``ROOT/annotations/instances_SPLIT.json`` layout. A dataset's class
@@ -227,10 +231,11 @@ def load_coco_file(ann_file, image_dir, split, root=None):
                   and ann["category_id"] in known_categories]
     if degenerate:
         k, ann = degenerate[0]
-        warnings.warn("annotation file %s: %d annotations have a bbox of zero or negative width "
-                      "or height (e.g. annotation #%d, bbox %s): left out of the records; COCO "
-                      "scoring keeps them, as pycocotools does, and no detection can match them"
-                      % (ann_file, len(degenerate), k, _show(ann["bbox"])), SsdqWarning)
+        warnings.warn("annotation file %s: %d of %d annotations have a bbox of zero or negative "
+                      "width or height (e.g. annotation #%d, bbox %s): left out of the records; "
+                      "COCO scoring keeps them, as pycocotools does, and no detection can match "
+                      "them" % (ann_file, len(degenerate), len(data["annotations"]), k,
+                                _show(ann["bbox"])), SsdqWarning)
     counts["degenerate_boxes"] = len(degenerate)
     coco = COCO()
     coco.dataset = data
@@ -387,7 +392,8 @@ def _complete_annotations(data, ann_file):
         if "area" not in ann:
             ann["area"] = float(bbox[2]) * float(bbox[3])
         elif not _is_number(ann["area"]):
-            raise SsdqError("%s has area %s: expected a number (pixels)" % (where, _show(ann["area"])))
+            raise SsdqError("%s has area %s: expected a number (pixels)"
+                            % (where, _show(ann["area"])))
     ids = [ann.get("id") for ann in anns]
     if any(not isinstance(i, int) or i < 1 for i in ids) or len(set(ids)) != len(ids):
         for number, ann in enumerate(anns, 1):
@@ -416,7 +422,8 @@ def load_voc(root, split, classes=None):
     if not names:
         raise SsdqError("split %r of %s holds no images" % (split, root))
     parsed = [_parse_voc_xml(root, name, listed_in) for name in names]
-    unsized = [k for k, (_, width, height, _) in enumerate(parsed) if width is None or height is None]
+    unsized = [k for k, (_, width, height, _) in enumerate(parsed)
+               if width is None or height is None]
     for k in unsized:
         path, _, _, objects = parsed[k]
         height, width = _size_from_image(_voc_xml_path(root, names[k]), path)
@@ -472,7 +479,7 @@ def _parse_voc_xml(root, name, listed_in):
         raise SsdqError("annotation file not found: %s (listed in %s)" % (xml_path, listed_in))
     try:
         tree = ET.parse(xml_path).getroot()
-    except ET.ParseError as exc:  # its text says where: "not well-formed (invalid token): line 3, column 4"
+    except ET.ParseError as exc:  # says where: "not well-formed (invalid token): line 3, column 4"
         raise SsdqError("annotation file %s is not valid XML (%s)" % (xml_path, exc)) from None
     width = _voc_size(tree, "width", xml_path)
     height = _voc_size(tree, "height", xml_path)
@@ -480,7 +487,8 @@ def _parse_voc_xml(root, name, listed_in):
     for k, obj in enumerate(tree.iter("object"), 1):
         cls = (obj.findtext("name") or "").strip()
         if not cls:
-            raise SsdqError("annotation file %s: object %d has no <name> (its class)" % (xml_path, k))
+            raise SsdqError("annotation file %s: object %d has no <name> (its class)"
+                            % (xml_path, k))
         where = "annotation file %s: object %d (%s)" % (xml_path, k, cls)
         bb = obj.find("bndbox")
         if bb is None:
@@ -514,7 +522,7 @@ def _voc_number(bndbox, tag, where):
 
 
 def _voc_size(tree, tag, xml_path):
-    """``<size><width>`` or ``<height>`` as an int; None if there is no such element or it is empty."""
+    """``<size><width>`` or ``<height>`` as an int; None if the element is missing or empty."""
     text = (tree.findtext("size/" + tag) or "").strip()
     if not text:
         return None
