@@ -203,3 +203,44 @@ def fake_host(tmp_path):
         return str(root)
 
     return build
+
+
+def write_labelme_voc_export(out_dir, source_root, count, split="val", size=True):
+    """A VOC folder as labelme's labelme2voc writes it, from the first ``count`` images of a
+    COCO-layout split: ``JPEGImages/`` and ``Annotations/`` only (no ``ImageSets/``), empty
+    ``<folder/>``, ``<database/>``, ``<annotation/>``, ``<pose/>``, ``<truncated/>`` and
+    ``<difficult/>`` tags, and float coordinates (each COCO box edge + 0.5, so a VOC reader's box
+    is the COCO box - 0.5). ``size=False`` leaves ``<size>`` out. Returns ``out_dir``."""
+    import json
+    import shutil
+
+    with open(os.path.join(source_root, "annotations", "instances_%s.json" % split)) as f:
+        source = json.load(f)
+    for sub in ("JPEGImages", "Annotations"):
+        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+    names = {c["id"]: c["name"] for c in source["categories"]}
+    with open(os.path.join(out_dir, "class_names.txt"), "w") as f:
+        f.write("_background_\n" + "".join(n + "\n" for _, n in sorted(names.items())))
+    for img in sorted(source["images"], key=lambda i: i["id"])[:count]:
+        base = os.path.splitext(os.path.basename(img["file_name"]))[0]
+        shutil.copy(os.path.join(source_root, split, img["file_name"]),
+                    os.path.join(out_dir, "JPEGImages", base + ".jpg"))
+        xml = ["<annotation>", "  <folder/>", "  <filename>%s.jpg</filename>" % base,
+               "  <database/>", "  <annotation/>", "  <image/>"]
+        if size:
+            xml.append("  <size><height>%d</height><width>%d</width><depth>3</depth></size>"
+                       % (img["height"], img["width"]))
+        xml.append("  <segmented/>")
+        for ann in source["annotations"]:
+            if ann["image_id"] != img["id"]:
+                continue
+            x, y, w, h = ann["bbox"]
+            xml += ["  <object>", "    <name>%s</name>" % names[ann["category_id"]],
+                    "    <pose/>", "    <truncated/>", "    <difficult/>", "    <bndbox>",
+                    "      <xmin>%r</xmin>" % (x + 0.5), "      <ymin>%r</ymin>" % (y + 0.5),
+                    "      <xmax>%r</xmax>" % (x + w + 0.5), "      <ymax>%r</ymax>" % (y + h + 0.5),
+                    "    </bndbox>", "  </object>"]
+        xml.append("</annotation>")
+        with open(os.path.join(out_dir, "Annotations", base + ".xml"), "w") as f:
+            f.write("\n".join(xml) + "\n")
+    return out_dir

@@ -3,10 +3,14 @@
 Every check that can fail on a user's data fails here, with a one-line ``SsdqError`` that names
 the file: a missing or corrupt annotation file, an empty split, a listed image that is not on
 disk, a JPEG that does not decode, an image whose decoded size is not the one its annotation
-records. Images are only decoded when read, so opening COCO val2017 is fast; ``read_image``
-refuses truncated JPEGs that OpenCV would silently half-decode and, like ``mx.image.imdecode``
-(GluonCV's and the recipe's decoder), does not apply a JPEG's EXIF orientation: COCO's boxes and
-``width``/``height`` describe the stored pixels.
+records, a malformed entry (the message names the entry and the field, and what was expected,
+never a Python exception's repr). Other tools' exports are read as they write them (labelme2voc's
+empty ``<difficult/>``, float coordinates, no ``<size>``; string COCO ids), and ground truth left
+out (annotations of no image or no category) is counted, in a warning and in ``describe()``,
+never dropped silently. Images are only decoded when read, so opening COCO val2017 is fast;
+``read_image`` refuses truncated JPEGs that OpenCV would silently half-decode and, like
+``mx.image.imdecode`` (GluonCV's and the recipe's decoder), does not apply a JPEG's EXIF
+orientation: COCO's boxes and ``width``/``height`` describe the stored pixels.
 
 A COCO file may sit anywhere (``annotations=FILE``, images under ``images=DIR``, ``file_name``
 may hold sub-folders) or in the ``ROOT/annotations/instances_SPLIT.json`` layout. A dataset's class
@@ -32,7 +36,7 @@ from ssdq.errors import SsdqError, SsdqNote, SsdqWarning
 
 @dataclass
 class ImageRecord:
-    image_id: int
+    image_id: object  # COCO: the file's own id, int or str, as written; VOC: the image's index
     path: str
     width: int
     height: int
@@ -53,6 +57,7 @@ class DetectionDataset:
         self.class_map = {}  # dataset class name -> model class name (--class-map)
         self.allow_size_mismatch = False
         self.source = {}  # how the split was found, for describe()
+        self.counts = {}  # what the reader counted and worked around (orphan annotations, ...)
 
     def __len__(self):
         return len(self.records)
@@ -82,7 +87,7 @@ class DetectionDataset:
 
     def describe(self):
         out = {"format": self.fmt, "root": os.path.abspath(self.root), "split": self.split,
-               "images": len(self), "classes": list(self.classes), **self.source}
+               "images": len(self), "classes": list(self.classes), **self.source, **self.counts}
         if self.class_map:
             out["class_map"] = dict(self.class_map)
         return out
@@ -177,7 +182,22 @@ def load_coco(root, split):
 
 
 def load_coco_file(ann_file, image_dir, split, root=None):
-    """Any COCO instances file, its images' ``file_name`` relative to ``image_dir``."""
+    """Any COCO instances file, its images' ``file_name`` relative to ``image_dir``.
+
+    Every entry is checked before pycocotools indexes the file: a malformed one is a one-line
+    error naming the file, the entry (``image 2299``, ``annotation #5``: its place in the
+    ``annotations`` list) and the field, and saying what was expected. Image and category ids
+    are integers or strings, one type per list, each id once; records keep them as written, so
+    detections reach pycocotools under the file's own ids.
+
+    No ground truth is left out silently. An annotation whose ``image_id`` (``category_id``) is
+    an image's (category's) id written as the other type, ``2299`` for ``"2299"``, makes the
+    file corrupt: an error. One whose ``image_id`` matches no image at all (a file another tool
+    filtered by image) or whose ``category_id`` matches no category (filtered by category: the
+    user expects the remaining classes scored) is left out with a warning giving the count,
+    recorded in ``describe()`` as ``orphan_annotations`` / ``unknown_category_annotations``.
+    A box of zero or negative width or height is left out of the records with a warning
+    (``degenerate_boxes``); COCO scoring keeps it, as pycocotools does: no detection matches it."""
     from pycocotools.coco import COCO
 
     data = read_json(ann_file)
@@ -191,14 +211,36 @@ def load_coco_file(ann_file, image_dir, split, root=None):
         raise SsdqError("%s holds no images" % ann_file)
     if not data["categories"]:
         raise SsdqError("annotation file %s lists no categories" % ann_file)
+    image_ids = _check_ids(data["images"], ("image", "images"), ann_file)
+    for image in data["images"]:
+        _check_image(image, ann_file)
+    known_categories = _check_ids(data["categories"], ("category", "categories"), ann_file)
+    for cat in data["categories"]:
+        if not isinstance(cat.get("name"), str) or not cat["name"].strip():
+            raise SsdqError("annotation file %s: category %s has %s: expected its name (a string)"
+                            % (ann_file, _show(cat["id"]), "name %s" % _show(cat["name"])
+                               if "name" in cat else "no 'name'"))
     _complete_annotations(data, ann_file)
+    counts = {"orphan_annotations": _unmatched(data["annotations"], "image_id", image_ids,
+                                               ("image", "an"), ann_file),
+              "unknown_category_annotations": _unmatched(data["annotations"], "category_id",
+                                                         known_categories, ("category", "a"),
+                                                         ann_file)}
+    degenerate = [(k, ann) for k, ann in enumerate(data["annotations"], 1)
+                  if (ann["bbox"][2] <= 0 or ann["bbox"][3] <= 0) and ann["image_id"] in image_ids
+                  and ann["category_id"] in known_categories]
+    if degenerate:
+        k, ann = degenerate[0]
+        warnings.warn("annotation file %s: %d of %d annotations have a bbox of zero or negative "
+                      "width or height (e.g. annotation #%d, bbox %s): left out of the records; "
+                      "COCO scoring keeps them, as pycocotools does, and no detection can match "
+                      "them" % (ann_file, len(degenerate), len(data["annotations"]), k,
+                                _show(ann["bbox"])), SsdqWarning)
+    counts["degenerate_boxes"] = len(degenerate)
     coco = COCO()
     coco.dataset = data
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            coco.createIndex()
-    except (KeyError, TypeError) as exc:
-        raise SsdqError("annotation file %s is malformed (missing field %s)" % (ann_file, exc)) from None
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
     category_ids = sorted(coco.cats)
     index_of = {cat: i for i, cat in enumerate(category_ids)}
     records = []
@@ -211,39 +253,147 @@ def load_coco_file(ann_file, image_dir, split, root=None):
                 continue
             boxes.append([x, y, x + w, y + h])
             labels.append(index_of[ann["category_id"]])
-            ignore.append(bool(ann.get("iscrowd", 0)))
-        try:
-            records.append(ImageRecord(
-                image_id=int(image_id), path=os.path.join(image_dir, info["file_name"]),
-                width=int(info["width"]), height=int(info["height"]),
-                boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
-                labels=np.asarray(labels, np.int64), ignore=np.asarray(ignore, bool)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SsdqError("annotation file %s: image %s has no valid %s" % (
-                ann_file, image_id, exc)) from None
+            ignore.append(bool(ann["iscrowd"]))
+        records.append(ImageRecord(
+            image_id=image_id, path=os.path.join(image_dir, info["file_name"]),
+            width=int(info["width"]), height=int(info["height"]),
+            boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+            labels=np.asarray(labels, np.int64), ignore=np.asarray(ignore, bool)))
     _check_files(records, ann_file)
     dataset = CocoDataset(root if root is not None else image_dir, split, ann_file, coco,
                           category_ids, records)
     dataset.source = {"annotation_file": os.path.abspath(ann_file),
                       "image_dir": os.path.abspath(image_dir)}
+    dataset.counts = counts
     return dataset
 
 
-def _complete_annotations(data, ann_file):
-    """Fill what pycocotools' evaluation needs but other tools' exports may lack.
+def _show(value, limit=60):
+    """A value from a JSON file as the file writes it (``"2299"``, ``null``), cut to ``limit``."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
-    COCOeval reads every ground truth's ``area`` and ``iscrowd``, and takes an annotation id of 0
-    for "unmatched", so a match to it would count as a false positive (labelme numbers its
-    annotations from 0): such ids are renumbered from 1 in memory; the file is not touched.
+
+def _is_id(value):
+    return (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, str) and bool(value.strip()))
+
+
+def _is_number(value):
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and bool(np.isfinite(value)))
+
+
+def _check_ids(entries, kind, ann_file):
+    """``entries`` (the images or the categories) are objects whose ids are integers or strings,
+    all of one type, none twice; returns the set of ids. ``kind``: (singular, plural) for the
+    messages."""
+    seen, types = {}, {}
+    for k, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict):
+            raise SsdqError("annotation file %s: %s #%d is %s, not an object"
+                            % (ann_file, kind[0], k, _show(entry)))
+        if "id" not in entry:
+            raise SsdqError("annotation file %s: %s #%d has no 'id'" % (ann_file, kind[0], k))
+        value = entry["id"]
+        if not _is_id(value):
+            raise SsdqError("annotation file %s: %s #%d has id %s: expected an integer or a "
+                            "string" % (ann_file, kind[0], k, _show(value)))
+        if value in seen:
+            raise SsdqError("annotation file %s: %s #%d and #%d have the same id %s: each %s "
+                            "needs its own" % (ann_file, kind[1], seen[value], k, _show(value),
+                                               kind[0]))
+        seen[value] = k
+        types.setdefault(type(value), value)
+    if len(types) > 1:
+        raise SsdqError("annotation file %s: %s ids mix integers (e.g. %s) and strings (e.g. %s): "
+                        "mixed id types are a corrupt file; write every id as the same type"
+                        % (ann_file, kind[0], _show(types[int]), _show(types[str])))
+    return set(seen)
+
+
+def _unmatched(anns, key, ids, kind, ann_file):
+    """How many annotations' ``key`` (``image_id``, ``category_id``) is none of ``ids``, warned
+    about; an error if one of them is an id written as the other type (2299 for "2299").
+    ``kind``: (what the ids name, the article of ``key``) for the messages."""
+    missing = [ann[key] for ann in anns if ann[key] not in ids]
+    if not missing:
+        return 0
+    as_text = {str(i): i for i in ids}
+    mixed = [value for value in missing if str(value) in as_text]
+    if mixed:
+        value = mixed[0]
+        raise SsdqError(
+            "annotation file %s: %d of %d annotations have %s %s that matches no %s, and %d of "
+            "them are %s id written as another type (%s %s, %s, for %s %s, %s): mixed id types "
+            "are a corrupt file, not a subset"
+            % (ann_file, len(missing), len(anns), kind[1], key, kind[0], len(mixed),
+               "an image's" if kind[0] == "image" else "a category's", key, _show(value),
+               _type_name(value), kind[0], _show(as_text[str(value)]),
+               _type_name(as_text[str(value)])))
+    warnings.warn("annotation file %s: %d of %d annotations have %s %s that matches no %s (e.g. "
+                  "%s): left out%s" % (ann_file, len(missing), len(anns), kind[1], key, kind[0],
+                                       _show(missing[0]), " (a file another tool filtered?)"
+                                       if kind[0] == "image" else ", not scored"), SsdqWarning)
+    return len(missing)
+
+
+def _type_name(value):
+    return "a string" if isinstance(value, str) else "an integer"
+
+
+def _check_image(image, ann_file):
+    where = "annotation file %s: image %s" % (ann_file, _show(image["id"]))
+    name = image.get("file_name")
+    if not isinstance(name, str) or not name.strip():
+        raise SsdqError("%s has %s: expected its path under the image folder (a string)"
+                        % (where, "file_name %s" % _show(name) if "file_name" in image
+                           else "no 'file_name'"))
+    for key in ("width", "height"):
+        if key not in image:
+            raise SsdqError("%s has no %r (its %s in pixels)" % (where, key, key))
+        value = image[key]
+        if not (_is_number(value) and value == int(value) and value > 0):
+            raise SsdqError("%s has %s %s: expected a whole number of pixels"
+                            % (where, key, _show(value)))
+
+
+def _complete_annotations(data, ann_file):
+    """Check every annotation, and fill what pycocotools' evaluation needs but other tools'
+    exports may lack.
+
+    An annotation is an object with an ``image_id`` and a ``category_id`` (integers or strings)
+    and a ``bbox`` of 4 numbers; ``iscrowd`` (default 0) is 0 or 1; ``area`` (default the box's)
+    a number; ``segmentation`` (polygons or RLE) is not read. COCOeval reads every ground truth's
+    ``area`` and ``iscrowd``, and takes an annotation id of 0 for "unmatched", so a match to it
+    would count as a false positive (labelme numbers its annotations from 0): such ids, and
+    duplicated or non-integer ones, are renumbered from 1 in memory; the file is not touched.
     """
     anns = data["annotations"]
-    for ann in anns:
-        if not isinstance(ann, dict) or not isinstance(ann.get("bbox"), list) or len(ann["bbox"]) != 4:
-            raise SsdqError("annotation file %s is malformed: an annotation without a 4-number "
-                            "'bbox'" % ann_file)
-        ann.setdefault("iscrowd", 0)
+    for k, ann in enumerate(anns, 1):
+        if not isinstance(ann, dict):
+            raise SsdqError("annotation file %s: annotation #%d is %s, not an object"
+                            % (ann_file, k, _show(ann)))
+        where = "annotation file %s: annotation #%d%s" % (
+            ann_file, k, " (id %s)" % _show(ann["id"]) if "id" in ann else "")
+        for key, what in (("image_id", "image"), ("category_id", "category")):
+            if key not in ann:
+                raise SsdqError("%s has no %r (the id of its %s)" % (where, key, what))
+            if not _is_id(ann[key]):
+                raise SsdqError("%s has %s %s: expected an integer or a string"
+                                % (where, key, _show(ann[key])))
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
+            raise SsdqError("%s has %s: expected 4 numbers [x, y, width, height] in pixels"
+                            % (where, "bbox %s" % _show(bbox) if "bbox" in ann else "no 'bbox'"))
+        iscrowd = ann.setdefault("iscrowd", 0)
+        if not (isinstance(iscrowd, bool) or _is_number(iscrowd) and iscrowd in (0, 1)):
+            raise SsdqError("%s has iscrowd %s: expected 0 or 1" % (where, _show(iscrowd)))
         if "area" not in ann:
-            ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
+            ann["area"] = float(bbox[2]) * float(bbox[3])
+        elif not _is_number(ann["area"]):
+            raise SsdqError("%s has area %s: expected a number (pixels)"
+                            % (where, _show(ann["area"])))
     ids = [ann.get("id") for ann in anns]
     if any(not isinstance(i, int) or i < 1 for i in ids) or len(set(ids)) != len(ids):
         for number, ann in enumerate(anns, 1):
@@ -252,7 +402,11 @@ def _complete_annotations(data, ann_file):
 
 def load_voc(root, split, classes=None):
     """A VOC split (``ImageSets/Main/SPLIT.txt``, or every ``Annotations/*.xml`` if there is no
-    list). ``classes``: the class index to use; by default the names found, sorted."""
+    list). ``classes``: the class index to use; by default the names found, sorted.
+
+    Other tools' VOC exports are read as they are written: labelme2voc's empty ``<difficult/>``
+    (0), float coordinates, no split list. A file without ``<size>`` gets its image's decoded
+    size (one note says how many); if that image cannot be read, it is an error naming both."""
     list_file = os.path.join(root, "ImageSets", "Main", split + ".txt")
     if os.path.isfile(list_file):
         with open(list_file) as f:
@@ -267,7 +421,18 @@ def load_voc(root, split, classes=None):
                           "(%d files, sorted)" % (root, split, len(names)), SsdqNote)
     if not names:
         raise SsdqError("split %r of %s holds no images" % (split, root))
-    parsed = [_parse_voc_xml(root, name) for name in names]
+    parsed = [_parse_voc_xml(root, name, listed_in) for name in names]
+    unsized = [k for k, (_, width, height, _) in enumerate(parsed)
+               if width is None or height is None]
+    for k in unsized:
+        path, _, _, objects = parsed[k]
+        height, width = _size_from_image(_voc_xml_path(root, names[k]), path)
+        parsed[k] = (path, width, height, objects)
+    if unsized:
+        warnings.warn("%d of %d annotation files in %s have no <size> (width, height): using "
+                      "their images' decoded size (e.g. %s)"
+                      % (len(unsized), len(names), listed_in,
+                         os.path.basename(_voc_xml_path(root, names[unsized[0]]))), SsdqNote)
     if classes is None:
         classes = sorted({cls for _, _, _, objects in parsed for cls, _, _ in objects})
     index_of = {name: i for i, name in enumerate(classes)}
@@ -276,8 +441,7 @@ def load_voc(root, split, classes=None):
         for cls, _, _ in objects:
             if cls not in index_of:
                 raise SsdqError("%s names class %r, which the model does not know (%s)"
-                                % (os.path.join(root, "Annotations", names[image_id] + ".xml"),
-                                   cls, ", ".join(classes)))
+                                % (_voc_xml_path(root, names[image_id]), cls, ", ".join(classes)))
         records.append(ImageRecord(
             image_id=image_id, path=path, width=width, height=height,
             boxes=np.asarray([b for _, b, _ in objects], np.float32).reshape(-1, 4),
@@ -286,33 +450,90 @@ def load_voc(root, split, classes=None):
     _check_files(records, listed_in)
     dataset = VocDataset(root, split, classes, records)
     dataset.source = {"image_list": os.path.abspath(listed_in)}
+    dataset.counts = {"sizes_read_from_images": len(unsized)}
     return dataset
 
 
-def _parse_voc_xml(root, name):
-    """-> (image path, width, height, [(class name, x1y1x2y2 box, difficult)])."""
-    xml_path = os.path.join(root, "Annotations", name + ".xml")
+def _voc_xml_path(root, name):
+    return os.path.join(root, "Annotations", name + ".xml")
+
+
+def _size_from_image(xml_path, image_path):
+    """(height, width) of the image a ``<size>``-less annotation file describes."""
+    if not os.path.isfile(image_path):
+        raise SsdqError("annotation file %s has no <size> (width, height), and its image %s, "
+                        "which would give it, is not on disk" % (xml_path, image_path))
+    try:
+        return read_image(image_path).shape[:2]
+    except SsdqError as exc:
+        raise SsdqError("annotation file %s has no <size> (width, height), and its image cannot "
+                        "give it: %s" % (xml_path, exc)) from None
+
+
+def _parse_voc_xml(root, name, listed_in):
+    """-> (image path, width, height, [(class name, x1y1x2y2 box, difficult)]); width and height
+    are None if the file has no ``<size>``. Every malformed element is a one-line error naming
+    the file, the object and the element."""
+    xml_path = _voc_xml_path(root, name)
     if not os.path.isfile(xml_path):
-        raise SsdqError("annotation file not found: %s" % xml_path)
+        raise SsdqError("annotation file not found: %s (listed in %s)" % (xml_path, listed_in))
     try:
         tree = ET.parse(xml_path).getroot()
-        width = int(tree.find("size/width").text)
-        height = int(tree.find("size/height").text)
-        objects = []
-        for obj in tree.iter("object"):
-            bb = obj.find("bndbox")
-            difficult = obj.find("difficult")
-            # VOC boxes are 1-based inclusive pixel indices.
-            objects.append((obj.find("name").text.strip(),
-                            [float(bb.find(t).text) - 1 for t in ("xmin", "ymin", "xmax", "ymax")],
-                            difficult is not None and difficult.text.strip() == "1"))
-    except (ET.ParseError, AttributeError, ValueError) as exc:
-        raise SsdqError("annotation file %s is malformed (%s)" % (xml_path, exc)) from None
+    except ET.ParseError as exc:  # says where: "not well-formed (invalid token): line 3, column 4"
+        raise SsdqError("annotation file %s is not valid XML (%s)" % (xml_path, exc)) from None
+    width = _voc_size(tree, "width", xml_path)
+    height = _voc_size(tree, "height", xml_path)
+    objects = []
+    for k, obj in enumerate(tree.iter("object"), 1):
+        cls = (obj.findtext("name") or "").strip()
+        if not cls:
+            raise SsdqError("annotation file %s: object %d has no <name> (its class)"
+                            % (xml_path, k))
+        where = "annotation file %s: object %d (%s)" % (xml_path, k, cls)
+        bb = obj.find("bndbox")
+        if bb is None:
+            raise SsdqError("%s has no <bndbox>" % where)
+        # VOC boxes are 1-based inclusive pixel indices.
+        box = [_voc_number(bb, tag, where) - 1 for tag in ("xmin", "ymin", "xmax", "ymax")]
+        # labelme2voc writes <difficult/> (and <truncated/>, <pose/>, unread) empty: 0
+        difficult = (obj.findtext("difficult") or "").strip()
+        if difficult not in ("", "0", "1"):
+            raise SsdqError("%s has <difficult>%s</difficult>: expected 0 or 1 (or empty, 0)"
+                            % (where, difficult))
+        objects.append((cls, box, difficult == "1"))
     path = os.path.join(root, "JPEGImages", name + ".jpg")
     filename = tree.findtext("filename")
-    if not os.path.isfile(path) and filename:
+    if not os.path.isfile(path) and filename and filename.strip():
         path = os.path.join(root, "JPEGImages", filename.strip())
     return path, width, height, objects
+
+
+def _voc_number(bndbox, tag, where):
+    text = (bndbox.findtext(tag) or "").strip()
+    if not text:
+        raise SsdqError("%s has no <bndbox><%s>" % (where, tag))
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value):
+        raise SsdqError("%s has <%s>%s</%s>: expected a number (pixels)" % (where, tag, text, tag))
+    return value
+
+
+def _voc_size(tree, tag, xml_path):
+    """``<size><width>`` or ``<height>`` as an int; None if the element is missing or empty."""
+    text = (tree.findtext("size/" + tag) or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value == int(value) and value > 0):
+        raise SsdqError("annotation file %s has <size><%s>%s</%s>: expected a whole number of "
+                        "pixels" % (xml_path, tag, text, tag))
+    return int(value)
 
 
 def _check_files(records, listed_in):

@@ -13,7 +13,11 @@ conventions from the same detections:
 ``VOC07Evaluator`` uses the VOC2007 11-point metric (gluoncv's implementation). Predictions arrive
 with their image ids, so no result depends on call order, and with the model's class indices: a
 ``data.classmap.ClassMatch`` maps them onto the dataset's classes, and detections of model classes
-the dataset does not have are dropped before scoring. All figures are percentages.
+the dataset does not have are dropped before scoring. Image ids are the dataset's own (a COCO
+file's integers or strings, as written). All figures are percentages; ``ground_truths`` and
+``ground_truths_ignored`` count the boxes scored (those of the images seen and the classes
+scored) and those that are ignored regions (COCO crowd, VOC difficult: a detection on one is
+neither a hit nor a false positive, and missing one is no miss).
 """
 import contextlib
 import io
@@ -40,6 +44,11 @@ def gluoncv_coco_boxes(boxes, width=None, height=None, input_size=INPUT_SIZE):
     return out
 
 
+def _image_key(image_id):
+    """An image id as the dataset holds it: the file's int or str (a numpy scalar made plain)."""
+    return image_id.item() if isinstance(image_id, np.generic) else image_id
+
+
 class COCOEvaluator:
     def __init__(self, dataset, match=None, input_size=INPUT_SIZE):
         from ssdq.data.classmap import match_classes
@@ -62,7 +71,8 @@ class COCOEvaluator:
         network-input pixels as the network gave them, with ``image_sizes`` (width, height)
         they map to, for the GluonCV convention; without them it starts from ``boxes``."""
         for i, (image_id, lab, sco, box) in enumerate(zip(image_ids, labels, scores, boxes)):
-            self._seen.add(int(image_id))
+            image_id = _image_key(image_id)
+            self._seen.add(image_id)
             keep = np.array([int(k) in self._category_of for k in lab], bool)
             if not keep.any():
                 continue
@@ -77,17 +87,17 @@ class COCOEvaluator:
                 gbox = gluoncv_coco_boxes(box)
             for cat, s, (x1, y1, x2, y2), g in zip(cats, sco, box, gbox):
                 self._detections.append({
-                    "image_id": int(image_id), "category_id": int(cat),
+                    "image_id": image_id, "category_id": cat,
                     "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
                     "score": float(s)})
                 self._detections_gluoncv.append({
-                    "image_id": int(image_id), "category_id": int(cat),
+                    "image_id": image_id, "category_id": cat,
                     "bbox": g.tolist(), "score": float(s)})
 
     def evaluate(self):
         cat_ids = sorted(self._category_of.values())
         names = [self.dataset.classes[self.dataset.category_ids.index(c)] for c in cat_ids]
-        scored = self.match.describe()
+        scored = dict(self.match.describe(), **self._ground_truth_counts(cat_ids))
         if not self._detections:
             return {"map": 0.0, "ap50": 0.0, "ap75": 0.0, "map_gluoncv": 0.0, "ap50_gluoncv": 0.0,
                     "ap75_gluoncv": 0.0, "per_class": {n: 0.0 for n in names},
@@ -110,6 +120,18 @@ class COCOEvaluator:
                 "per_class": per_class, "images": len(self._seen),
                 "detections": len(self._detections), **scored,
                 "summary": summary.split("\n", 3)[-1].rstrip()}
+
+    def _ground_truth_counts(self, cat_ids):
+        """The ground truths COCOeval scores: those of the images seen and the classes scored,
+        a crowd region (or a box whose area is outside COCOeval's "all" range, [0, 1e10])
+        being ignored."""
+        cats, counts = set(cat_ids), {"ground_truths": 0, "ground_truths_ignored": 0}
+        for image_id in self._seen:
+            for ann in self.dataset.coco.imgToAnns.get(image_id, ()):
+                if ann["category_id"] in cats:
+                    ignored = ann.get("iscrowd", 0) or not 0 <= ann["area"] <= 1e10
+                    counts["ground_truths_ignored" if ignored else "ground_truths"] += 1
+        return counts
 
     def _cocoeval(self, detections, cat_ids):
         from pycocotools.cocoeval import COCOeval
@@ -135,6 +157,7 @@ class VOC07Evaluator:
         self.dataset = dataset
         self.match = match if match is not None else match_classes(dataset, dataset.classes)
         self._dataset_index = self.match.model_to_dataset
+        self._scored_labels = sorted(self.match.dataset_to_model)
         self._by_id = {rec.image_id: rec for rec in dataset.records}
         self._metric = VOC07MApMetric(iou_thresh=iou_thresh, class_names=list(dataset.classes))
         self.reset()
@@ -142,11 +165,15 @@ class VOC07Evaluator:
     def reset(self):
         self._metric.reset()
         self._images = 0
+        self._ground_truths = {"ground_truths": 0, "ground_truths_ignored": 0}
 
     def process(self, image_ids, labels, scores, boxes, input_boxes=None, image_sizes=None):
         for image_id, lab, sco, box in zip(image_ids, labels, scores, boxes):
-            rec = self._by_id[int(image_id)]
+            rec = self._by_id[_image_key(image_id)]
             self._images += 1
+            scored = np.isin(rec.labels, self._scored_labels)
+            self._ground_truths["ground_truths"] += int((scored & ~rec.ignore).sum())
+            self._ground_truths["ground_truths_ignored"] += int((scored & rec.ignore).sum())
             keep = np.array([int(k) in self._dataset_index for k in lab], bool)
             lab = np.array([self._dataset_index[int(k)] for k in np.asarray(lab)[keep]], np.float32)
             self._metric.update(
@@ -160,7 +187,7 @@ class VOC07Evaluator:
         per_class = {n: float(v * 100) for n, v in zip(names[:-1], values[:-1]) if n in scored}
         mean = np.nanmean([v for v in per_class.values()]) if per_class else 0.0
         return {"map": float(mean), "ap50": float(mean), "per_class": per_class,
-                "images": self._images, **self.match.describe()}
+                "images": self._images, **self._ground_truths, **self.match.describe()}
 
 
 def evaluator_for(dataset, match=None):
