@@ -475,7 +475,7 @@ def test_orphan_annotations_are_counted_and_evaluation_runs(fp32_prefix, tiny_da
     from conftest import write_labelme_export
 
     from ssdq.errors import SsdqWarning
-    from ssdq.evaluate import evaluate_checkpoint
+    from ssdq.eval.evaluate import evaluate_checkpoint
 
     classes = open_dataset(tiny_data, "val").classes
     clean = write_labelme_export(str(tmp_path / "clean"), tiny_data, 4, classes)

@@ -157,7 +157,7 @@ def test_string_and_huge_ids_score_as_the_integer_ids(fp32_prefix, tiny_data, tm
     ids' one, sharded or not."""
     from conftest import write_labelme_export
 
-    from ssdq.evaluate import evaluate_checkpoint
+    from ssdq.eval.evaluate import evaluate_checkpoint
 
     classes = open_dataset(tiny_data, "val").classes
     paths = {"int": write_labelme_export(str(tmp_path / "int"), tiny_data, 6, classes)}
