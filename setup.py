@@ -1,5 +1,6 @@
 """ssdq: reproduce Intel's int8 results for GluonCV SSD-VGG16 on Xeon CPUs."""
 import pathlib
+import re
 
 from setuptools import find_packages, setup
 
@@ -18,13 +19,15 @@ def pins():
 
 
 PINS = pins()
+VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "ssdq" / "__init__.py").read_text(),
+                    re.M).group(1)
 RUNTIME = ["mxnet", "numpy", "gluoncv", "pycocotools", "opencv-python", "psutil",
            "threadpoolctl", "tqdm", "matplotlib"]
 RUNTIMES = ["onnx", "onnxruntime", "openvino"]  # ssdq export onnx, --backend onnxruntime/openvino
 
 setup(
     name="ssdq",
-    version="0.1.0",
+    version=VERSION,
     description=__doc__,
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
@@ -35,7 +38,7 @@ setup(
         "runtimes": ["%s==%s" % (name, PINS[name]) for name in RUNTIMES],
         "ray": ["ray==%s" % PINS["ray"]],
         # CI runs the runtimes' and Ray's tests too
-        "test": ["pytest==%s" % PINS["pytest"], "ray==%s" % PINS["ray"]]
+        "test": ["pytest==%s" % PINS["pytest"], "ruff==%s" % PINS["ruff"], "ray==%s" % PINS["ray"]]
                 + ["%s==%s" % (name, PINS[name]) for name in RUNTIMES],
     },
     entry_points={"console_scripts": ["ssdq=ssdq.cli.main:main"]},

@@ -1,9 +1,12 @@
-"""Train the embedded reference model on the synthetic train split (about 45 min on 2 cores).
+"""Train the embedded reference model on the synthetic train split (kept epoch chosen on dev).
 
     python scripts/train_reference.py                      # writes model/reference-ssd300-vgg16-atrous.params
     python scripts/train_reference.py --epochs 2 --out /tmp/try.params
-    # network slimming: four stages of sparsity training from the reference weights, each from
-    # the previous one's (model/sparse-ssd300-vgg16-atrous.json has all four commands); the first:
+    # a second stage from earlier weights (the reference card lists every stage's command):
+    python scripts/train_reference.py --init model/reference-ssd300-vgg16-atrous.params \
+        --epochs 30 --batch-size 16 --warmup 100 --eval-every 2 --out STAGE.params --stage 3
+    # network slimming: sparsity training from the reference weights, in stages
+    # (model/sparse-ssd300-vgg16-atrous.json has every command); the first:
     python scripts/train_reference.py --init model/reference-ssd300-vgg16-atrous.params \
         --sparsity 5e-3 --gamma-lr-mult 15 --epochs 1 --batch-size 16 --warmup 20 --eval-every 1 \
         --out STAGE1.params --log-file model/sparse-train-log.jsonl
@@ -15,24 +18,29 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ssdq.host import cpus  # noqa: E402  (pins threads before mxnet loads)
+from ssdq.compress.pruning.sparsity import WEIGHTINGS, SparsityHook  # noqa: E402
+from ssdq.data.synthetic import DEFAULT_ROOT, ensure_synthetic  # noqa: E402
+from ssdq.host import cpus  # noqa: E402
+from ssdq.model.weights import REFERENCE_WEIGHTS  # noqa: E402
+from ssdq.train.reference import train_reference  # noqa: E402
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", default="data/synthetic")
-    parser.add_argument("--out", default="model/reference-ssd300-vgg16-atrous.params")
+    parser.add_argument("--data-root", default=DEFAULT_ROOT)
+    parser.add_argument("--out", default=REFERENCE_WEIGHTS)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument("--log-file", default="model/reference-train-log.jsonl")
+    parser.add_argument("--stage", type=int, help="recorded in every log line of this run")
     parser.add_argument("--init", help="start from these weights (a second training stage)")
     parser.add_argument("--warmup", type=int, default=300, help="linear warm-up iterations")
     parser.add_argument("--sparsity", type=float, default=0.0,
                         help="L1 penalty S on prunable BatchNorm gammas (network slimming)")
-    parser.add_argument("--sparsity-weighting", default="uniform", choices=("uniform", "params"),
+    parser.add_argument("--sparsity-weighting", default="uniform", choices=WEIGHTINGS,
                         help="params: scale each layer's S by the parameters one of its channels "
                         "costs over the mean (MorphNet's parameter regulariser)")
     parser.add_argument("--gamma-lr-mult", type=float, default=1.0,
@@ -40,15 +48,13 @@ def main():
     args = parser.parse_args()
     cpus.pin_threads()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from ssdq.data.synthetic import ensure_synthetic
-    from ssdq.train.loop import train_reference
-
     ensure_synthetic(args.data_root)
+    hooks = [SparsityHook(args.sparsity, args.sparsity_weighting, args.gamma_lr_mult)] \
+        if args.sparsity else []
     train_reference(args.data_root, args.out, epochs=args.epochs, batch_size=args.batch_size,
                     lr=args.lr, seed=args.seed, eval_every=args.eval_every,
                     log_file=args.log_file, init_params=args.init, warmup=args.warmup,
-                    sparsity=args.sparsity, gamma_lr_mult=args.gamma_lr_mult,
-                    sparsity_weighting=args.sparsity_weighting)
+                    hooks=hooks, log_extra={"stage": args.stage} if args.stage else None)
 
 
 if __name__ == "__main__":

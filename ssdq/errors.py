@@ -22,3 +22,13 @@ class SsdqWarning(UserWarning):
 
 class SsdqNote(SsdqWarning):
     """Something ssdq decided about the user's data that they should know: ``ssdq: note: ...``."""
+
+
+def first_line(exc, limit=300):
+    """The first meaningful line of an exception's message (MXNet's errors carry C++ stack
+    traces after it), or the exception's type name when it has no message."""
+    for line in str(exc).strip().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("Traceback", "File ", "[bt]", "Stack")):
+            return line[:limit]
+    return type(exc).__name__

@@ -1,7 +1,7 @@
 import json
 import os
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def test_reproduce_writes_the_report(tmp_path, tiny_data):

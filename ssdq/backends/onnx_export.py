@@ -1,7 +1,7 @@
 """A checkpoint's network as ONNX: fp32, or int8 as a QDQ model carrying ssdq's own calibration.
 
 The graph is the network up to the raw class logits and box offsets
-(``postprocess.network_symbol``), exported with MXNet's own ``mx.onnx.export_model``; the decode
+(``model.tail.network_symbol``), exported with MXNet's own ``mx.onnx.export_model``; the decode
 + NMS tail runs outside it (``backends.tail``), from the settings and anchors stored in the
 model's ``ssdq`` metadata entry.
 
@@ -37,6 +37,10 @@ import tempfile
 import numpy as np
 
 from ssdq.errors import SsdqError
+from ssdq.fileio import atomic_path, read_json
+from ssdq.model.checkpoint import checkpoint_files, load_checkpoint
+from ssdq.model.graph import Graph
+from ssdq.model.tail import graph_tail, network_symbol
 from ssdq.optional import require
 
 METADATA_KEY = "ssdq"
@@ -55,8 +59,6 @@ def default_onnx_path(prefix, per_channel=True):
 
 def export_onnx(prefix, out=None, per_channel=True):
     """Write the ONNX model of checkpoint ``prefix`` (fp32, or int8 as QDQ); return its path."""
-    from ssdq.model.checkpoint import load_checkpoint
-    from ssdq.fileio import atomic_path
 
     onnx = require("onnx", "ssdq export onnx")
     ckpt = load_checkpoint(prefix)
@@ -98,7 +100,6 @@ def read_metadata(model):
 
 def _source_checkpoint(ckpt):
     """The fp32 checkpoint an int8 one was quantized from (its graph is what gets exported)."""
-    from ssdq.model.checkpoint import checkpoint_files, load_checkpoint
 
     named = ckpt.meta.get("source_checkpoint")
     candidates = [named, os.path.join(os.path.dirname(ckpt.prefix), os.path.basename(named or ""))]
@@ -114,7 +115,6 @@ def _export_network(ckpt):
     import mxnet as mx
 
     onnx = require("onnx", "ssdq export onnx")
-    from ssdq.model.tail import network_symbol
 
     net = network_symbol(ckpt.symbol)
     needed = set(net.list_arguments()) | set(net.list_auxiliary_states())
@@ -149,13 +149,11 @@ def int8_quantization(ckpt):
     (min, max, dtype, calib key).
     """
     calib_path = "%s-calib.json" % ckpt.prefix
-    try:
-        with open(calib_path) as f:
-            calib = json.load(f)
-    except OSError:
+    if not os.path.isfile(calib_path):
         raise SsdqError("int8 checkpoint %s has no %s: the QDQ export takes its ranges from "
-                        "ssdq's calibration file" % (ckpt.prefix, calib_path)) from None
-    nodes = json.loads(ckpt.symbol.tojson())["nodes"]
+                        "ssdq's calibration file" % (ckpt.prefix, calib_path))
+    calib = read_json(calib_path, "calibration file")
+    nodes = Graph(ckpt.symbol).nodes
 
     def node_range(node, key):
         attrs = node.get("attrs", {})
@@ -337,8 +335,6 @@ def _anchors(ckpt):
     """The anchors the box decoder reads, (1, N, 4) centre format in input pixels."""
     import mxnet as mx
 
-    from ssdq.model.tail import graph_tail
-
     tail = graph_tail(ckpt.symbol)
     shape = tuple(ckpt.meta.get("input", {}).get("shape", (1, 3, 300, 300)))
     anchors = ckpt.symbol.get_internals()[tail["anchors"]]
@@ -349,7 +345,6 @@ def _anchors(ckpt):
 
 
 def _metadata(ckpt, source, quantization, per_channel, info):
-    from ssdq.model.tail import graph_tail
 
     tail = {k: v for k, v in graph_tail(source.symbol).items() if k not in ("nms_index", "cls",
                                                                            "box", "anchors")}

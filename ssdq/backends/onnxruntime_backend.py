@@ -1,12 +1,18 @@
 """ONNX Runtime (CPU execution provider) running ``ssdq export onnx``'s fp32 or QDQ int8 model.
 
-Threads: ``intra_op_num_threads`` = the threads ssdq pinned (the process affinity already holds
-its cores), one inter-op thread, sequential execution. ORT's CPU provider has no bf16 kernels
-for this graph, so ``bf16`` is refused with that reason.
+Threads: ``intra_op_num_threads`` = the threads ssdq pinned, one inter-op thread, sequential
+execution; the session is created with the calling thread on every pinned core, so its thread
+pool starts on all of them. The model's batch dimension is free, so a smaller last batch runs at
+its own size. ORT's CPU provider has no bf16 kernels for this graph, so ``bf16`` is refused with
+that reason.
 """
+from ssdq.backends.onnx_runner import OnnxRunner
 from ssdq.errors import SsdqError
+from ssdq.host.cpus import pinned_affinity
 from ssdq.optional import require
-from ssdq.backends import OnnxRunner
+
+PRECISIONS = ("fp32", "bf16", "int8")  # bf16: refused with the reason (a record says it)
+SCOPES = ("network", "end_to_end")
 
 
 def runtime_info():
@@ -34,7 +40,9 @@ class Runner(OnnxRunner):
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
+        with pinned_affinity():  # the intra-op pool's threads start here
+            self.session = ort.InferenceSession(self.path, opts,
+                                                providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.graph += ", CPUExecutionProvider, %d threads" % self.threads
 

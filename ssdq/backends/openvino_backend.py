@@ -5,11 +5,19 @@ low-precision transformations fold the Q/DQ pairs into int8 kernels: AMX on CPUs
 else AVX-512 VNNI). ``bf16`` is the fp32 model with ``INFERENCE_PRECISION_HINT=bf16``, refused on
 a CPU whose ``OPTIMIZATION_CAPABILITIES`` lack BF16. ``fp32`` pins the hint to f32 (OpenVINO
 would otherwise pick bf16 by itself on such CPUs). Threads: ``INFERENCE_NUM_THREADS`` = the
-threads ssdq pinned, one stream, latency hint.
+threads ssdq pinned, one stream, latency hint; the model is compiled and first run with the
+calling thread on every pinned core, so OpenVINO's thread pool starts on all of them.
+
+The model is compiled for ``batch_size`` images; a smaller batch gets a model compiled for its
+own size on first use, so it costs what it holds.
 """
+from ssdq.backends.onnx_runner import OnnxRunner
 from ssdq.errors import SsdqError
+from ssdq.host.cpus import pinned_affinity
 from ssdq.optional import require
-from ssdq.backends import OnnxRunner
+
+PRECISIONS = ("fp32", "bf16", "int8")
+SCOPES = ("network", "end_to_end")
 
 
 def runtime_info():
@@ -26,22 +34,36 @@ class Runner(OnnxRunner):
     name = "openvino"
 
     def __init__(self, checkpoint, precision, batch_size, scope, **options):
-        ov = require("openvino", "the openvino backend")
+        self._ov = require("openvino", "the openvino backend")
         super().__init__(checkpoint, precision, batch_size, scope, **options)
-        core = ov.Core()
-        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        self._core = self._ov.Core()
+        if precision == "bf16" and "BF16" not in self._core.get_property(
+                "CPU", "OPTIMIZATION_CAPABILITIES"):
             raise SsdqError("this CPU has no bf16 support in OpenVINO (OPTIMIZATION_CAPABILITIES "
                             "lacks BF16)")
-        model = core.read_model(self.path)
-        shape = (self.meta.get("input") or {}).get("shape", [1, 3, 300, 300])
-        model.reshape({model.inputs[0]: ov.PartialShape([batch_size] + list(shape[1:]))})
-        config = {"INFERENCE_NUM_THREADS": self.threads, "NUM_STREAMS": 1,
-                  "PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
-        self.compiled = core.compile_model(model, "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        self._compiled = {}  # batch size -> (compiled model, infer request)
+        self._compile(batch_size)
         self.graph += ", CPU plugin, %d threads" % self.threads
 
+    def _compile(self, n):
+        if n not in self._compiled:
+            import numpy as np
+
+            ov = self._ov
+            model = self._core.read_model(self.path)
+            shape = list((self.meta.get("input") or {}).get("shape", [1, 3, 300, 300]))
+            model.reshape({model.inputs[0]: ov.PartialShape([n] + shape[1:])})
+            config = {"INFERENCE_NUM_THREADS": self.threads, "NUM_STREAMS": 1,
+                      "PERFORMANCE_HINT": "LATENCY",
+                      "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32"}
+            with pinned_affinity():  # its threads start here: on every pinned core
+                compiled = self._core.compile_model(model, "CPU", config)
+                request = compiled.create_infer_request()
+                request.infer({0: np.zeros([n] + shape[1:], np.float32)})
+            self._compiled[n] = (compiled, request)
+        return self._compiled[n]
+
     def forward(self, data):
-        results = self.request.infer({0: data})
-        return [results[out] for out in self.compiled.outputs]
+        compiled, request = self._compile(len(data))
+        results = request.infer({0: data})
+        return [results[out] for out in compiled.outputs]

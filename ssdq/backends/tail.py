@@ -1,6 +1,6 @@
 """The SSD decode + NMS tail in numpy, for runtimes whose graph stops at the raw predictions.
 
-The same computation as ``postprocess.fast_detection_symbol`` (ssdq's MXNet tail): softmax,
+The same computation as ``model.tail.fast_detection_symbol`` (ssdq's MXNet tail): softmax,
 the k (400) anchors with the best class score, the k best (anchor, class) pairs among them
 (scores at or under the decoder's threshold dropped), their boxes decoded, per-class greedy NMS
 (IoU above 0.45 suppresses, as ``box_nms``), the best 100 kept. Output: (ids, scores, boxes)
@@ -11,7 +11,7 @@ import numpy as np
 
 class DetectionTail:
     def __init__(self, anchors, tail):
-        """``anchors``: (1, A, 4) centre format; ``tail``: ``postprocess.graph_tail`` settings."""
+        """``anchors``: (1, A, 4) centre format; ``tail``: ``model.tail.graph_tail`` settings."""
         self.anchors = np.asarray(anchors, np.float32).reshape(-1, 4)
         self.stds = np.asarray(tail["stds"], np.float32)
         self.clip = float(tail.get("clip", -1))

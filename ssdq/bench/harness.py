@@ -20,39 +20,55 @@ timed in the same turns as extra precisions ``int8_LABEL``; ``speedup`` then als
 Each graph is fed what its checkpoint's ``input_format`` says (a graph with GluonCV's
 preprocessing baked in gets the resized 0..255 images, NHWC), cut from one pool of images.
 """
-import datetime
+import dataclasses
 import gc
 import os
 import time
 
 import numpy as np
 
-from ssdq.errors import SsdqError
+from ssdq.backends import check_installed, prepare, runtime_info, supports
+from ssdq.bench.profile import markdown as profile_markdown
+from ssdq.bench.profile import profile_ops
+from ssdq.data.loader import iterate_batches
+from ssdq.data.transforms import resize
+from ssdq.errors import SsdqError, first_line
+from ssdq.fileio import atomic_path, utc_now, write_json, write_text
+from ssdq.host.environment import environment_report, format_environment
+from ssdq.model.checkpoint import (
+    checkpoint_files,
+    checkpoint_size_mb,
+    load_checkpoint,
+    resolve_prefix,
+)
+from ssdq.model.convert import export_checkpoint
+from ssdq.model.graph import deployed_weights_mb, quantized_conv_nodes
+from ssdq.model.ssd import feature_convs, keep_ratios, pruned_zoo_ssd, random_zoo_ssd
+from ssdq.model.tail import graph_tail
 from ssdq.optional import MissingRuntimeError
-from ssdq.bench.timing import PeakRss, latency_percentiles, summarize, timed
+from ssdq.quant.quantize import quantize
+from ssdq.timing import PeakRss, latency_percentiles, summarize, timed
 
 PRECISIONS = ("fp32", "fp32_unfused", "bf16", "int8")
 SCOPES = ("network", "end_to_end", "end_to_end_gluoncv", "eval_loop")
-SCOPE_TAIL = {"network": "none", "end_to_end": "fast", "end_to_end_gluoncv": "graph",
-              "eval_loop": "fast"}
 DEFAULT_BATCH_SIZES = (1, 8, 32)
-# what ONNX Runtime and OpenVINO run (``backends``); fp32_unfused and GluonCV's tail are MXNet's
-OTHER_BACKEND_PRECISIONS = ("fp32", "bf16", "int8")
-OTHER_BACKEND_SCOPES = ("network", "end_to_end", "eval_loop")
 SPEEDUP_BATCH_SIZE = 8
 
 
-def eval_loop_pass(predictor, dataset, batch_size, num_workers=1, transform=None):
+def runner_scope(scope):
+    """The runner scope a bench scope times: the eval loop runs the end-to-end graph."""
+    return "end_to_end" if scope == "eval_loop" else scope
+
+
+def eval_loop_pass(runner, dataset, batch_size, num_workers=1, transform=None):
     """One pass over ``dataset`` as ``ssdq eval`` runs it (decode, resize, network, NMS);
     return (seconds for the pass, seconds for each batch). ``transform``: the checkpoint's
-    ``input_format`` (default: the predictor's own)."""
-    from ssdq.data.loader import iterate_batches
-
+    ``input_format`` (default: the runner's own)."""
     batch_seconds = []
     start = last = time.perf_counter()
-    transform = transform or predictor.input_format
+    transform = transform or runner.input_format
     for batch, _ in iterate_batches(dataset, batch_size, num_workers, transform):
-        predictor(batch)
+        runner(batch)
         now = time.perf_counter()
         batch_seconds.append(now - last)
         last = now
@@ -62,12 +78,9 @@ def eval_loop_pass(predictor, dataset, batch_size, num_workers=1, transform=None
 def nms_load(fp32_ckpt, batch):
     """How many (anchor, class) candidates pass the decoder's threshold per image, and how many
     of them enter NMS (its top-k): the post-processing work a benchmark really measured."""
-    from ssdq.model.tail import graph_tail
-    from ssdq.model.predictor import Predictor
-
     tail = graph_tail(fp32_ckpt.symbol)
-    predictor = Predictor(fp32_ckpt, len(batch), tail="none")
-    logits, _ = predictor(predictor.input_format.from_resized(batch))
+    runner = prepare("mxnet", fp32_ckpt, "fp32", len(batch), "network")
+    logits, _ = runner(fp32_ckpt.input_format.from_resized(batch))
     logits = logits.astype(np.float64)
     prob = np.exp(logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True))[..., 1:]
     above = (prob > tail["score_thresh"]).sum(axis=(1, 2))
@@ -80,140 +93,144 @@ def nms_load(fp32_ckpt, batch):
             "score_threshold": tail["score_thresh"], "nms_topk": topk}
 
 
+def graphs_of(fp32_ckpt, int8_ckpt, precisions, extra_int8=None, pruned=None):
+    """The graphs a model's bench times: [(label, checkpoint, precision it runs as, backends
+    that run it or None for all)]. ``fp32_unfused`` and ``bf16`` run from the fp32 checkpoint;
+    ``int8_LABEL`` (``extra_int8``) and ``fp32_pruned``/``int8_pruned`` (``pruned``: an (fp32,
+    int8) pair) are other MXNet graphs timed in the same turns."""
+    graphs = []
+    for precision in precisions:
+        ckpt = int8_ckpt if precision == "int8" else fp32_ckpt
+        graphs.append((precision, ckpt, precision, None))
+    for label, ckpt in (extra_int8 or {}).items():
+        graphs.append(("int8_" + label, ckpt, "int8", ("mxnet",)))
+    for precision, ckpt in zip(("fp32", "int8"), pruned or ()):
+        if precision in precisions:
+            graphs.append((precision + "_pruned", ckpt, precision, ("mxnet",)))
+    return graphs
+
+
+@dataclasses.dataclass
+class Case:
+    """One graph to time: the record it fills (model, backend, precision label, scope, batch
+    size), the checkpoint, and the precision it runs as."""
+    record: dict
+    checkpoint: object
+    precision: str
+
+
+def time_in_turns(cases, images, warmup=2, repeats=5, eval_set=None, num_workers=1, bar=None):
+    """Time ``cases`` (of one scope and batch size) side by side, in turns: every case once per
+    round, ``repeats`` rounds, so a slow spell on a shared machine hits them all alike; fill each
+    case's record with the median img/s, its spread and latency percentiles, or the error that
+    kept the graph from running. ``images``: resized RGB images the batch is cut from; the eval
+    loop scope runs over ``eval_set`` instead."""
+    live = []  # (record, one timed unit, timings)
+    for case in cases:
+        record, ckpt = case.record, case.checkpoint
+        scope, batch_size = record["scope"], record["batch_size"]
+        if bar is not None:
+            bar.update(1)
+        if ckpt is None:
+            record["error"] = "no int8 checkpoint given"
+            continue
+        try:
+            with PeakRss() as rss:
+                runner = prepare(record["backend"], ckpt, case.precision, batch_size,
+                                 runner_scope(scope))
+                inputs = runner.prepare_input(ckpt.input_format.from_resized(
+                    _batch(images, batch_size)))
+                for _ in range(max(1, warmup)):  # the first run creates oneDNN primitives
+                    runner.run(inputs)
+        except MissingRuntimeError:
+            raise
+        except (SsdqError, RuntimeError) as exc:  # MXNetError is a RuntimeError
+            record["error"] = first_line(exc)
+            continue
+        record.update(graph=runner.graph, peak_rss_mb=round(rss.peak_mb, 1),
+                      rss_increase_mb=round(rss.peak_mb - rss.start_mb, 1))
+        if scope == "eval_loop":
+            unit = (lambda r, t, b: lambda: eval_loop_pass(r, eval_set, b, num_workers, t))(
+                runner, ckpt.input_format, batch_size)
+        else:
+            unit = (lambda r, d: lambda: timed(r.run, d))(runner, inputs)
+        live.append((record, unit, []))
+    eval_loop = any(r["scope"] == "eval_loop" for r, _, _ in live)
+    for _ in range(max(1, min(repeats, 3)) if eval_loop else repeats):
+        for record, unit, timings in live:
+            timings.append(unit())
+    for record, _, timings in live:
+        if record["scope"] == "eval_loop":
+            batch_size = record["batch_size"]
+            record.update(summarize(len(eval_set), [t for t, _ in timings], warmup))
+            # latency here: per batch, JPEG decoding included
+            record.update(latency_percentiles([b for _, per_batch in timings for b in per_batch]),
+                          batch_size=batch_size, images=len(eval_set))
+        else:
+            record.update(summarize(record["batch_size"], timings, warmup))
+    live = runner = inputs = None  # free these executors before the next group binds its own
+    gc.collect()
+    return [case.record for case in cases]
+
+
 def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scopes=SCOPES,
                 batch_sizes=DEFAULT_BATCH_SIZES, warmup=2, repeats=5, eval_set=None,
                 num_workers=1, progress=True, extra_int8=None, backends=("mxnet",),
                 pruned=None):
-    """Time every (backend, precision, scope, batch size) of one model; return its records.
+    """Time every (backend, graph, scope, batch size) of one model; return its records.
 
-    For each (scope, batch size) the graphs of every backend and precision are bound side by
-    side and timed in turns (fp32, int8, fp32, int8, ...), so a slow spell on a shared machine
-    hits them alike and their ratios stay honest. ``images``: resized RGB images (N, H, W, 3)
-    uint8 the timed batches are cut from, turned into each graph's input by its checkpoint's
-    ``input_format``. A graph that cannot run (bf16 on a CPU without it, say) gets a record
-    holding the error instead of a speed. ``extra_int8``: {label: int8 checkpoint} timed beside
-    the others as precision ``int8_LABEL`` (on MXNet). Backends other than MXNet run ``fp32``,
-    ``bf16`` and ``int8`` in the ``network``, ``end_to_end`` and ``eval_loop`` scopes
-    (``backends`` package); every record names its ``backend``. ``pruned``: (fp32, int8)
-    checkpoints of a pruned variant, timed in the same turns as ``fp32_pruned`` and
-    ``int8_pruned`` (on MXNet).
+    For each (scope, batch size) the graphs of every backend are bound side by side and timed in
+    turns (``time_in_turns``). ``images``: resized RGB images (N, H, W, 3) uint8 the timed
+    batches are cut from, turned into each graph's input by its checkpoint's ``input_format``. A
+    graph that cannot run (bf16 on a CPU without it, say) gets a record holding the error instead
+    of a speed. ``extra_int8``: {label: int8 checkpoint} timed beside the others as precision
+    ``int8_LABEL`` (on MXNet); ``pruned``: (fp32, int8) checkpoints of a pruned variant, timed
+    as ``fp32_pruned`` and ``int8_pruned``. Every record names its ``backend``; a backend runs
+    the precisions and scopes its module declares (``backends.supports``).
     """
-    import mxnet as mx
     from tqdm import tqdm
 
-    graphs = {"fp32": fp32_ckpt, "int8": int8_ckpt}
-    for label, ckpt in (extra_int8 or {}).items():
-        graphs["int8_" + label] = ckpt
-        precisions = list(precisions) + ["int8_" + label]
-    for precision, ckpt in zip(("fp32", "int8"), pruned or ()):
-        if precision in precisions:
-            graphs[precision + "_pruned"] = ckpt
-            precisions = list(precisions) + [precision + "_pruned"]
-    groups = [(s, b) for s in scopes for b in batch_sizes if not (s == "eval_loop" and eval_set is None)]
+    graphs = graphs_of(fp32_ckpt, int8_ckpt, precisions, extra_int8, pruned)
+    groups = [[Case({"model": name, "backend": backend, "precision": label, "scope": scope,
+                     "batch_size": batch_size}, ckpt, precision)
+               for backend in backends for label, ckpt, precision, only in graphs
+               if (only is None or backend in only)
+               and supports(backend, precision, runner_scope(scope))]
+              for scope in scopes for batch_size in batch_sizes
+              if not (scope == "eval_loop" and eval_set is None)]
     records = []
-    cases = [(backend, p) for backend in backends for p in precisions
-             if backend == "mxnet" or p in OTHER_BACKEND_PRECISIONS]
-    bar = tqdm(total=len(groups) * len(cases), desc="bench %s" % name, disable=not progress,
-               unit="case")
-    for scope, batch_size in groups:
-        batch = _batch(images, batch_size)
-        live = []  # (record, run one timed unit)
-        for backend, precision in cases:
-            if backend != "mxnet" and scope not in OTHER_BACKEND_SCOPES:
-                bar.update(1)
-                continue
-            ckpt = _checkpoint(precision, graphs)
-            record = {"model": name, "backend": backend, "precision": precision, "scope": scope,
-                      "batch_size": batch_size}
-            records.append(record)
-            if ckpt is None:
-                record["error"] = "no int8 checkpoint given"
-                continue
-            try:
-                with PeakRss() as rss:
-                    if backend == "mxnet":
-                        predictor = _predictor(ckpt, precision, scope, batch_size)
-                        inputs = mx.nd.array(predictor.input_format.from_resized(batch))
-                    else:
-                        predictor = _runner(backend, ckpt, precision, scope, batch_size)
-                        inputs = predictor.prepare_input(ckpt.input_format.from_resized(batch))
-                    for _ in range(max(1, warmup)):  # the first run creates oneDNN primitives
-                        predictor.run(inputs)
-            except MissingRuntimeError:
-                raise
-            except (mx.base.MXNetError, SsdqError, RuntimeError) as exc:
-                record["error"] = _first_line(exc)
-                continue
-            record.update(graph=predictor.graph, peak_rss_mb=round(rss.peak_mb, 1),
-                          rss_increase_mb=round(rss.peak_mb - rss.start_mb, 1))
-            if scope == "eval_loop":
-                unit = (lambda p, t: lambda: eval_loop_pass(p, eval_set, batch_size, num_workers,
-                                                             t))(predictor, ckpt.input_format)
-            else:
-                unit = (lambda p, d: lambda: timed(p.run, d))(predictor, inputs)
-            live.append((record, unit, []))
-        for _ in range(max(1, min(repeats, 3)) if scope == "eval_loop" else repeats):
-            for record, unit, timings in live:
-                timings.append(unit())
-        for record, _, timings in live:
-            if scope == "eval_loop":
-                record.update(summarize(len(eval_set), [t for t, _ in timings], warmup))
-                # latency here: per batch, JPEG decoding included
-                record.update(latency_percentiles([b for _, per_batch in timings for b in per_batch]),
-                              batch_size=batch_size, images=len(eval_set))
-            else:
-                record.update(summarize(batch_size, timings, warmup))
-        bar.update(len([c for c in cases if c[0] == "mxnet" or scope in OTHER_BACKEND_SCOPES]))
-        live = predictor = inputs = None  # free this group's executors before the next binds its own
-        gc.collect()
+    bar = tqdm(total=sum(len(cases) for cases in groups), desc="bench %s" % name,
+               disable=not progress, unit="case")
+    for cases in groups:
+        records += time_in_turns(cases, images, warmup, repeats, eval_set, num_workers, bar)
     bar.close()
     return records
 
 
-def _runner(backend, ckpt, precision, scope, batch_size):
-    from ssdq import backends
-
-    return backends.prepare(backend, ckpt.prefix, precision, batch_size,
-                            "network" if scope == "network" else "end_to_end")
-
-
-def _checkpoint(precision, graphs):
-    """The checkpoint a precision runs from: its own if it has one (int8, each extra int8, the
-    pruned variant's), else fp32's (fp32_unfused, and bf16 via AMP)."""
-    return graphs[precision] if precision in graphs else graphs["fp32"]
-
-
-def _predictor(ckpt, precision, scope, batch_size):
-    from ssdq.model.predictor import Predictor
-
-    return Predictor(ckpt, batch_size, fuse_fp32=precision != "fp32_unfused",
-                     tail=SCOPE_TAIL[scope], bf16=precision == "bf16")
-
-
 def profile_model(name, fp32_ckpt, int8_ckpt, images, precisions, scopes, batch_size,
                   progress=True, extra_int8=None):
-    """Per-operator profiles (``profile.profile_ops``) of each precision and scope but the eval
-    loop, at one batch size; a graph that cannot run is left out, as its bench record says."""
+    """Per-operator profiles (``profile.profile_ops``, MXNet's profiler) of each graph and scope
+    but the eval loop, at one batch size; a graph that cannot run is left out, as its bench
+    record says."""
     import mxnet as mx
     from tqdm import tqdm
 
-    from ssdq.bench.profile import profile_ops
-
     batch = _batch(images, batch_size)
-    graphs = {"fp32": fp32_ckpt, "int8": int8_ckpt}
-    graphs.update({"int8_" + label: ckpt for label, ckpt in (extra_int8 or {}).items()})
-    precisions = list(precisions) + ["int8_" + label for label in (extra_int8 or {})]
-    cases = [(p, s, _checkpoint(p, graphs)) for s in scopes if s != "eval_loop"
-             for p in precisions]
+    cases = [(label, precision, s, ckpt)
+             for s in scopes if s != "eval_loop"
+             for label, ckpt, precision, _ in graphs_of(fp32_ckpt, int8_ckpt, precisions,
+                                                         extra_int8)
+             if ckpt is not None]
     profiles = []
-    for precision, scope, ckpt in tqdm([c for c in cases if c[2] is not None], unit="case",
-                                       desc="profile %s" % name, disable=not progress):
+    for label, precision, scope, ckpt in tqdm(cases, unit="case", desc="profile %s" % name,
+                                              disable=not progress):
         try:
             data = mx.nd.array(ckpt.input_format.from_resized(batch))
-            found = profile_ops(lambda: _predictor(ckpt, precision, scope, batch_size), data)
+            found = profile_ops(lambda: prepare("mxnet", ckpt, precision, batch_size,
+                                                         scope), data)
         except mx.base.MXNetError:
             continue
-        profiles.append({"model": name, "precision": precision, "scope": scope,
+        profiles.append({"model": name, "precision": label, "scope": scope,
                          "batch_size": batch_size, **found})
         gc.collect()
     return profiles
@@ -224,11 +241,6 @@ def _batch(images, batch_size):
     return np.resize(images, (batch_size,) + images.shape[1:])
 
 
-def _first_line(exc):
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:300]
-
-
 def zoo_checkpoints(name, sample_set, model_dir="model", progress=True, widths_from=None,
                     widths_multiple=1):
     """fp32 and int8 checkpoints of a zoo SSD architecture with random weights (no download),
@@ -236,18 +248,11 @@ def zoo_checkpoints(name, sample_set, model_dir="model", progress=True, widths_f
     ``sample_set``, which also sets the class head's score distribution. ``widths_from``: a
     pruned checkpoint whose per-layer keep ratios the architecture gets (``pruned_zoo_ssd``),
     its widths rounded up to a multiple of ``widths_multiple`` channels."""
-    from ssdq.model.checkpoint import checkpoint_files, load_checkpoint
-    from ssdq.model.convert import export_checkpoint
-    from ssdq.data.loader import iterate_batches
-    from ssdq.model.ssd import feature_convs, pruned_zoo_ssd, random_zoo_ssd
-    from ssdq.quant.quantize import quantize
 
     fp32_prefix = os.path.join(model_dir, "bench-%s-random" % name)
     source = {"model": name}
     net = None
     if widths_from:
-        from ssdq.compress.pruning.slimming import keep_ratios
-
         ratios, num_scales = keep_ratios(load_checkpoint(widths_from).meta)
         net = pruned_zoo_ssd(name, ratios, num_scales, widths_multiple)
         fp32_prefix += "-pruned-%s" % os.path.basename(widths_from)
@@ -277,8 +282,6 @@ def _cached_matches(prefix, source):
     the same model, widths, ...)."""
     import json
 
-    from ssdq.model.checkpoint import checkpoint_files
-
     meta_file = checkpoint_files(prefix)["meta"]
     if not os.path.isfile(meta_file):
         return False
@@ -298,11 +301,6 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
     per-operator ``profiles`` (MXNet's) at the speed-up batch size. ``backends``: the runtimes
     to time side by side (``backends.BACKENDS``). ``pruned``: an (fp32, int8) prefix pair timed
     in turns with the first model's graphs."""
-    from ssdq.host.environment import environment_report
-    from ssdq.model.checkpoint import checkpoint_size_mb, load_checkpoint
-    from ssdq.data.loader import iterate_batches
-    from ssdq.data.transforms import resize
-    from ssdq.quant.quantize import deployed_weights_mb
 
     if not batch_sizes or min(batch_sizes) < 1 or warmup < 0 or repeats < 1:
         raise SsdqError("bench needs batch sizes >= 1, --warmup >= 0 and --repeats >= 1")
@@ -310,11 +308,7 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
     if unknown:
         raise SsdqError("unknown precision or scope %s (precisions: %s; scopes: %s)" % (
             ", ".join(unknown), ", ".join(PRECISIONS), ", ".join(SCOPES)))
-    from ssdq.backends import backend_module, runtime_info
-
-    for backend in backends:  # an unknown or missing runtime fails here, before any work
-        if backend != "mxnet":
-            backend_module(backend).runtime_info()
+    check_installed(backends)  # an unknown or missing runtime fails here, before any work
     pool = image_set.subset(min(len(image_set), max(batch_sizes)))
     images = np.concatenate([b for b, _ in iterate_batches(pool, 64, num_workers, resize)])
     eval_set = image_set.subset(min(eval_images, len(image_set)))
@@ -370,7 +364,7 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
                                           scopes, batch, progress)
     by_model, batch = speedups(records)
     bench = {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
         "settings": {"backends": list(backends), "precisions": list(precisions),
                      "scopes": list(scopes),
                      "batch_sizes": list(batch_sizes), "warmup": warmup, "repeats": repeats,
@@ -393,8 +387,6 @@ def bench_checkpoints(pairs, extra_specs=(), classes=None, params_file=None):
     graphs. ``params_file`` binds a graph that has no weights of its own; an extra int8 graph
     without weights binds to the first fp32 checkpoint's. -> (pairs, {label: Checkpoint})."""
     import re
-
-    from ssdq.model.checkpoint import checkpoint_files, load_checkpoint, resolve_prefix
 
     def weights_for(prefix, fallback=None):
         own = checkpoint_files(resolve_prefix(prefix))["params"]
@@ -426,7 +418,6 @@ def bench_checkpoints(pairs, extra_specs=(), classes=None, params_file=None):
 
 def extra_description(ckpt):
     """What the bench records of an extra int8 graph: where it came from and how it is made."""
-    from ssdq.quant.quantize import deployed_weights_mb, quantized_conv_nodes
 
     return {"symbol": ckpt.prefix + "-symbol.json", "params": ckpt.params_file,
             "quantized_conv_nodes": len(quantized_conv_nodes(ckpt.symbol)),
@@ -436,8 +427,6 @@ def extra_description(ckpt):
 
 def write_bench(bench, out_json):
     """``out_json`` plus the Markdown table and the plot beside it; return the three paths."""
-    from ssdq.fileio import write_json, write_text
-    from ssdq.host.environment import format_environment
 
     stem = os.path.splitext(out_json)[0]
     write_text(stem + ".md", "# ssdq bench\n\n%s\n## Environment\n\n```\n%s\n```\n" % (
@@ -544,7 +533,6 @@ def markdown(bench):
                           load["candidates_per_image"], load["score_threshold"],
                           load["into_nms_per_image_median"], load["nms_topk"])]
     if bench.get("profiles"):
-        from ssdq.bench.profile import markdown as profile_markdown
 
         lines += ["", "## Where the time goes (MXNet profiler, slowest operators)",
                   profile_markdown(bench["profiles"])]
@@ -582,8 +570,6 @@ def plot(bench, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ssdq.fileio import atomic_path
 
     lines = {}
     for r in bench["records"]:

@@ -17,11 +17,18 @@ import os
 import sys
 import time
 
+from ssdq.backends import prepare
+from ssdq.bench.harness import runner_scope
+from ssdq.errors import SsdqError
+from ssdq.fileio import write_json
+from ssdq.host import cpus, mempolicy
+from ssdq.host.topology import read_status
+from ssdq.model.checkpoint import load_checkpoint
+from ssdq.timing import timed
+
 
 def run(spec):
     import psutil
-
-    from ssdq.host import cpus, mempolicy
 
     psutil.Process().cpu_affinity(spec["allowed_cpus"])
     try:
@@ -30,16 +37,12 @@ def run(spec):
         pass
     pinned = cpus.pin_threads(cores=spec["cpus"], threads=spec["threads"],
                               membind=spec["membind"], strict=spec["strict"])
-    import numpy as np
     import mxnet as mx
-
-    from ssdq.bench.harness import _predictor
-    from ssdq.model.checkpoint import load_checkpoint
-    from ssdq.bench.timing import timed
+    import numpy as np
 
     batch = mx.nd.array(np.load(spec["images"]))
-    predictor = _predictor(load_checkpoint(spec["prefix"]), spec["precision"], spec["scope"],
-                           len(batch))
+    predictor = prepare("mxnet", load_checkpoint(spec["prefix"]), spec["precision"], len(batch),
+                        runner_scope(spec["scope"]))
     for _ in range(max(1, spec["warmup"])):  # the first run creates oneDNN primitives
         predictor.run(batch)
     os.write(spec["ready_fd"], b"ready\n")
@@ -51,7 +54,6 @@ def run(spec):
     for _ in range(spec["repeats"]):
         seconds.append(timed(predictor.run, batch))
     end = time.perf_counter()
-    from ssdq.host.topology import read_status
 
     threads = cpus.read_thread_placement()
     _, mems_allowed = read_status()
@@ -64,8 +66,6 @@ def run(spec):
 
 
 def main(argv=None):
-    from ssdq.errors import SsdqError
-    from ssdq.fileio import write_json
 
     argv = sys.argv[1:] if argv is None else argv
     with open(argv[0]) as f:

@@ -13,7 +13,6 @@ Presets: ``latency`` = 4 cores an instance, never across nodes; ``throughput`` =
 per node with all its cores.
 """
 import csv
-import datetime
 import io
 import json
 import os
@@ -23,9 +22,15 @@ import subprocess
 import sys
 import time
 
-from ssdq.host.cpus import THREAD_VARS, format_cpu_list, parse_cores, pinning
+from ssdq.bench.harness import _batch
+from ssdq.data.loader import iterate_batches
 from ssdq.errors import SsdqError
-from ssdq.bench.timing import nearest_rank_latency_ms
+from ssdq.fileio import utc_now, write_json, write_text
+from ssdq.host.cpus import THREAD_VARS, parse_cores, pinning
+from ssdq.host.environment import environment_report, format_environment
+from ssdq.host.topology import check_node, format_cpu_list, parse_node, read_topology
+from ssdq.model.checkpoint import checkpoint_files, resolve_prefix
+from ssdq.timing import nearest_rank_latency_ms
 
 MODES = ("latency", "throughput")
 LATENCY_CORES = 4
@@ -40,7 +45,6 @@ def plan_instances(topology, instances=None, cores_per_instance=None, mode=None,
     instances of ``cores_per_instance`` physical cores are cut node by node (never across a
     node while it fits in one), over ``numa_node`` (a number, "all" or None = all nodes).
     """
-    from ssdq.host.topology import check_node, parse_node
 
     numa_node = parse_node(numa_node)
     for name, value in (("--instances", instances), ("--cores-per-instance", cores_per_instance)):
@@ -136,7 +140,6 @@ def _worker_env():
 def run_round(plan, common, log_dir, label):
     """Start one process per instance of ``plan``, release them together once all are warm,
     and return their result dicts (in plan order). Logs: LOG_DIR/LABEL-I.log."""
-    from ssdq.fileio import write_json
 
     os.makedirs(log_dir, exist_ok=True)
     env = _worker_env()
@@ -256,9 +259,6 @@ def bench_instances(plan, prefix, precision, scope, images, warmup=2, repeats=5,
     import numpy as np
     from tqdm import tqdm
 
-    from ssdq.host.environment import environment_report
-    from ssdq.host.topology import read_topology
-
     if warmup < 0 or repeats < 1 or rounds < 1:
         raise SsdqError("a multi-instance bench needs --warmup >= 0, --repeats >= 1, --rounds >= 1")
     log_dir = os.path.join(out_dir, "%s-instances" % label)
@@ -304,7 +304,7 @@ def bench_instances(plan, prefix, precision, scope, images, warmup=2, repeats=5,
                  placement_ok=all(i["threads_on_own_cpus"] for i in instances)
                  and single["threads_on_own_cpus"])
     return {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
         "kind": "multi_instance",
         "settings": {"model": model, "checkpoint": prefix, "precision": precision,
                      "scope": scope, "batch_size": int(len(images)), "warmup": warmup,
@@ -404,8 +404,6 @@ def markdown(bench):
 
 def write_multi_bench(bench, out_json):
     """``out_json``, the Markdown beside it and the flat CSV CI systems ingest."""
-    from ssdq.host.environment import format_environment
-    from ssdq.fileio import write_json, write_text
 
     stem = os.path.splitext(out_json)[0]
     write_text(stem + ".md", "# ssdq bench: multi-instance\n\n%s\n## Environment (driver)\n\n"
@@ -422,10 +420,6 @@ def run_bench(image_set, fp32_prefix, int8_prefix, precisions, scopes, batch_siz
     """What ``ssdq bench --instances/--cores-per-instance/--mode`` runs: plan, one precision,
     scope and batch size (the single one given; else int8, network, batch 1 in latency mode and
     8 otherwise), the rounds, the files. Returns (bench, paths)."""
-    from ssdq.bench.harness import _batch
-    from ssdq.model.checkpoint import checkpoint_files, resolve_prefix
-    from ssdq.data.loader import iterate_batches
-    from ssdq.host.topology import read_topology
 
     allowed = (pinning() or {}).get("allowed_before")
     plan = plan_instances(read_topology(allowed_cpus=allowed), instances, cores_per_instance, mode,

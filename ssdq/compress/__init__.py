@@ -1,2 +1,3 @@
-"""Compression beyond the int8 recipe, each kind in its own module: number formats simulated in
-fp32 (fake-quant), channel pruning, low-rank layers, and the studies that measure them."""
+"""The compression studies of the reference work: low-bit number formats, simulated and checked
+against the real int8 path (``formats``), and channel pruning, sparsity training and low-rank
+layers (``pruning``), each with its study; ``layers`` chooses which layers a variant touches."""

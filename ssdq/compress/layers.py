@@ -6,11 +6,11 @@ treated as FC), ``fc`` (FullyConnected layers, plus convolutions named by ``fc_l
 SSD-VGG16-atrous has no FC layer, its fc6/fc7 are the dilated convolutions), ``heads`` (the
 class/box predictors), ``first`` and ``last`` (in graph order).
 """
-import json
 import re
 from dataclasses import dataclass
 
 from ssdq.errors import SsdqError
+from ssdq.model.graph import Graph, short_name
 
 LAYER_OPS = ("Convolution", "FullyConnected")
 GROUPS = ("all", "conv", "fc", "heads", "first", "last")
@@ -31,19 +31,13 @@ class Layer:
 
     @property
     def short(self):
-        name = re.sub(r"^ssd\d+_", "", self.name)
-        name = re.sub(r"^\w*?extractor\d+_", "", name)
-        name = re.sub(r"_fwd$", "", name)
-        return re.sub(r"^(convpredictor\d+)_conv0$", r"\1", name)
+        return short_name(self.name)
 
 
 def list_layers(symbol, fc_layers=()):
     """Every Convolution/FullyConnected of ``symbol`` in graph order, as ``Layer`` records."""
-    nodes = json.loads(symbol.tojson())["nodes"]
-    consumers = {}
-    for i, node in enumerate(nodes):
-        for src, _, _ in node["inputs"]:
-            consumers.setdefault(src, []).append(i)
+    graph = Graph(symbol)
+    nodes = graph.nodes
     wanted_fc = [FC_ALIASES.get(f, f) for f in fc_layers]
     layers = []
     for i, node in enumerate(nodes):
@@ -51,12 +45,10 @@ def list_layers(symbol, fc_layers=()):
             continue
         inputs = [nodes[j]["name"] for j, _, _ in node["inputs"]]
         relu = ""
-        after = consumers.get(i, [])
-        if len(after) == 1:
-            nxt = nodes[after[0]]
-            if nxt["op"] == "Activation" and nxt.get("attrs", {}).get("act_type") == "relu":
-                relu = nxt["name"]
-        short = Layer(node["name"], node["op"], "", "", "", "", False, False).short
+        after = graph.readers[i]
+        if len(after) == 1 and graph.is_relu(after[0][0]):
+            relu = nodes[after[0][0]]["name"]
+        short = short_name(node["name"])
         is_fc = node["op"] == "FullyConnected" or any(f == short or f == node["name"]
                                                      for f in wanted_fc)
         layers.append(Layer(node["name"], node["op"], inputs[1],

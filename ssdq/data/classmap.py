@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass
 
 from ssdq.errors import SsdqError, SsdqNote
-from ssdq.data.dataset import read_json
+from ssdq.fileio import read_json
 
 
 @dataclass(frozen=True)

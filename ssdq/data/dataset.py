@@ -19,19 +19,21 @@ or, if not given, sorted as found. ``data.classmap.match_classes`` maps them ont
 by name.
 """
 import contextlib
+import dataclasses
+import glob
 import io
 import json
-import glob
 import os
 import warnings
 import xml.etree.ElementTree as ET
-import dataclasses
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from ssdq.data.classmap import load_class_map
 from ssdq.errors import SsdqError, SsdqNote, SsdqWarning
+from ssdq.fileio import read_json
 
 
 @dataclass
@@ -136,8 +138,6 @@ def open_dataset(root=None, split=None, fmt="auto", classes=None, annotations=No
     ``allow_size_mismatch``: a decoded size other than the annotated one is a warning, not an
     error, and the decoded size is used.
     """
-    from ssdq.data.classmap import load_class_map
-
     if annotations is not None:
         if fmt not in ("auto", "coco"):
             raise SsdqError("--annotations takes a COCO file; a VOC dataset is a folder "
@@ -162,17 +162,6 @@ def open_dataset(root=None, split=None, fmt="auto", classes=None, annotations=No
         dataset.class_map = load_class_map(class_map) if isinstance(class_map, str) else dict(class_map)
     dataset.allow_size_mismatch = allow_size_mismatch
     return dataset
-
-
-def read_json(path, what="annotation file"):
-    """A JSON file's content, or a one-line error naming ``what`` it was meant to be."""
-    if not os.path.isfile(path):
-        raise SsdqError("%s not found: %s" % (what, path))
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SsdqError("%s %s is not valid JSON (%s)" % (what, path, exc)) from None
 
 
 def load_coco(root, split):
@@ -200,7 +189,7 @@ def load_coco_file(ann_file, image_dir, split, root=None):
     (``degenerate_boxes``); COCO scoring keeps it, as pycocotools does: no detection matches it."""
     from pycocotools.coco import COCO
 
-    data = read_json(ann_file)
+    data = read_json(ann_file, "annotation file")
     if not isinstance(data, dict):
         raise SsdqError("annotation file %s is not a COCO instances file" % ann_file)
     for key in ("images", "annotations", "categories"):

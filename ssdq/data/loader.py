@@ -2,7 +2,9 @@
 
 A thread pool decodes the next batch while the current one runs (OpenCV releases the GIL); each
 batch carries its records (image ids, and the image size its boxes are mapped to: the decoded
-one, checked against the annotation), and the last partial batch is kept.
+one, checked against the annotation), and the last partial batch is kept. The decoding threads
+start on every pinned core (``host.cpus.pinned_affinity``), not on the one core libgomp leaves
+the main thread once MXNet has run.
 """
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,6 +12,10 @@ import numpy as np
 
 from ssdq.data.dataset import read_record_image
 from ssdq.data.transforms import preprocess
+from ssdq.host.cpus import pinned_affinity
+
+# GluonCV's SSD eval script and the Intel recipe run batches of 64 images
+DEFAULT_BATCH_SIZE = 64
 
 
 def iterate_batches(dataset, batch_size, num_workers=1, transform=preprocess):
@@ -25,7 +31,8 @@ def iterate_batches(dataset, batch_size, num_workers=1, transform=preprocess):
     records = dataset.records
     chunks = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
     with ThreadPoolExecutor(max(1, num_workers)) as pool:
-        pending = [pool.map(load, chunks[0])] if chunks else []
+        with pinned_affinity():  # the pool's threads are created by the first submissions
+            pending = [pool.map(load, chunks[0])] if chunks else []
         for i, chunk in enumerate(chunks):
             loaded = list(pending.pop())
             if i + 1 < len(chunks):

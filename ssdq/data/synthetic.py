@@ -35,10 +35,12 @@ CATEGORIES = [
 CLASSES = tuple(c["name"] for c in CATEGORIES)
 
 DEFAULT_ROOT = os.path.join("data", "synthetic")
-DEFAULT_SPLITS = {"train": 2500, "val": 500}
+# dev: model selection, early stopping and fine-tuning checkpoints; val: the reported tables,
+# which no training step looks at
+DEFAULT_SPLITS = {"train": 2500, "dev": 500, "val": 500}
 DEFAULT_SEED = 2024
 # Image ids of different splits never collide.
-SPLIT_ID_OFFSET = {"train": 1, "val": 1_000_000, "test": 2_000_000}
+SPLIT_ID_OFFSET = {"train": 1, "val": 1_000_000, "test": 2_000_000, "dev": 4_000_000}
 MIN_VISIBLE_FRACTION = 1.0 / 3.0
 MIN_SIDE, MAX_SIDE = 40, 320
 

@@ -12,13 +12,23 @@ Facts this module relies on (mxnet 1.9.1 wheel):
 * With OMP_PROC_BIND set, libgomp binds the thread that loads it (Python's main thread) to the
   first place at import time, so the main thread's affinity shrinks to the first pinned core.
 """
+import contextlib
 import copy
 import os
 import re
 import sys
 
 from ssdq.errors import SsdqError
-from ssdq.host.topology import read_file
+from ssdq.host.mempolicy import MEMBIND_MODES, bind_memory
+from ssdq.host.topology import (
+    check_node,
+    choose_cores,
+    format_cpu_list,
+    parse_cpu_list,
+    parse_node,
+    read_file,
+    read_topology,
+)
 
 THREAD_VARS = ("OMP_NUM_THREADS", "GOMP_CPU_AFFINITY", "OMP_PROC_BIND", "OMP_PLACES",
                "KMP_AFFINITY", "KMP_BLOCKTIME")
@@ -35,17 +45,25 @@ def pinning():
     return copy.deepcopy(_pinned[1]) if _pinned else None
 
 
-def format_cpu_list(cpus):
-    """[0, 1, 2, 3, 6] -> "0-3,6" (the syntax ``--cores`` accepts)."""
-    cpus = sorted(set(cpus))
-    parts, i = [], 0
-    while i < len(cpus):
-        j = i
-        while j + 1 < len(cpus) and cpus[j + 1] == cpus[j] + 1:
-            j += 1
-        parts.append(str(cpus[i]) if i == j else "%d-%d" % (cpus[i], cpus[j]))
-        i = j + 1
-    return ",".join(parts)
+@contextlib.contextmanager
+def pinned_affinity():
+    """Run the block with the calling thread on every core ``pin_threads`` pinned to, then give
+    it its own mask back.
+
+    With OMP_PROC_BIND set, libgomp binds the thread that enters MXNet's first parallel region
+    to the first pinned core, and every thread created afterwards inherits that one core. Thread
+    pools created inside this block (ONNX Runtime's, OpenVINO's, the image decoding threads)
+    start on all the pinned cores instead. Without a pinning in this process it does nothing."""
+    cores = _pinned[1]["cores"] if _pinned and _pinned[1]["affinity_set"] else None
+    if not cores:
+        yield
+        return
+    saved = os.sched_getaffinity(0)  # pid 0: the calling thread
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, saved)
 
 
 def _parse_cpu_syntax(spec):
@@ -91,8 +109,6 @@ def physical_cores(allowed=None, sysfs_root="/sys"):
     from the siblings ``topology.read_topology`` reads; without sysfs, ``allowed`` as it is."""
     import psutil
 
-    from ssdq.host.topology import read_topology
-
     allowed = sorted(allowed if allowed is not None else psutil.Process().cpu_affinity())
     return read_topology(sysfs_root, allowed_cpus=allowed).physical_cores(allowed)
 
@@ -136,9 +152,6 @@ def pin_threads(cores=None, threads=None, numa_node=None, membind="bind", strict
     """
     global _pinned
     import psutil
-
-    from ssdq.host.mempolicy import MEMBIND_MODES, bind_memory
-    from ssdq.host.topology import check_node, choose_cores, parse_node, read_topology
 
     if threads is not None:
         threads = _parse_threads(threads)
@@ -246,8 +259,6 @@ def pin_threads(cores=None, threads=None, numa_node=None, membind="bind", strict
 def read_thread_placement(pid="self"):
     """[{"tid", "name", "cpus"}] for every thread of ``pid``, from /proc/PID/task/*/status."""
     import glob
-
-    from ssdq.host.topology import parse_cpu_list
 
     threads = []
     for status in sorted(glob.glob("/proc/%s/task/*/status" % pid)):

@@ -13,9 +13,11 @@ import subprocess
 import sys
 from importlib import metadata
 
-from ssdq.host.cpus import THREAD_VARS, format_cpu_list, pinning
+from ssdq import __version__
 from ssdq.errors import SsdqError
-from ssdq.host.topology import read_file
+from ssdq.host.cpus import THREAD_VARS, pinning
+from ssdq.host.mempolicy import numa_pages, read_policy
+from ssdq.host.topology import format_cpu_list, read_file, read_topology
 
 NUMPY_LIMIT = (1, 24)
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
@@ -151,8 +153,6 @@ def _runtimes():
 def numa_record():
     """Nodes (through this process's cpuset), the nodes pinned to, the memory policy read back
     from the kernel and the process's pages per node (``numa_maps``)."""
-    from ssdq.host.mempolicy import numa_pages, read_policy
-    from ssdq.host.topology import read_topology
 
     pinned = pinning() or {}
     topology = read_topology(allowed_cpus=pinned.get("allowed_before"))
@@ -176,6 +176,7 @@ def environment_report():
     features = mxnet.runtime.Features()
     onednn = dict(onednn_info())
     return {
+        "ssdq_version": __version__,
         "cpu_model": model,
         "isa": isa,
         "logical_cpus": psutil.cpu_count(logical=True),

@@ -15,6 +15,8 @@ import os
 import platform
 import re
 
+from ssdq.errors import SsdqError
+
 MPOL_DEFAULT, MPOL_PREFERRED, MPOL_BIND, MPOL_INTERLEAVE, MPOL_LOCAL = 0, 1, 2, 3, 4
 MPOL_PREFERRED_MANY = 5
 MODE_NAMES = {MPOL_DEFAULT: "default", MPOL_PREFERRED: "preferred", MPOL_BIND: "bind",
@@ -99,7 +101,6 @@ def bind_memory(mode, nodes):
     """Apply ``--membind`` ``mode`` ("bind", "preferred", "none") to ``nodes`` for this thread
     and its future threads; return what was asked, what the kernel said and the read-back."""
     if mode not in MEMBIND_MODES:
-        from ssdq.errors import SsdqError
 
         raise SsdqError("bad --membind %r: choose from %s" % (mode, ", ".join(MEMBIND_MODES)))
     nodes = sorted(set(nodes))

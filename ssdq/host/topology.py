@@ -32,6 +32,19 @@ def parse_cpu_list(text):
     return sorted(out)
 
 
+def format_cpu_list(cpus):
+    """[0, 1, 2, 3, 6] -> "0-3,6" (the syntax ``--cores`` accepts)."""
+    cpus = sorted(set(cpus))
+    parts, i = [], 0
+    while i < len(cpus):
+        j = i
+        while j + 1 < len(cpus) and cpus[j + 1] == cpus[j] + 1:
+            j += 1
+        parts.append(str(cpus[i]) if i == j else "%d-%d" % (cpus[i], cpus[j]))
+        i = j + 1
+    return ",".join(parts)
+
+
 def read_file(path):
     """A kernel file's text, or None where it is missing or unreadable."""
     try:
@@ -129,8 +142,6 @@ class Topology:
 
 
 def _fmt(cpus):
-    from ssdq.host.cpus import format_cpu_list
-
     return format_cpu_list(cpus)
 
 

@@ -7,19 +7,24 @@ all three files under temporary names and renames them, meta last, so a prefix w
 is always complete.
 
 A prefix without a meta file (``net.export``, ``export_block``, the recipe's files, GluonCV's
-shipped int8 symbols with ``params_file``) loads too: ``checkpoint_meta.infer_meta`` reads the
+shipped int8 symbols with ``params_file``) loads too: ``model.meta.infer_meta`` reads the
 meta from the graph, the class names come from ``classes`` (``coco``, ``voc`` or a file), and the
 checkpoint says so (``meta_inferred``) wherever it is used. Nothing is written beside it.
 """
-import json
 import os
 from dataclasses import dataclass, field
 
-from ssdq.errors import SsdqError
-from ssdq.fileio import atomic_path, write_json
+from ssdq.data.transforms import InputFormat
+from ssdq.errors import SsdqError, first_line
+from ssdq.fileio import atomic_path, read_json, write_json
+from ssdq.model.meta import class_list, infer_meta
 
 EPOCH = 0
 MODEL_DIR = "model"
+# where the recipe's stages write (relative to the working directory, on purpose: a run's
+# outputs land in the folder it runs in)
+CONVERTED_PREFIX = os.path.join(MODEL_DIR, "converted")
+QUANTIZED_PREFIX = os.path.join(MODEL_DIR, "quantized")
 
 
 def checkpoint_files(prefix):
@@ -74,9 +79,16 @@ class Checkpoint:
 
     @property
     def input_format(self):
-        from ssdq.data.transforms import InputFormat
 
         return InputFormat(self.meta.get("input"))
+
+    def require_fp32(self, action):
+        """This checkpoint if it is fp32, else a one-line error saying what needs fp32
+        (``action``: "quantize" gives "... is int8; quantize an fp32 checkpoint")."""
+        if self.precision != "fp32":
+            raise SsdqError("%s is %s; %s an fp32 checkpoint" % (self.prefix, self.precision,
+                                                                  action))
+        return self
 
     def require_classes(self):
         """The class names, or a one-line error saying how to give them."""
@@ -116,11 +128,11 @@ def load_checkpoint(prefix, classes=None, params_file=None):
     try:
         symbol = mx.sym.load(files["symbol"])
     except (mx.base.MXNetError, ValueError) as exc:
-        raise SsdqError("cannot read %s: %s" % (files["symbol"], _first_line(exc))) from None
+        raise SsdqError("cannot read %s: %s" % (files["symbol"], first_line(exc, 200))) from None
     try:
         saved = mx.nd.load(files["params"])
     except mx.base.MXNetError as exc:
-        raise SsdqError("cannot read %s: %s" % (files["params"], _first_line(exc))) from None
+        raise SsdqError("cannot read %s: %s" % (files["params"], first_line(exc, 200))) from None
     if not isinstance(saved, dict):
         raise SsdqError("%s holds no named weights" % files["params"])
     arg_params = {k[4:]: v for k, v in saved.items() if k.startswith("arg:")}
@@ -133,17 +145,12 @@ def load_checkpoint(prefix, classes=None, params_file=None):
     if params_file is not None or not has_meta:
         arg_params, aux_params = bind_names(symbol, arg_params, aux_params, files["params"])
     if has_meta:
-        try:
-            with open(files["meta"]) as f:
-                meta = json.load(f)
-        except ValueError as exc:
-            raise SsdqError("cannot read %s: %s" % (files["meta"], exc)) from None
+        meta = read_json(files["meta"], "checkpoint meta")
         if classes is not None and tuple(meta.get("classes", ())) != _class_names(classes):
             raise SsdqError("--classes %s differs from the classes in %s; drop --classes"
                             % (classes, files["meta"]))
         ckpt = Checkpoint(prefix, symbol, arg_params, aux_params, meta)
     else:
-        from ssdq.model.meta import infer_meta
 
         names = _class_names(classes) if classes is not None else None
         meta = infer_meta(symbol, arg_params, names, classes)
@@ -153,7 +160,6 @@ def load_checkpoint(prefix, classes=None, params_file=None):
 
 
 def _class_names(spec):
-    from ssdq.model.meta import class_list
 
     return class_list(spec) if isinstance(spec, str) else tuple(spec)
 
@@ -221,11 +227,3 @@ def checkpoint_size_mb(prefix, params_file=None):
     files = checkpoint_files(prefix)
     files["params"] = params_file or files["params"]
     return sum(os.path.getsize(files[k]) for k in ("symbol", "params")) / 2 ** 20
-
-
-def _first_line(exc):
-    text = str(exc).strip()
-    for line in text.splitlines():
-        if line.strip() and not line.startswith(("Traceback", "  File", "[bt]", "Stack")):
-            return line.strip()[:200]
-    return type(exc).__name__

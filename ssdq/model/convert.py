@@ -6,41 +6,30 @@ into meta.json, as do the NMS settings baked into the graph). Each BatchNorm tha
 a convolution is folded into that convolution's weights and bias, so the deployed fp32 graph, and
 the int8 graph made from it, carries no BatchNorm at all.
 """
-import datetime
-import json
 import os
 import tempfile
 
 import numpy as np
 
-from ssdq.model.checkpoint import save_checkpoint
 from ssdq.data.transforms import INPUT_SIZE, MEAN, STD
 from ssdq.errors import SsdqError
+from ssdq.fileio import utc_now
+from ssdq.model import weights
+from ssdq.model.checkpoint import save_checkpoint
+from ssdq.model.graph import Graph
 from ssdq.model.ssd import DEFAULT_ZOO_MODEL, REFERENCE_NAME, load_params, reference_ssd, zoo_ssd
-
-REFERENCE_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                 "model", "reference-ssd300-vgg16-atrous.params")
-
-
-def reference_card(weights=REFERENCE_WEIGHTS):
-    """The reference model's description, committed beside its weights."""
-    card = os.path.splitext(weights)[0] + ".json"
-    if not os.path.isfile(card):
-        raise SsdqError("reference model card not found: %s" % card)
-    with open(card) as f:
-        return json.load(f)
 
 
 def build_gluon_model(model=DEFAULT_ZOO_MODEL, params_file=None):
     """Return (Gluon net with weights loaded, description dict)."""
     if model in ("reference", REFERENCE_NAME):
-        weights = params_file or REFERENCE_WEIGHTS
-        card = reference_card(REFERENCE_WEIGHTS)
+        path = params_file or weights.REFERENCE_WEIGHTS
+        card = weights.card()
         net = reference_ssd(card["classes"], width_divisor=card["width_divisor"])
-        if not os.path.isfile(weights):
-            raise SsdqError("weights file not found: %s" % weights)
-        load_params(net, weights)
-        return net, {"model": REFERENCE_NAME, "weights": os.path.relpath(weights),
+        if not os.path.isfile(path):
+            raise SsdqError("weights file not found: %s" % path)
+        load_params(net, path)
+        return net, {"model": REFERENCE_NAME, "weights": os.path.relpath(path),
                      "width_divisor": card["width_divisor"], "trained_on": card.get("trained_on")}
     if params_file is not None and not os.path.isfile(params_file):
         raise SsdqError("weights file not found: %s" % params_file)
@@ -76,7 +65,7 @@ def export_checkpoint(net, source, out_prefix):
                   "scale": 1 / 255.0, "mean": list(MEAN), "std": list(STD)},
         "nms": {"threshold": net.nms_thresh, "topk": net.nms_topk, "post_nms": net.post_nms},
         "batchnorm_folded": folded,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
         "versions": {"mxnet": mx.__version__, "gluoncv": _version("gluoncv")},
     }
     return save_checkpoint(out_prefix, symbol, arg_params, aux_params, meta)
@@ -91,14 +80,8 @@ def fold_batchnorm(symbol, arg_params, aux_params):
     """
     import mxnet as mx
 
-    graph = json.loads(symbol.tojson())
-    nodes = graph["nodes"]
-    uses = np.zeros(len(nodes), int)
-    for node in nodes:
-        for src, _, _ in node["inputs"]:
-            uses[src] += 1
-    for src, _, _ in graph["heads"]:
-        uses[src] += 1
+    graph = Graph(symbol)
+    nodes = graph.nodes
     args = {k: v.asnumpy() for k, v in arg_params.items()}
     auxs = {k: v.asnumpy() for k, v in aux_params.items()}
     redirect, dropped, new_bias = {}, set(), {}
@@ -107,7 +90,7 @@ def fold_batchnorm(symbol, arg_params, aux_params):
             continue
         conv_id = node["inputs"][0][0]
         conv = nodes[conv_id]
-        if conv["op"] != "Convolution" or uses[conv_id] != 1:
+        if conv["op"] != "Convolution" or graph.uses(conv_id) != 1:
             continue
         attrs = node.get("attrs", {})
         gamma_n, beta_n, mean_n, var_n = (nodes[j]["name"] for j, _, _ in node["inputs"][1:5])
@@ -135,7 +118,7 @@ def fold_batchnorm(symbol, arg_params, aux_params):
         args[bias_n] = (bias - auxs[mean_n]) * scale + args[beta_n]
         redirect[i] = conv_id
         dropped.add(i)
-        dropped.update(j for j, _, _ in node["inputs"][1:5] if uses[j] == 1)
+        dropped.update(j for j, _, _ in node["inputs"][1:5] if graph.uses(j) == 1)
         for name in (gamma_n, beta_n):
             args.pop(name, None)
         for name in (mean_n, var_n):
@@ -153,11 +136,9 @@ def fold_batchnorm(symbol, arg_params, aux_params):
             node["inputs"] = [_remap(e, redirect, new_index) for e in node["inputs"]]
         new_index[i] = len(new_nodes)
         new_nodes.append(node)
-    graph["nodes"] = new_nodes
-    graph["heads"] = [_remap(e, redirect, new_index) for e in graph["heads"]]
-    graph["arg_nodes"] = [i for i, n in enumerate(new_nodes) if n["op"] == "null"]
-    graph.pop("node_row_ptr", None)
-    folded_symbol = mx.sym.load_json(json.dumps(graph))
+    graph.json["nodes"] = new_nodes
+    graph.json["heads"] = [_remap(e, redirect, new_index) for e in graph.heads]
+    folded_symbol = graph.to_symbol()
     return (folded_symbol, {k: mx.nd.array(v) for k, v in args.items()},
             {k: mx.nd.array(v) for k, v in auxs.items()}, len(redirect))
 

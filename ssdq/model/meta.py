@@ -7,7 +7,7 @@ ssdq needs except the class names:
 * precision: int8 if the graph holds quantized ops (MXNet 1.5's fused ``_sg_mkldnn_conv`` with
   ``quantized=true`` and baked calibration ranges, or ``_contrib_quantize*`` ops); bf16 if AMP
   cast it; else fp32;
-* NMS and decoder settings: from the tail (``postprocess.graph_tail``);
+* NMS and decoder settings: from the tail (``model.tail.graph_tail``);
 * input: ``export_block(preprocess=True)`` puts ``broadcast_sub(data, mean)``,
   ``broadcast_div(., std)`` and an HWC->CHW ``transpose`` in front of the network, so such a graph
   takes resized RGB in 0..255, NHWC; otherwise the input is NCHW, ImageNet-normalised, as ssdq's;
@@ -21,7 +21,9 @@ import json
 import os
 
 from ssdq.data.transforms import INPUT_SIZE, MEAN, STD
-from ssdq.errors import SsdqError
+from ssdq.errors import SsdqError, first_line
+from ssdq.model.graph import Graph
+from ssdq.model.tail import graph_tail
 
 CLASS_LISTS = ("coco", "voc")
 
@@ -48,7 +50,7 @@ def class_list(spec):
 
 def graph_precision(symbol):
     """fp32, bf16 or int8, from the operators the graph holds."""
-    nodes = json.loads(symbol.tojson())["nodes"]
+    nodes = Graph(symbol).nodes
     for node in nodes:
         op, attrs = node["op"], node.get("attrs", {})
         if op.startswith(("_contrib_quantize", "_contrib_quantized_", "_contrib_requantize")):
@@ -65,18 +67,15 @@ def preprocessing_in_graph(symbol, arg_params):
     """The mean/std/transpose prefix ``export_block(preprocess=True)`` adds, or None.
 
     Returns {"layout", "mean", "std"} with the constants' values (0..255 scale)."""
-    nodes = json.loads(symbol.tojson())["nodes"]
-    consumers = {}
-    for i, node in enumerate(nodes):
-        for src, _, _ in node["inputs"]:
-            consumers.setdefault(src, []).append(i)
+    graph = Graph(symbol)
+    nodes = graph.nodes
     data = [i for i, n in enumerate(nodes) if n["op"] == "null" and n["name"] == "data"]
     if not data:
         return None
 
     def only_consumer(i, op):
-        found = [j for j in consumers.get(i, []) if nodes[j]["op"] == op]
-        return found[0] if len(found) == 1 and len(consumers[i]) == 1 else None
+        readers = [j for j, _ in graph.readers[i]]
+        return readers[0] if len(readers) == 1 and nodes[readers[0]]["op"] == op else None
 
     def constant(node):
         name = nodes[node["inputs"][1][0]]["name"]
@@ -97,8 +96,6 @@ def preprocessing_in_graph(symbol, arg_params):
 
 def infer_meta(symbol, arg_params, classes=None, classes_from=None):
     """The meta a plain checkpoint would have had, read from its graph (+ ``classes``)."""
-    from ssdq.model.tail import graph_tail
-
     tail = graph_tail(symbol)  # a one-line error naming what is missing if it is no SSD
     baked = preprocessing_in_graph(symbol, arg_params)
     if baked:
@@ -125,7 +122,7 @@ def infer_meta(symbol, arg_params, classes=None, classes_from=None):
         "nms": {"threshold": nms["overlap_thresh"], "topk": nms["topk"],
                 "post_nms": tail.get("post_nms"), "score_threshold": tail["score_thresh"]},
         "num_classes": num_classes,
-        "inferred": {"by": "ssdq.checkpoint_meta (no -meta.json)",
+        "inferred": {"by": "ssdq.model.meta (no -meta.json)",
                      "precision": "the graph's operators (quantized ones or not)",
                      "nms": "the graph's tail",
                      "input": "export_block(preprocess=True) prefix found in the graph" if baked
@@ -143,14 +140,11 @@ def infer_meta(symbol, arg_params, classes=None, classes_from=None):
 
 def head_classes(symbol, data_shape):
     """Foreground classes the class head predicts: the softmax input's last dimension - 1."""
-    from ssdq.model.tail import graph_tail
-
     internals = symbol.get_internals()
     cls = internals[graph_tail(symbol)["cls"]]
     try:
         _, out_shapes, _ = cls.infer_shape(data=tuple(data_shape))
     except Exception as exc:  # MXNetError; shape errors also surface as others
         raise SsdqError("cannot infer the class head's shape for input %s (%s)" % (
-            tuple(data_shape), str(exc).strip().splitlines()[0][:160] if str(exc).strip()
-            else type(exc).__name__)) from None
+            tuple(data_shape), first_line(exc, 160))) from None
     return int(out_shapes[0][-1]) - 1

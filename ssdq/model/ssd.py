@@ -4,15 +4,12 @@ The reference model is gluoncv's ``ssd_300_vgg16_atrous`` topology (VGG16 stages
 L2Norm on conv4_3, dilated fc6/fc7, four extra stages, six heads, the same anchors and a 300x300
 input) with every channel count divided by ``width_divisor`` and a BatchNorm after each
 convolution, which lets a thin network train from scratch. Export folds those BatchNorms into the
-convolutions (see ``ssdq.convert``), so the deployed graph has the zoo model's op sequence.
+convolutions (see ``model.convert``), so the deployed graph has the zoo model's op sequence.
 """
 
-import mxnet as mx
-from gluoncv.model_zoo.ssd.ssd import SSD
-from gluoncv.model_zoo.ssd.vgg_atrous import Normalize, VGGAtrousExtractor, extra_spec, vgg_spec
-from mxnet.gluon import HybridBlock, nn
+import functools
 
-from ssdq.errors import SsdqError
+from ssdq.errors import SsdqError, first_line
 
 REFERENCE_NAME = "ssd_300_vgg16_atrous_reference"
 DEFAULT_ZOO_MODEL = "ssd_300_vgg16_atrous_coco"
@@ -22,62 +19,73 @@ SSD300_SIZES = [21, 45, 99, 153, 207, 261, 315]
 SSD300_RATIOS = [[1, 2, 0.5]] + [[1, 2, 0.5, 3, 1.0 / 3]] * 3 + [[1, 2, 0.5]] * 2
 SSD300_STEPS = [8, 16, 32, 64, 100, 300]
 
-class ThinVGGAtrousExtractor(VGGAtrousExtractor):
-    """gluoncv's VGGAtrousExtractor with all widths (fc6/fc7 included) divided by ``divisor``.
+
+@functools.lru_cache(maxsize=None)
+def _thin_extractor_class():
+    """gluoncv's VGGAtrousExtractor with all widths (fc6/fc7 included) divided by ``divisor``
+    (built on first use: defining it imports mxnet and gluoncv, which must wait until threads
+    are pinned).
 
     gluoncv hard-codes 1024 channels for the dilated fc6/fc7, so the layers are built here; the
     forward pass is gluoncv's own (inherited). ``widths`` (a pruned network) gives every
     convolution's output channels in build order instead, and ``num_extras`` keeps only the
     first extra stages (pruning can drop the last scales).
     """
+    import mxnet as mx
+    from gluoncv.model_zoo.ssd.vgg_atrous import Normalize, VGGAtrousExtractor, extra_spec, vgg_spec
+    from mxnet.gluon import HybridBlock, nn
 
-    def __init__(self, divisor, batch_norm=True, widths=None, num_extras=4, **kwargs):
-        HybridBlock.__init__(self, **kwargs)  # pylint: disable=non-parent-init-called
-        layers, filters = vgg_spec[16]
-        filters = [max(f // divisor, 4) for f in filters]
-        extras = extra_spec[300][:num_extras]
-        if widths is None:
-            widths = ([f for num, f in zip(layers, filters) for _ in range(num)]
-                      + [1024 // divisor] * 2
-                      + [max(c // divisor, 4) for config in extras for c, _, _, _ in config])
-        widths = iter(widths)
-        self.init = {
-            "weight_initializer": mx.init.Xavier(rnd_type="gaussian", factor_type="out",
-                                                 magnitude=2),
-            "bias_initializer": "zeros",
-        }
+    class ThinVGGAtrousExtractor(VGGAtrousExtractor):
+        def __init__(self, divisor, batch_norm=True, widths=None, num_extras=4, **kwargs):
+            HybridBlock.__init__(self, **kwargs)  # pylint: disable=non-parent-init-called
+            layers, filters = vgg_spec[16]
+            filters = [max(f // divisor, 4) for f in filters]
+            extras = extra_spec[300][:num_extras]
+            if widths is None:
+                widths = ([f for num, f in zip(layers, filters) for _ in range(num)]
+                          + [1024 // divisor] * 2
+                          + [max(c // divisor, 4) for config in extras for c, _, _, _ in config])
+            widths = iter(widths)
+            self.init = {
+                "weight_initializer": mx.init.Xavier(rnd_type="gaussian", factor_type="out",
+                                                     magnitude=2),
+                "bias_initializer": "zeros",
+            }
 
-        def conv_block(seq, channels, kernel, stride=1, pad=0, dilation=1):
-            seq.add(nn.Conv2D(channels, kernel, stride, pad, dilation=dilation, **self.init))
-            if batch_norm:
-                seq.add(nn.BatchNorm())
-            seq.add(nn.Activation("relu"))
+            def conv_block(seq, channels, kernel, stride=1, pad=0, dilation=1):
+                seq.add(nn.Conv2D(channels, kernel, stride, pad, dilation=dilation, **self.init))
+                if batch_norm:
+                    seq.add(nn.BatchNorm())
+                seq.add(nn.Activation("relu"))
 
-        with self.name_scope():
-            init_scale = mx.nd.array([0.229, 0.224, 0.225]).reshape((1, 3, 1, 1)) * 255
-            self.init_scale = self.params.get_constant("init_scale", init_scale)
-            self.stages = nn.HybridSequential()
-            stage_widths = []
-            for num in layers:
-                stage = nn.HybridSequential(prefix="")
+            with self.name_scope():
+                init_scale = mx.nd.array([0.229, 0.224, 0.225]).reshape((1, 3, 1, 1)) * 255
+                self.init_scale = self.params.get_constant("init_scale", init_scale)
+                self.stages = nn.HybridSequential()
+                stage_widths = []
+                for num in layers:
+                    stage = nn.HybridSequential(prefix="")
+                    with stage.name_scope():
+                        for _ in range(num):
+                            stage_widths.append(next(widths))
+                            conv_block(stage, stage_widths[-1], 3, pad=1)
+                    self.stages.add(stage)
+                stage = nn.HybridSequential(prefix="dilated_")
                 with stage.name_scope():
-                    for _ in range(num):
-                        stage_widths.append(next(widths))
-                        conv_block(stage, stage_widths[-1], 3, pad=1)
+                    conv_block(stage, next(widths), 3, pad=6, dilation=6)
+                    conv_block(stage, next(widths), 1)
                 self.stages.add(stage)
-            stage = nn.HybridSequential(prefix="dilated_")
-            with stage.name_scope():
-                conv_block(stage, next(widths), 3, pad=6, dilation=6)
-                conv_block(stage, next(widths), 1)
-            self.stages.add(stage)
-            self.norm4 = Normalize(stage_widths[sum(layers[:4]) - 1], 20)  # conv4_3's width
-            self.extras = nn.HybridSequential()
-            for i, config in enumerate(extras):
-                extra = nn.HybridSequential(prefix="extra%d_" % i)
-                with extra.name_scope():
-                    for _, kernel, stride, pad in config:
-                        conv_block(extra, next(widths), kernel, stride, pad)
-                self.extras.add(extra)
+                self.norm4 = Normalize(stage_widths[sum(layers[:4]) - 1], 20)  # conv4_3's width
+                self.extras = nn.HybridSequential()
+                for i, config in enumerate(extras):
+                    extra = nn.HybridSequential(prefix="extra%d_" % i)
+                    with extra.name_scope():
+                        for _, kernel, stride, pad in config:
+                            conv_block(extra, next(widths), kernel, stride, pad)
+                    self.extras.add(extra)
+
+    return ThinVGGAtrousExtractor
+
 
 def reference_ssd(classes, width_divisor=REFERENCE_WIDTH_DIVISOR, batch_norm=True, widths=None,
                   num_scales=len(SSD300_STEPS)):
@@ -90,18 +98,20 @@ def reference_ssd(classes, width_divisor=REFERENCE_WIDTH_DIVISOR, batch_norm=Tru
     if not 2 <= num_scales <= len(SSD300_STEPS):
         raise SsdqError("an SSD300 keeps 2 to %d scales, not %d" % (len(SSD300_STEPS), num_scales))
 
+    from gluoncv.model_zoo.ssd.ssd import SSD
+
     def features(**_):
-        return ThinVGGAtrousExtractor(width_divisor, batch_norm=batch_norm, widths=widths,
-                                      num_extras=num_scales - 2)
+        return _thin_extractor_class()(width_divisor, batch_norm=batch_norm, widths=widths,
+                                       num_extras=num_scales - 2)
 
     return SSD(None, 300, features=features, num_filters=None,
                sizes=SSD300_SIZES[:num_scales + 1], ratios=SSD300_RATIOS[:num_scales],
                steps=SSD300_STEPS[:num_scales], classes=list(classes), prefix="ssd0_")
 
 
-def pruned_zoo_ssd(name, keep_ratios, num_scales, multiple=1):
+def pruned_zoo_ssd(name, ratios, num_scales, multiple=1):
     """gluoncv's full-size ``ssd_300_vgg16_atrous_*`` (no BatchNorm) with each feature
-    convolution's width scaled by ``keep_ratios`` (of a pruned reference checkpoint), rounded up
+    convolution's width scaled by ``ratios`` (of a pruned reference checkpoint), rounded up
     to a ``multiple`` of channels (at most the dense width); uninitialised."""
     from gluoncv import model_zoo
 
@@ -112,14 +122,27 @@ def pruned_zoo_ssd(name, keep_ratios, num_scales, multiple=1):
     if multiple < 1:
         raise SsdqError("--widths-multiple must be 1 or more")
     widths = [min(d, -(-max(1, int(round(d * r))) // multiple) * multiple)
-              for d, r in zip(dense, keep_ratios)]
+              for d, r in zip(dense, ratios)]
     return reference_ssd(classes, 1, batch_norm=False, widths=widths, num_scales=num_scales)
 
 
 def feature_convs(net):
     """The feature extractor's Conv2D blocks in build order (what ``widths`` lists)."""
+    from mxnet.gluon import nn
+
     return [block for stage in list(net.features.stages) + list(net.features.extras)
             for block in stage if isinstance(block, nn.Conv2D)]
+
+def keep_ratios(meta):
+    """Per feature convolution, kept / original channels, and the scales kept, of a pruned
+    reference checkpoint (its meta's pruning recipe): what ``pruned_zoo_ssd`` scales by."""
+    recipe = meta.get("pruning")
+    if not recipe:
+        raise SsdqError("checkpoint meta has no pruning recipe (make one with `ssdq prune`)")
+    dense = [c._channels for c in feature_convs(reference_ssd(  # pylint: disable=protected-access
+        meta.get("classes", ["x"]), meta.get("width_divisor", REFERENCE_WIDTH_DIVISOR)))]
+    return [w / d for w, d in zip(recipe["widths"], dense)], recipe["num_scales"]
+
 
 def zoo_ssd(name, pretrained=True, params_file=None):
     """A gluoncv model-zoo SSD by name, with the zoo's weights or those of ``params_file``."""
@@ -140,11 +163,13 @@ def zoo_ssd(name, pretrained=True, params_file=None):
                         "FILE with the weights" % (name, type(exc).__name__)) from None
 
 def load_params(net, params_file):
+    import mxnet as mx
+
     try:
         net.load_parameters(params_file, ctx=mx.cpu(), ignore_extra=False)
     except (mx.base.MXNetError, AssertionError, OSError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SsdqError("cannot load weights %s into the network: %s" % (params_file, message[:200])) from None
+        raise SsdqError("cannot load weights %s into the network: %s"
+                        % (params_file, first_line(exc, 200))) from None
 
 
 
@@ -162,6 +187,7 @@ def random_zoo_ssd(name, sample_batch, anchor_share=TRAINED_ANCHOR_SHARE, seed=0
     foreground class scoring above 0.01. ``net``: an uninitialised network to use instead of
     the zoo's (a pruned variant of it). Returns (net, the share reached).
     """
+    import mxnet as mx
     import numpy as np
     from gluoncv import model_zoo
 

@@ -13,15 +13,15 @@ gather of the chosen anchors' decoded boxes, and ``box_nms`` over those k candid
 ``box_nms`` with ``topk=k`` keeps exactly the k highest valid candidates, so picking them first
 changes nothing but the order among equal scores.
 """
-import json
-
 from ssdq.errors import SsdqError
+from ssdq.model.graph import Graph
 
 
 def graph_tail(symbol):
     """Names and settings of the SSD tail: the class logits, box offsets and anchors feeding the
     decoder, the decoder's score threshold, the box decoder's stds and the NMS settings."""
-    nodes = json.loads(symbol.tojson())["nodes"]
+    graph = Graph(symbol)
+    nodes = graph.nodes
 
     def source(node, i=0):
         return nodes[node["inputs"][i][0]]["name"] + "_output"
@@ -48,7 +48,7 @@ def graph_tail(symbol):
               and node["inputs"][0][0] == tail["nms_index"] and attrs.get("axis") == "1"):
             tail["post_nms"] = int(attrs["end"])
     if "box" not in tail:
-        tail.update(_unfused_box_decoder(nodes))
+        tail.update(_unfused_box_decoder(graph))
     missing = [what for key, what in (("cls", "class softmax"), ("nms", "box_nms"))
                if key not in tail]
     if missing:
@@ -57,15 +57,12 @@ def graph_tail(symbol):
     return tail
 
 
-def _unfused_box_decoder(nodes):
+def _unfused_box_decoder(graph):
     """GluonCV's box decoder as graphs saved before ``box_decode`` existed hold it (GluonCV's
     shipped int8 SSDs): split the offsets and anchors in 4, ``offset * std (+ 0)``, ``exp`` for
     w/h, scale by the anchors. -> {"box", "anchors", "stds", ...}, or {} if not recognised (then
     only the graph's own tail can run)."""
-    consumers = {}
-    for i, node in enumerate(nodes):
-        for src, out, _ in node["inputs"]:
-            consumers.setdefault((src, out), []).append(i)
+    nodes, consumers = graph.nodes, graph.output_readers
 
     def scaled(split, out):
         """std of ``offsets[out] * std + 0`` and the node holding the result, or None."""

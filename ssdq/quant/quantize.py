@@ -14,8 +14,7 @@ and layers whose names contain ``flatten`` or ``concat`` (the prediction heads' 
 left in fp32. Calibration uses a split other than the one evaluated.
 """
 import contextlib
-import datetime
-import json
+import dataclasses
 import logging
 import os
 import sys
@@ -23,15 +22,56 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from ssdq.model.checkpoint import load_checkpoint, save_checkpoint
+from ssdq.data.loader import DEFAULT_BATCH_SIZE, iterate_batches
 from ssdq.errors import SsdqError
-from ssdq.data.loader import iterate_batches
-from ssdq.fileio import write_json
+from ssdq.fileio import read_json, utc_now, write_json
+from ssdq.model.checkpoint import load_checkpoint, save_checkpoint
+from ssdq.model.graph import Graph, quantized_conv_nodes
+from ssdq.options import Options, option
 
 log = logging.getLogger("ssdq.quantize")
 CALIB_MODES = ("naive", "entropy", "percentile", "mse")
 DEFAULT_EXCLUDE_MATCH = ("flatten", "concat")
-DEFAULT_PERCENTILE = 99.99
+PRESETS = ("first-last",)
+
+
+@dataclasses.dataclass
+class CalibOptions(Options):
+    """How an fp32 checkpoint is calibrated: on which images, and how ranges are chosen."""
+
+    calib_mode: str = option("naive", "how each layer's range is chosen from the statistics",
+                             choices=CALIB_MODES)
+    num_calib_batches: int = option(5, "calibration batches of --batch-size images")
+    calib_split: str = option("train", "split to calibrate on (not the eval split)")
+    calib_annotations: str = option(None, "calibrate on this COCO file's images (default: "
+                                    "--annotations' if given)", metavar="FILE")
+    calib_images: str = option(None, "the folder of --calib-annotations' images", metavar="DIR")
+    percentile: float = option(99.99, "for --calib-mode percentile: the percentile of |x| kept")
+    exclude_match: tuple = option(DEFAULT_EXCLUDE_MATCH, "leave in fp32 every layer whose name "
+                                  "contains one of these", nargs="*")
+
+    def thresholds(self, stats, quantized_dtype="auto"):
+        """Per-layer (min, max) ranges of ``collect_statistics`` output in this mode."""
+        return thresholds_for(stats, self.calib_mode, quantized_dtype, self.percentile)
+
+    def open(self, data, progress=False):
+        """The calibration images: ``--calib-annotations``, else ``--annotations``' file, else
+        ``calib_split`` of ``data``'s root. Only images are read, so no class map applies."""
+        if self.calib_images and not self.calib_annotations:
+            raise SsdqError("--calib-images DIR needs --calib-annotations FILE (the COCO file "
+                            "describing them)")
+        if self.calib_annotations:
+            data = data.replace(annotations=self.calib_annotations, images=self.calib_images)
+        return data.replace(class_map=None).open(self.calib_split, progress)
+
+    def describe(self, calib_set, batch_size):
+        """What a checkpoint's meta and a report record of the calibration."""
+        out = {"mode": self.calib_mode, "batches": self.num_calib_batches,
+               "batch_size": batch_size, "images": len(calib_set),
+               "dataset": calib_set.describe()}
+        if self.calib_mode == "percentile":
+            out["percentile"] = self.percentile
+        return out
 
 
 def calibration_dataset(dataset, num_batches, batch_size):
@@ -59,7 +99,7 @@ def fuse_for_quantization(symbol):
 def conv_layers(fused):
     """{fused node name: original convolution name} for every convolution of a fused graph."""
     names = {}
-    for node in json.loads(fused.tojson())["nodes"]:
+    for node in Graph(fused).nodes:
         if node["op"] == "_sg_mkldnn_conv":
             inner = [n["name"] for n in node["subgraphs"][0]["nodes"] if n["op"] == "Convolution"]
             names[node["name"]] = inner[0] if inner else node["name"]
@@ -138,7 +178,7 @@ def collect_statistics(fused, ckpt, calib_set, batch_size, excluded=(), exclude_
     return collector.hist_dict
 
 
-def thresholds_for(stats, mode, quantized_dtype="auto", percentile=DEFAULT_PERCENTILE):
+def thresholds_for(stats, mode, quantized_dtype="auto", percentile=CalibOptions.percentile):
     """Per-layer (min, max) quantization ranges from ``collect_statistics`` output.
 
     naive: the observed min/max. entropy: MXNet's KL-divergence search. percentile: the given
@@ -213,43 +253,45 @@ def build_int8(ckpt, fused, thresholds, excluded=(), exclude_ops=(), quantized_d
     return qsym.get_backend_symbol("MKLDNN_QUANTIZE"), qargs, auxs
 
 
-def quantize(fp32_prefix, out_prefix, calib_set, calib_mode="naive", num_calib_batches=5,
-             batch_size=64, exclude_layers=(), exclude_match=DEFAULT_EXCLUDE_MATCH,
-             exclude_ops=(), quantized_dtype="auto", quantize_mode="smart", num_workers=1,
-             percentile=DEFAULT_PERCENTILE, preset=None, progress=True):
-    """Write an int8 checkpoint at ``out_prefix`` from the fp32 one at ``fp32_prefix``.
-
-    Calibration reads images only, so ``calib_set``'s labels and classes play no part."""
-    if calib_mode not in CALIB_MODES:
-        raise SsdqError("unknown calibration mode %r (one of %s)" % (calib_mode, ", ".join(CALIB_MODES)))
-    ckpt = load_checkpoint(fp32_prefix)
-    if ckpt.precision != "fp32":
-        raise SsdqError("%s is already %s; quantize an fp32 checkpoint" % (ckpt.prefix, ckpt.precision))
-    calib_set = calibration_dataset(calib_set, num_calib_batches, batch_size)
-
-    fused = fuse_for_quantization(ckpt.symbol)
-    excluded = set(resolve_layer_names(fused, exclude_layers)) | set(matching_layers(fused, exclude_match))
+def excluded_layers(fused, exclude_layers=(), exclude_match=DEFAULT_EXCLUDE_MATCH, preset=None):
+    """The fused node names kept in fp32: named layers, layers matching ``exclude_match`` and a
+    ``preset`` (``first-last``: the first convolution and the prediction heads)."""
+    if preset not in (None,) + PRESETS:
+        raise SsdqError("unknown layer preset %r (%s)" % (preset, ", ".join(PRESETS)))
+    excluded = set(resolve_layer_names(fused, exclude_layers)) | set(
+        matching_layers(fused, exclude_match))
     if preset == "first-last":
         excluded |= set(first_last_preset(fused))
-    elif preset is not None:
-        raise SsdqError("unknown layer preset %r (first-last)" % preset)
-    excluded = sorted(excluded)
+    return sorted(excluded)
+
+
+def quantize(fp32_prefix, out_prefix, calib_set, calib=None, batch_size=DEFAULT_BATCH_SIZE,
+             num_workers=1, exclude_layers=(), exclude_ops=(), preset=None,
+             quantized_dtype="auto", quantize_mode="smart", progress=True):
+    """Write an int8 checkpoint at ``out_prefix`` from the fp32 one at ``fp32_prefix``,
+    calibrated as ``calib`` (``CalibOptions``) says on the first images of ``calib_set``.
+
+    Calibration reads images only, so ``calib_set``'s labels and classes play no part."""
+    calib = calib or CalibOptions()
+    if calib.calib_mode not in CALIB_MODES:
+        raise SsdqError("unknown calibration mode %r (one of %s)" % (calib.calib_mode,
+                                                                     ", ".join(CALIB_MODES)))
+    ckpt = load_checkpoint(fp32_prefix).require_fp32("quantize")
+    calib_set = calibration_dataset(calib_set, calib.num_calib_batches, batch_size)
+    fused = fuse_for_quantization(ckpt.symbol)
+    excluded = excluded_layers(fused, exclude_layers, calib.exclude_match, preset)
     stats = collect_statistics(fused, ckpt, calib_set, batch_size, excluded, exclude_ops,
-                               num_workers, progress, desc="calibrating (%s)" % calib_mode)
+                               num_workers, progress, desc="calibrating (%s)" % calib.calib_mode)
     if not stats:
         raise SsdqError("calibration collected no layer statistics: nothing is quantizable "
                         "with these exclusions")
-    thresholds = thresholds_for(stats, calib_mode, quantized_dtype, percentile)
-    qsym, qarg_params, aux_params = build_int8(ckpt, fused, thresholds, excluded, exclude_ops,
-                                               quantized_dtype, quantize_mode)
-    calibration = {"mode": calib_mode, "batches": num_calib_batches, "batch_size": batch_size,
-                   "images": len(calib_set), "dataset": calib_set.describe()}
-    if calib_mode == "percentile":
-        calibration["percentile"] = percentile
-    return save_int8(out_prefix, ckpt, (qsym, qarg_params, aux_params), thresholds, {
+    thresholds = calib.thresholds(stats, quantized_dtype)
+    graph = build_int8(ckpt, fused, thresholds, excluded, exclude_ops, quantized_dtype,
+                       quantize_mode)
+    return save_int8(out_prefix, ckpt, graph, thresholds, {
         "quantized_dtype": quantized_dtype, "quantize_mode": quantize_mode,
-        "calibration": calibration, "excluded_layers": excluded, "preset": preset,
-        "excluded_ops": list(exclude_ops)})
+        "calibration": calib.describe(calib_set, batch_size), "excluded_layers": excluded,
+        "preset": preset, "excluded_ops": list(exclude_ops)})
 
 
 def save_int8(out_prefix, fp32_ckpt, graph, thresholds, quantization):
@@ -266,7 +308,7 @@ def save_int8(out_prefix, fp32_ckpt, graph, thresholds, quantization):
                          "granularity": "tensor-wise", **quantization,
                          "quantized_conv_nodes": len(quantized_conv_nodes(qsym)),
                          "thresholds_file": os.path.basename("%s-calib.json" % out_prefix)},
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
     })
     write_json("%s-calib.json" % out_prefix,
                {name: [float(lo), float(hi)] for name, (lo, hi) in sorted(thresholds.items())})
@@ -276,18 +318,14 @@ def save_int8(out_prefix, fp32_ckpt, graph, thresholds, quantization):
 
 def quantize_from_recipe(fp32_prefix, out_prefix, recipe_file):
     """Rebuild the int8 graph a tuner recipe describes: its ranges and fp32 layers, no data."""
+    recipe = read_json(recipe_file, "tune recipe")
     try:
-        with open(recipe_file) as f:
-            recipe = json.load(f)
         thresholds = {k: tuple(v) for k, v in recipe["thresholds"].items()}
         excluded = list(recipe["excluded_layers"])
-    except OSError as exc:
-        raise SsdqError("cannot read recipe %s (%s)" % (recipe_file, exc.strerror)) from None
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise SsdqError("recipe %s is not an ssdq tune recipe (%s)" % (recipe_file, exc)) from None
-    ckpt = load_checkpoint(fp32_prefix)
-    if ckpt.precision != "fp32":
-        raise SsdqError("%s is already %s; quantize an fp32 checkpoint" % (ckpt.prefix, ckpt.precision))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise SsdqError("recipe %s is not an ssdq tune recipe (no valid %s)"
+                        % (recipe_file, exc)) from None
+    ckpt = load_checkpoint(fp32_prefix).require_fp32("quantize")
     fused = fuse_for_quantization(ckpt.symbol)
     graph = build_int8(ckpt, fused, thresholds, excluded, recipe.get("excluded_ops", ()))
     return save_int8(out_prefix, ckpt, graph, thresholds, {
@@ -301,41 +339,3 @@ class _Thresholds:
 
     def __init__(self, thresholds):
         self.min_max_dict = {k: (float(lo), float(hi)) for k, (lo, hi) in thresholds.items()}
-
-
-def quantized_conv_nodes(symbol):
-    """Names of the convolution nodes that run in int8 in a (fused) symbol: ssdq's and MXNet
-    1.5's (GluonCV's shipped int8 SSDs: ``_sg_mkldnn_conv`` with ``quantized=true`` and the
-    calibration ranges as attributes)."""
-    nodes = json.loads(symbol.tojson())["nodes"]
-    found = []
-    for node in nodes:
-        attrs = node.get("attrs", {})
-        if node["op"] == "_sg_mkldnn_conv" and attrs.get("quantized", "").lower() == "true":
-            found.append(node["name"])
-        elif node["op"] == "_contrib_quantized_conv":
-            found.append(node["name"])
-    return found
-
-
-def op_histogram(symbol):
-    import collections
-
-    return dict(collections.Counter(n["op"] for n in json.loads(symbol.tojson())["nodes"]))
-
-
-
-
-def deployed_weights_mb(symbol, arg_params):
-    """Weight bytes as oneDNN runs the graph: int8 conv weights at 1 byte, the rest at 4."""
-    nodes = json.loads(symbol.tojson())["nodes"]
-    int8_weights = set()
-    for node in nodes:
-        attrs = node.get("attrs", {})
-        if node["op"] in ("_sg_mkldnn_conv", "_contrib_quantized_conv") and \
-                attrs.get("quantized", "true").lower() == "true":
-            for src, _, _ in node["inputs"]:
-                if nodes[src]["op"] == "null" and nodes[src]["name"].endswith("weight"):
-                    int8_weights.add(nodes[src]["name"])
-    total = sum(v.size * (1 if k in int8_weights else 4) for k, v in arg_params.items())
-    return total / 2 ** 20

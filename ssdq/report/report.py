@@ -8,12 +8,14 @@ bench, where fp32 and int8 are timed in turns within one run, so the speed-up is
 even on a shared, noisy machine; ``eval_loop_images_per_sec`` is each evaluation's own
 throughput (JPEG decoding included, the two evaluations run minutes apart).
 """
-import datetime
 import os
 
 from ssdq import __version__
 from ssdq.bench.harness import markdown as bench_markdown
-from ssdq.fileio import write_json, write_text
+from ssdq.errors import SsdqError
+from ssdq.eval.metrics import relative_drop_pct
+from ssdq.eval.runtimes import markdown_table as backends_markdown
+from ssdq.fileio import markdown_table, utc_now, write_artifacts
 
 # Published anchors, for putting ours in context (see README "Reference numbers").
 PUBLISHED = {
@@ -35,8 +37,6 @@ def paired_speed(bench, scope="end_to_end"):
     found = {r["precision"]: r for r in bench["records"] if r["scope"] == scope
              and r["batch_size"] == batch and "images_per_sec" in r}
     if not {"fp32", "int8"} <= set(found):
-        from ssdq.errors import SsdqError
-
         raise SsdqError("the bench has no fp32 and int8 %s figures at batch %s: %s" % (
             scope, batch, "; ".join(r.get("error", "") for r in bench["records"] if "error" in r)))
     return {p: dict(found[p], scope=scope, timed_in_turns=True) for p in ("fp32", "int8")}
@@ -52,14 +52,14 @@ def build_report(fp32, int8, environment, threads, calibration, dataset, bench=N
     drop = fp32["map"] - int8["map"]
     report = {
         "ssdq_version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
         "dataset": dataset,
         "calibration": calibration,
         "fp32": {k: fp32[k] for k in _FIGURES if k in fp32},
         "int8": {k: int8[k] for k in _FIGURES if k in int8},
         "comparison": {
             "map_drop": drop,
-            "relative_map_drop_pct": 100.0 * drop / fp32["map"] if fp32["map"] else None,
+            "relative_map_drop_pct": relative_drop_pct(fp32["map"], int8["map"]),
             "ap50_drop": fp32["ap50"] - int8["ap50"],
             "speedup": int8["images_per_sec"] / fp32["images_per_sec"],
             "deployed_size_ratio": (fp32.get("deployed_weights_mb") or 0)
@@ -115,20 +115,14 @@ def comparison_table(report):
         ("weights as deployed (MB)", "%.2f" % fp32.get("deployed_weights_mb", 0),
          "%.2f" % int8.get("deployed_weights_mb", 0), "%.2fx smaller" % cmp_["deployed_size_ratio"]),
     ]
-    return _markdown(("", "fp32", "int8", "int8 vs fp32"), rows)
+    return markdown_table(("", "fp32", "int8", "int8 vs fp32"), rows)
 
 
 def per_class_table(report):
     fp32, int8 = report["fp32"]["per_class"], report["int8"]["per_class"]  # pycocotools' convention
     rows = [(name, "%.2f" % ap, "%.2f" % int8[name], "%+.2f" % (int8[name] - ap))
             for name, ap in fp32.items()]
-    return _markdown(("class", "fp32 AP", "int8 AP", "change"), rows)
-
-
-def _markdown(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(("class", "fp32 AP", "int8 AP", "change"), rows)
 
 
 def render_markdown(report, environment_text):
@@ -145,7 +139,7 @@ def render_markdown(report, environment_text):
     ] + ([
         "## Benchmark (`ssdq bench`, short run)\n\n" + bench_markdown(report["bench"]).strip(),
     ] if report.get("bench") else []) + ([
-        "## Runtimes (`--backends`)\n\n" + _backends_markdown(report["backends"]),
+        "## Runtimes (`--backends`)\n\n" + backends_markdown(report["backends"]),
     ] if report.get("backends") else []) + [
         "## Environment\n\n```\n" + environment_text + "\n```",
         "images/s: the median of repeated forward passes (network + decode + NMS) on one "
@@ -159,15 +153,7 @@ def render_markdown(report, environment_text):
     ]) + "\n"
 
 
-def _backends_markdown(section):
-    from ssdq.backends.evaluate import markdown_table
-
-    return markdown_table(section)
-
-
 def write_report(out_dir, report, environment_text, name="report"):
-    json_path = os.path.join(out_dir, name + ".json")
-    md_path = os.path.join(out_dir, name + ".md")
-    write_json(json_path, report)
-    write_text(md_path, render_markdown(report, environment_text))
-    return json_path, md_path
+    """``OUT_DIR/NAME.json`` and ``OUT_DIR/NAME.md``; returns the two paths."""
+    return tuple(write_artifacts(os.path.join(out_dir, name), report,
+                                 render_markdown(report, environment_text)))

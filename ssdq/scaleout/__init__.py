@@ -1,7 +1,7 @@
 """Scale-out: the same sweeps and evaluations, run serially here (the default) or as Ray tasks.
 
 ``engine.py`` runs trials (local or Ray, with per-worker core pinning, retries and a record of
-where each ran); ``sharded_eval.py`` splits an evaluation into shards and scores the merged
-detections once. The studies and the tuner keep their own search logic and only hand trials
-to an engine.
+where each ran); ``sweep.py`` runs sweeps with stop rules in speculative waves whose outcome is
+the serial loop's. The studies, the tuner and the sharded evaluation (``eval.sharded``) keep
+their own logic and only hand trials to an engine.
 """

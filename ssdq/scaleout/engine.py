@@ -13,6 +13,7 @@ its OpenMP threads to them with ssdq's own pinning, before mxnet is imported in 
 two trials on one host never share cores. A trial that raises or whose worker dies is retried
 once (on a fresh worker if it died); a second failure is reported in its result, never dropped.
 """
+import dataclasses
 import os
 import socket
 import time
@@ -20,7 +21,10 @@ import traceback
 
 from tqdm import tqdm
 
-from ssdq.errors import SsdqError
+from ssdq.errors import SsdqError, first_line
+from ssdq.host import cpus
+from ssdq.host.cpus import physical_cores, pinning, read_thread_placement
+from ssdq.options import Options, option
 
 SLOT_DIR = os.path.join("/tmp", "ssdq-ray-core-slots")
 MAX_ATTEMPTS = 2
@@ -64,8 +68,6 @@ def claim_core_slot(cpus_per_task, slot_dir=SLOT_DIR):
     """
     import fcntl
 
-    from ssdq.host.cpus import physical_cores
-
     cores = physical_cores()
     os.makedirs(slot_dir, exist_ok=True)
     for i in range(len(cores) // cpus_per_task):
@@ -84,7 +86,6 @@ class _Worker:
     """The body of a Ray actor: pin once, then run trials (``run``) until the driver is done."""
 
     def __init__(self, cpus_per_task, slot_dir=SLOT_DIR, cwd=None):
-        from ssdq.host import cpus
 
         if cwd and os.path.isdir(cwd):
             os.chdir(cwd)  # relative data paths resolve as on the driver (same path on every node)
@@ -116,7 +117,6 @@ class _Worker:
 
 def _threads_cpus():
     """The CPUs any thread of this process may run on, read back from the kernel."""
-    from ssdq.host.cpus import read_thread_placement
 
     return sorted({c for thread in read_thread_placement() for c in thread["cpus"] or ()})
 
@@ -183,11 +183,11 @@ class RayEngine:
             try:
                 result = ray.get(done[0])
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
-                result = {"value": None, "error": "worker lost: %s" % _first_line(exc),
+                result = {"value": None, "error": "worker lost: %s" % first_line(exc),
                           "wall_s": None, "where": None}
                 self._workers[w] = self._new_worker()
             except ray.exceptions.RayError as exc:  # e.g. the trial's inputs did not unpickle
-                result = {"value": None, "error": _first_line(exc), "wall_s": None,
+                result = {"value": None, "error": first_line(exc), "wall_s": None,
                           "where": None}
             idle.append(w)
             if result["error"] and attempts[i] < MAX_ATTEMPTS:
@@ -227,11 +227,6 @@ def _check_reachable(address, timeout_s=5):
                         % (address, exc.strerror or exc)) from None
 
 
-def _first_line(exc):
-    lines = [l for l in str(exc).splitlines() if l.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
 def _init_local_ray(ray, init):
     """Start Ray here with one CPU per core this process was pinned to.
 
@@ -239,8 +234,6 @@ def _init_local_ray(ray, init):
     processes inherit the affinity of the thread that starts them, so the main thread is given
     back all pinned cores while Ray starts (its workers then claim their own cores)."""
     import psutil
-
-    from ssdq.host.cpus import physical_cores, pinning
 
     pinned = pinning()
     cores = pinned["cores"] if pinned else physical_cores()
@@ -251,6 +244,20 @@ def _init_local_ray(ray, init):
         ray.init(num_cpus=len(cores), **init)
     finally:
         main.cpu_affinity(saved)
+
+
+@dataclasses.dataclass
+class ScaleoutOptions(Options):
+    """Where a command's trials run: here one after another, or as Ray tasks."""
+
+    ray: str = option(None, "run trials as Ray tasks: alone, a Ray started on this machine; with "
+                      "an address (auto, HOST:PORT), a cluster started with `ray start`",
+                      nargs="?", const="local", metavar="ADDRESS")
+    cpus_per_task: int = option(1, "CPUs (pinned cores and OpenMP threads) each Ray task gets")
+
+    def engine(self):
+        """The engine these options name (close it when done)."""
+        return make_engine(self.ray, self.cpus_per_task)
 
 
 def make_engine(ray_address=None, cpus_per_task=1):

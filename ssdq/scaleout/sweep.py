@@ -9,19 +9,20 @@ shows in the engine's per-trial record, not in the figures).
 """
 
 
-def run_sweeps(engine, fn, context, sweeps, progress=False, desc="sweeps"):
+def run_sweeps(engine, fn, context, sweeps, progress=False, desc="sweeps", keep_going=None):
     """Run ``sweeps``, a list of ``(items, stop)``: ``fn(context, item)`` for each item in order
     until ``stop(value)`` is true (that item included; ``stop`` None: every item).
 
     Each wave takes the next items of the sweeps still open, in the order given, so the idle
-    slots of a short sweep go to the next one. Returns ``(values, results)``: per sweep the
-    values the serial loop computes, and the engine's result of every trial that ran, dropped
-    ones included."""
+    slots of a short sweep go to the next one. ``keep_going()``, asked before every wave, ends
+    all sweeps where they are when it says False (a time limit). Returns ``(values, results)``:
+    per sweep the values the serial loop computes, and the engine's result of every trial that
+    ran, dropped ones included."""
     values = [[] for _ in sweeps]
     issued = [0] * len(sweeps)
     open_ = [bool(items) for items, _ in sweeps]
     ran = []
-    while any(open_):
+    while any(open_) and (keep_going is None or keep_going()):
         wave = []
         for s, (items, _) in enumerate(sweeps):
             while open_[s] and issued[s] < len(items) and len(wave) < engine.parallelism:

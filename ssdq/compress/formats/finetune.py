@@ -1,41 +1,55 @@
 """Fine-tune a BN-folded fp32 checkpoint with a weight number format in the loop.
 
 The Gluon network is the reference topology without BatchNorm (``reference_ssd(...,
-batch_norm=False)``), loaded with the folded weights of a converted checkpoint. Each iteration
+batch_norm=False)``), loaded with the folded weights of a converted checkpoint, and trained with
+the one training loop (``train.loop.fit``) and one hook, ``FormatInTheLoop``: before each step it
 rounds every selected layer's weights (and bias, where the format rounds biases) into the format
 for the forward and backward pass, then puts the fp32 "shadow" weights back before the optimiser
 step: the gradient computed at ``format(w)`` is applied to ``w`` (straight-through estimator, as
 DeepShift and Ristretto's fine-tuning do). ``lq_lambda`` adds ``lambda * sum((w - C(w))^2)``,
 the clipping paper's ``Lq`` term, whose gradient ``2 * lambda * (w - C(w))`` pulls weights toward
-their rounded values. The data pipeline, target generator and loss are those of ``ssdq.train``.
+their rounded values. Evaluation and export see the rounded weights.
 
 The exported checkpoint holds the rounded weights, so its layers are exactly in the format.
+``dfp:32`` (no rounding to speak of) is the fp32 control: the same schedule without a format.
 """
-import json
-import logging
+import contextlib
+import dataclasses
 import os
-import random
 import time
 
 import numpy as np
-from tqdm import tqdm
 
-from ssdq.model.checkpoint import load_checkpoint
-from ssdq.errors import SsdqError
 from ssdq.compress.formats.number_format import NumberFormat
 from ssdq.compress.layers import list_layers, select_layers
+from ssdq.data.classmap import match_classes
+from ssdq.errors import SsdqError
+from ssdq.fileio import write_json
+from ssdq.model.checkpoint import load_checkpoint
+from ssdq.model.convert import export_checkpoint
+from ssdq.model.ssd import REFERENCE_WIDTH_DIVISOR, reference_ssd
+from ssdq.options import Options, option
+from ssdq.train.loop import FINETUNE_BATCH_SIZE, FINETUNE_LR, EvalHook, HookBase, fit, warmup_for
 
-log = logging.getLogger("ssdq.finetune")
-# Adam's peak rate (cosine decay) for every fine-tuning: at 2e-4 power-of-two weights, which move
-# between levels a factor of two apart, stalled near 43 mAP; at 1e-3 they pass fp32 in 3 epochs
-FINETUNE_LR = 1e-3
+
+@dataclasses.dataclass
+class FinetuneOptions(Options):
+    """The schedule of a fine-tuning with a number format in the loop."""
+
+    epochs: int = option(1, "epochs on the train split")
+    lq_lambda: float = option(0.0, "weight of lambda*sum((w-C(w))^2), the clipping paper's Lq")
+    train_images: int = option(None, "first N train images (default: all)")
+    lr: float = option(FINETUNE_LR, "Adam's peak learning rate (cosine decay)")
+    seed: int = option(0, "seed of the data order and augmentation")
+    layers: tuple = option(("all",), "groups (all conv fc heads first last), names or regexes",
+                           nargs="+")
+    fc_layers: tuple = option((), "convolutions to treat as FC (fc6 fc7)", nargs="*")
+    train_batch_size: int = option(FINETUNE_BATCH_SIZE, "training batch size")
 
 
 def bn_free_reference(ckpt):
     """The reference topology without BatchNorm, holding the checkpoint's folded weights."""
     import mxnet as mx
-
-    from ssdq.model.ssd import REFERENCE_WIDTH_DIVISOR, reference_ssd
 
     divisor = ckpt.meta.get("width_divisor", REFERENCE_WIDTH_DIVISOR)
     net = reference_ssd(ckpt.classes, width_divisor=divisor, batch_norm=False)
@@ -55,18 +69,48 @@ def bn_free_reference(ckpt):
     return net
 
 
-class FormatInTheLoop:
-    """Rounds the selected layers' parameters into a format and restores the fp32 copies."""
+class FormatInTheLoop(HookBase):
+    """Rounds the selected layers' parameters into a format for each step (and for evaluation
+    and export) and restores the fp32 copies before the optimiser step."""
 
-    def __init__(self, net, layers, fmt):
-        self.fmt = fmt
+    def __init__(self, net, layers, fmt, lq_lambda=0.0):
+        self.fmt, self.lq_lambda = fmt, lq_lambda
         params = net.collect_params()
         self.params = []
         for layer in layers:
             self.params.append((params[layer.weight], "weight"))
             if layer.bias:  # rounded where the format rounds biases (NumberFormat.bias)
                 self.params.append((params[layer.bias], "bias"))
-        self._shadow = None
+        self._shadow = self._rounded = None
+        self._lq_sum, self._steps = 0.0, 0
+
+    # the training loop's calls
+    def before_epoch(self):
+        self._lq_sum, self._steps = 0.0, 0
+
+    def before_step(self):
+        self._rounded = self.swap_in()
+
+    def after_backward(self):
+        self.swap_out()  # the gradient at format(w) updates the fp32 w
+        if self.lq_lambda:
+            self._lq_sum += self.add_lq_gradient(self._rounded, self.lq_lambda)
+        self._steps += 1
+
+    def after_step(self):
+        if self._shadow is not None:  # a skipped step: no backward pass swapped it out
+            self.swap_out()
+
+    def after_epoch(self):
+        self.trainer.epoch_entry["lq"] = round(self._lq_sum / max(self._steps, 1), 6)
+
+    @contextlib.contextmanager
+    def evaluation(self):
+        self.swap_in()
+        try:
+            yield
+        finally:
+            self.swap_out()
 
     def rounded(self):
         """{param name: rounded numpy array} of the current fp32 weights."""
@@ -109,120 +153,47 @@ class FormatInTheLoop:
         return lq_lambda * total
 
 
-def finetune(fp32_prefix, out_prefix, train_set, val_set, fmt_spec, epochs=1, lq_lambda=0.0,
-             layer_selection=("all",), fc_layers=(), batch_size=16, lr=FINETUNE_LR, seed=0,
-             train_images=None, num_workers=1, log_file=None, progress=True):
-    """Train with ``fmt_spec`` on the weights; save the rounded result at ``out_prefix``.
-
-    Returns the run record (per-epoch loss and val mAP of the rounded weights, timings)."""
-    import mxnet as mx
-    from gluoncv.loss import SSDMultiBoxLoss
-    from mxnet import autograd, gluon
-
-    from ssdq.model.convert import export_checkpoint
-    from ssdq.data.classmap import match_classes
-    from ssdq.eval.evaluate import detect
-    from ssdq.eval.metrics import evaluator_for
-    from ssdq.train.loop import AugmentedDetection, TargetAssigner, _gluon_forward, _lr_at
-
-    if epochs < 0:
+def finetune(fp32_prefix, out_prefix, train_set, eval_set, fmt_spec, options=None,
+             num_workers=1, eval_batch_size=32, log_file=None, progress=True):
+    """Train with ``fmt_spec`` on the weights (``options``: ``FinetuneOptions``), scoring the
+    rounded weights on ``eval_set`` before training and after every epoch; save the rounded
+    result at ``out_prefix``. Returns the run record (per-epoch loss and mAP, timings)."""
+    options = options or FinetuneOptions()
+    if options.epochs < 0:
         raise SsdqError("--epochs must be 0 or more")
     fmt = NumberFormat(fmt_spec)
-    ckpt = load_checkpoint(fp32_prefix)
-    if ckpt.precision != "fp32":
-        raise SsdqError("%s is %s; fine-tune an fp32 checkpoint" % (ckpt.prefix, ckpt.precision))
+    ckpt = load_checkpoint(fp32_prefix).require_fp32("fine-tune")
     if any(d != m for d, m in match_classes(train_set, ckpt.require_classes())
            .dataset_to_model.items()):
         raise SsdqError("fine-tuning learns the train set's class indices: its classes must be "
                         "the model's, in the model's order")
-    match = match_classes(val_set, ckpt.require_classes())
-    if train_images:
-        train_set = train_set.subset(min(train_images, len(train_set)))
+    match = match_classes(eval_set, ckpt.require_classes())
+    if options.train_images:
+        train_set = train_set.subset(min(options.train_images, len(train_set)))
+    batch_size = options.train_batch_size
     if len(train_set) < batch_size:
         raise SsdqError("fine-tuning needs at least one batch of %d train images (have %d)"
                         % (batch_size, len(train_set)))
-    random.seed(seed)
-    np.random.seed(seed)
-    mx.random.seed(seed)
-    layers = select_layers(list_layers(ckpt.symbol, fc_layers), layer_selection)
+    layers = select_layers(list_layers(ckpt.symbol, options.fc_layers), options.layers)
     net = bn_free_reference(ckpt)
-    in_loop = FormatInTheLoop(net, layers, fmt)
-    net.hybridize(static_alloc=True, static_shape=True)
-    with autograd.train_mode():
-        _, _, anchors = net(mx.nd.zeros((1, 3, 300, 300)))
-    assign_targets = TargetAssigner(anchors)
-    loss_fn = SSDMultiBoxLoss()
-    loader = gluon.data.DataLoader(AugmentedDetection(train_set, seed), batch_size, shuffle=True,
-                                   last_batch="discard", num_workers=num_workers)
-    trainer = gluon.Trainer(net.collect_params(), "adam",
-                            {"learning_rate": lr, "wd": 0.0, "clip_gradient": 10.0})
-    total_iters = max(1, epochs * len(loader))
-
-    def evaluate_rounded():
-        in_loop.swap_in()
-        net.hybridize(static_alloc=True, static_shape=True)  # predict mode: retrace
-        metrics, _ = detect(_gluon_forward(net), val_set, evaluator_for(val_set, match),
-                            batch_size=32, progress=False)
-        in_loop.swap_out()
-        return metrics
-
-    history = []
-    start = time.time()
+    in_loop = FormatInTheLoop(net, layers, fmt, options.lq_lambda)
+    scoring = EvalHook(eval_set, every=1, keep="last", key=eval_set.split, at_start=True,
+                       match=match, batch_size=eval_batch_size)
     if log_file:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-
-    def record(entry):
-        entry["elapsed_min"] = round((time.time() - start) / 60, 2)
-        history.append(entry)
-        log.info(json.dumps(entry))
-        if log_file:
-            with open(log_file, "a") as f:
-                f.write(json.dumps(entry) + "\n")
-
-    before = evaluate_rounded()
-    record({"epoch": 0, "val_map": round(before["map"], 3), "val_ap50": round(before["ap50"], 3)})
-    it = 0
-    for epoch in range(1, epochs + 1):
-        net.hybridize(static_alloc=True, static_shape=True)
-        epoch_start = time.time()
-        sums = {"loss": 0.0, "lq": 0.0}
-        seen = 0
-        bar = tqdm(loader, desc="finetune %s epoch %d/%d" % (fmt.spec, epoch, epochs),
-                   unit="batch", disable=not progress, leave=False)
-        for data, targets in bar:
-            data, targets = data.as_in_context(mx.cpu()), targets.as_in_context(mx.cpu())
-            trainer.set_learning_rate(_lr_at(it, total_iters, lr, warmup=min(50, total_iters // 10)))
-            cls_targets, box_targets = assign_targets(targets)
-            rounded = in_loop.swap_in()
-            with autograd.record():
-                cls_preds, box_preds, _ = net(data)
-                sum_loss, _, _ = loss_fn([cls_preds], [box_preds], [cls_targets], [box_targets])
-            autograd.backward(sum_loss)
-            in_loop.swap_out()  # the gradient at format(w) updates the fp32 w
-            loss = float(sum_loss[0].mean().asscalar())
-            if not np.isfinite(loss):
-                it += 1
-                continue
-            if lq_lambda:
-                sums["lq"] += in_loop.add_lq_gradient(rounded, lq_lambda)
-            trainer.step(1)
-            sums["loss"] += loss
-            seen += 1
-            it += 1
-            bar.set_postfix(loss="%.3f" % (sums["loss"] / seen))
-        bar.close()
-        epoch_min = (time.time() - epoch_start) / 60
-        metrics = evaluate_rounded()
-        record({"epoch": epoch, "iterations": it, "loss": round(sums["loss"] / max(seen, 1), 4),
-                "lq": round(sums["lq"] / max(seen, 1), 6), "epoch_min": round(epoch_min, 2),
-                "val_map": round(metrics["map"], 3), "val_ap50": round(metrics["ap50"], 3)})
-
+    start = time.time()
+    trainer = fit(net, train_set, options.epochs, batch_size=batch_size, lr=options.lr,
+                  warmup=warmup_for(options.epochs, len(train_set), batch_size),
+                  seed=options.seed, hooks=[in_loop, scoring], num_workers=num_workers,
+                  log_every=0, log_file=log_file, progress=progress,
+                  desc="finetune %s" % fmt.spec)
     rounded = in_loop.swap_in()  # export exactly the rounded weights
-    run = {"format": fmt.spec, "epochs": epochs, "lq_lambda": lq_lambda, "seed": seed, "lr": lr,
-           "batch_size": batch_size, "train_images": len(train_set),
-           "train_dataset": train_set.describe(), "val_images": len(val_set),
+    run = {"format": fmt.spec, "epochs": options.epochs, "lq_lambda": options.lq_lambda,
+           "seed": options.seed, "lr": options.lr, "batch_size": batch_size,
+           "train_images": len(train_set), "train_dataset": train_set.describe(),
+           "eval_images": len(eval_set), "eval_split": eval_set.split,
            "layers": [l.name for l in layers], "rounded_params": sorted(rounded),
-           "source_checkpoint": ckpt.prefix, "history": history,
+           "source_checkpoint": ckpt.prefix, "history": trainer.history,
            "minutes": round((time.time() - start) / 60, 2)}
     source = {k: v for k, v in ckpt.meta.items()
               if k in ("model", "weights", "width_divisor", "trained_on")}
@@ -239,14 +210,12 @@ def default_out(fmt_spec, lq_lambda=0.0, model_dir="model"):
     return os.path.join(model_dir, name)
 
 
-def finetune_and_save(fp32_prefix, out_prefix, train_set, val_set, fmt_spec, log_file=None,
-                      **options):
+def finetune_and_save(fp32_prefix, out_prefix, train_set, eval_set, fmt_spec, options=None,
+                      log_file=None, **kwargs):
     """``finetune`` plus its run record beside the checkpoint (``PREFIX-finetune.json``), which
     the studies read to reuse a checkpoint made with the same settings."""
-    from ssdq.fileio import write_json
-
     log_file = log_file or "%s-finetune.log.jsonl" % out_prefix
-    run = finetune(fp32_prefix, out_prefix, train_set, val_set, fmt_spec, log_file=log_file,
-                   **options)
+    run = finetune(fp32_prefix, out_prefix, train_set, eval_set, fmt_spec, options,
+                   log_file=log_file, **kwargs)
     write_json("%s-finetune.json" % out_prefix, run)
     return run

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ssdq.errors import SsdqError
+from ssdq.quant.quantize import _mse_threshold
 
 KINDS = ("dfp", "int", "pow2", "pow2clip", "clip")
 
@@ -226,7 +227,6 @@ class NumberFormat:
 
 def _mse_weight_threshold(w, bits):
     """The clip minimising rounding plus clipping error over |w| (quantize's mse search)."""
-    from ssdq.quant.quantize import _mse_threshold
 
     counts, edges = np.histogram(np.abs(w), bins=2048)
     centers = (edges[:-1] + edges[1:]) / 2

@@ -7,7 +7,7 @@
   that the simulator tells the truth: simulated ``int:8`` against the real oneDNN int8 graph
   built from the same statistics.
 * ``pow2``: DeepShift's power-of-two weights over exponent ranges, with and without activation
-  rounding, and after fine-tuning ``pow2:-10:5`` (``compress.finetune``).
+  rounding, and after fine-tuning ``pow2:-10:5`` (``formats.finetune``).
 * ``clip``: the clipping paper's tables: activation clips [-2^j, 2^j], weight clips [-2^k, 2^k]
   (fp32 inside), int8 inside the tightest clips within the error margin, the automatic
   per-layer choice (``pow2clip:8``), and fine-tuning with and without the ``Lq`` term.
@@ -22,93 +22,136 @@ once, without a calibration pass. The studies' logic stays here: which variants,
 sweeps' stop rule (speculative waves read back in order, ``scaleout.sweep``), the choices made
 from the results; fine-tuning runs here too.
 """
-import json
+import dataclasses
 import os
 import time
 
+from ssdq.compress.formats.finetune import FinetuneOptions, default_out, finetune_and_save
+from ssdq.compress.formats.simulate import Simulator, Variant
+from ssdq.compress.layers import list_layers, select_layers
+from ssdq.data.loader import DEFAULT_BATCH_SIZE
+from ssdq.data.source import DataOptions
 from ssdq.errors import SsdqError
-from ssdq.fileio import write_json, write_text
-from ssdq.compress.formats.finetune import FINETUNE_LR
-from ssdq.compress.formats.simulate import Simulator, Variant, simulator_for
+from ssdq.fileio import figure, markdown_table, read_json, write_artifacts
+from ssdq.model.checkpoint import CONVERTED_PREFIX, load_checkpoint, resolve_prefix
+from ssdq.options import Options, option
+from ssdq.quant.calibrated import calibrated_for
+from ssdq.quant.quantize import CalibOptions
+from ssdq.scaleout.engine import LocalEngine, ray_block, where_ran
+from ssdq.scaleout.sweep import run_sweeps
+from ssdq.train.loop import FINETUNE_LR
 
 SIMULATED = "simulated (fake-quant in fp32)"
 METRIC = "mAP@[.5:.95], percent"
 
 
-def run_study(kind, options, threads=None, progress=True, engine=None):
+@dataclasses.dataclass
+class StudyOptions(Options):
+    """What every format study takes: the checkpoint, the images scored, where results go, and
+    the fine-tuning of the format that fails."""
+
+    model_prefix: str = option(CONVERTED_PREFIX, "the fp32 checkpoint studied")
+    split: str = option("val", "split to score on")
+    eval_images: int = option(None, "score on the first N images (default: all)")
+    out_dir: str = option("reports", "where study-KIND.{json,md,png} go")
+    fc_layers: tuple = option((), "convolutions to treat as FC (fc6 fc7)", nargs="*")
+    train_images: int = option(None, "fine-tuning: first N train images")
+    model_dir: str = option("model", "where fine-tuned checkpoints are cached")
+    finetune_epochs: int = option(0, "fine-tune the failing format this many epochs")
+
+    def check(self):
+        for flag in ("eval_images", "train_images"):
+            if getattr(self, flag) is not None and getattr(self, flag) < 1:
+                raise SsdqError("--%s must be at least 1" % flag.replace("_", "-"))
+        if self.finetune_epochs < 0:
+            raise SsdqError("--finetune-epochs must be 0 or more")
+
+
+@dataclasses.dataclass
+class BitwidthOptions(StudyOptions):
+    error_margin: float = option(2.0, "points of mAP a width may cost to pass")
+    bits: tuple = option((16, 8, 4, 2, 1), "widths to sweep", nargs="+", type=int)
+
+
+@dataclasses.dataclass
+class Pow2Options(StudyOptions):
+    formats: tuple = option(("pow2:-15:0", "pow2:-10:5", "pow2:-8:0"), "power-of-two weight "
+                            "formats (exponent ranges) to compare", nargs="+")
+    activation_format: str = option("dfp:8", "activation rounding of the rows with it")
+    finetune_format: str = option("pow2:-10:5", "the format fine-tuned")
+    finetune_epochs: int = option(3, "fine-tune --finetune-format this many epochs")
+
+
+@dataclasses.dataclass
+class ClipOptions(StudyOptions):
+    lq_lambda: float = option(1e-3, "the Lq term of the fine-tuned row with it")
+    error_margin: float = option(0.5, "points of mAP a clip may cost to be chosen")
+    finetune_epochs: int = option(1, "fine-tune int8 in the chosen clips this many epochs")
+
+
+def run_study(kind, options, data=None, calib=None, batch_size=DEFAULT_BATCH_SIZE,
+              num_workers=1, threads=None, progress=True, engine=None):
     """Entry point of ``ssdq study KIND``: run it and write reports/study-KIND.{json,md,png}.
 
-    ``engine`` (``scaleout.engine``) runs the evaluations; by default one after another here."""
-    from ssdq.scaleout.engine import ray_block, where_ran
-
+    ``options``: the study's options (``BitwidthOptions``, ``Pow2Options``, ``ClipOptions``);
+    ``data`` (``DataOptions``) names the images scored and ``calib`` (``CalibOptions``) the
+    calibration images (fine-tuning trains on the data root's ``calib_split``). ``engine``
+    (``scaleout.engine``) runs the evaluations; by default one after another here."""
     studies = {"bitwidth": bitwidth_study, "pow2": pow2_study, "clip": clip_study}
     if kind not in studies:
         raise SsdqError("unknown study %r (%s)" % (kind, ", ".join(studies)))
-    for flag in ("eval_images", "train_images"):
-        if options.get(flag) is not None and options[flag] < 1:
-            raise SsdqError("--%s must be at least 1" % flag.replace("_", "-"))
-    if options.get("fc_layers"):  # a wrong name fails before the calibration pass
-        from ssdq.model.checkpoint import load_checkpoint, resolve_prefix
-        from ssdq.compress.layers import list_layers
-
-        list_layers(load_checkpoint(resolve_prefix(options["model_prefix"])).symbol,
-                    options["fc_layers"])
-    context = StudyContext(options, progress, engine)
+    options.check()
+    if options.fc_layers:  # a wrong name fails before the calibration pass
+        list_layers(load_checkpoint(resolve_prefix(options.model_prefix)).symbol,
+                    options.fc_layers)
+    context = StudyContext(options, data or DataOptions(), calib or CalibOptions(), batch_size,
+                           num_workers, progress, engine)
     start = time.time()
     report = studies[kind](context, options)
     report.update({"study": kind, "simulated": SIMULATED, "metric": METRIC,
                    "eval_images": len(context.eval_set), "calibration": context.calibration(),
                    "checkpoint": context.simulator.ckpt.prefix, "threads": threads,
+                   "settings": options.to_dict(),
                    "seconds": round(time.time() - start, 1)})
     # wall time of the trial phases only: calibration and fine-tuning run here either way
     ray_info = ray_block(context.engine, context.trials, context.trials_wall_s)
     if ray_info:
         report["ray"] = ray_info
-    out_dir = options.get("out_dir") or "reports"
-    base = os.path.join(out_dir, "study-%s" % kind)
+    base = os.path.join(options.out_dir, "study-%s" % kind)
     text = MARKDOWN[kind](report) + ("\n%s\n" % where_ran(ray_info) if ray_info else "")
-    write_json(base + ".json", report)
-    write_text(base + ".md", text)
-    plot_study(report, base + ".png")
-    if kind == "bitwidth":
-        write_text(base + ".log", ristretto_log(report))
+    extra = {".log": ristretto_log(report)} if kind == "bitwidth" else None
+    paths = write_artifacts(base, report, text, lambda path: plot_study(report, path), extra)
     print(text)
-    print("wrote %s.{json,md,png}%s" % (base, " and %s.log" % base if kind == "bitwidth" else ""))
+    print("wrote %s" % ", ".join(paths))
     return report
 
 
 class StudyContext:
     """Datasets, the simulator of the fp32 checkpoint and the fine-tuning settings of a study."""
 
-    def __init__(self, options, progress, engine=None):
-        from ssdq.model.checkpoint import resolve_prefix
-        from ssdq.data.dataset import open_dataset
-        from ssdq.scaleout.engine import LocalEngine
-
-        self.options, self.progress = options, progress
-        root, fmt = options["data_root"], options.get("dataset_format", "auto")
-        self.eval_set = open_dataset(root, options.get("split", "val"), fmt)
-        if options.get("eval_images"):
-            self.eval_set = self.eval_set.subset(options["eval_images"])
-        self.calib_split = options.get("calib_split", "train")
-        self.train_set = open_dataset(root, self.calib_split, fmt)
-        if options.get("calib_mode", "naive") != "naive":
+    def __init__(self, options, data, calib, batch_size, num_workers, progress, engine=None):
+        if calib.calib_mode != "naive":
             raise SsdqError("the studies calibrate with naive ranges (max|x|, as Ristretto and "
                             "oneDNN's default do); drop --calib-mode")
-        self.simulator = self._simulator(resolve_prefix(options["model_prefix"]))
+        self.options, self.calib, self.progress = options, calib, progress
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.eval_set = data.open(options.split, progress)
+        if options.eval_images:
+            self.eval_set = self.eval_set.subset(options.eval_images)
+        self.calib_set = calib.open(data, progress)
+        # fine-tuning learns the model's class indices: the root's own split, not a user file
+        self.train_set = DataOptions(data.data_root, data.dataset_format).open(calib.calib_split)
+        self.simulator = self._simulator(resolve_prefix(options.model_prefix))
         self._finetuned = {}
         self.engine = engine or LocalEngine()
         self.trials, self.trials_wall_s = [], 0.0  # every trial run (for the ray block)
 
     def _simulator(self, prefix):
-        o = self.options
-        return Simulator(prefix, self.train_set, self.eval_set, batch_size=o["batch_size"],
-                         num_calib_batches=o.get("num_calib_batches", 5),
-                         exclude_match=o.get("exclude_match") or ("flatten", "concat"),
-                         num_workers=o.get("num_workers", 1), progress=self.progress)
+        return Simulator(prefix, self.calib_set, self.eval_set, self.calib, self.batch_size,
+                         self.num_workers, self.progress)
 
     def calibration(self):
-        return dict(self.simulator.calibration.describe, mode="naive")
+        return dict(self.simulator.describe, mode="naive")
 
     def evaluate(self, variant, desc, simulator=None):
         return self.evaluate_all([(desc, variant, simulator)])[0]
@@ -125,8 +168,6 @@ class StudyContext:
     def sweeps(self, sweeps):
         """``sweeps``: [(entries, stop)], each sweep ending after the first evaluation whose
         rounded mAP ``stop`` rejects -> per sweep [(mAP, result)], exactly the serial loop's."""
-        from ssdq.scaleout.sweep import run_sweeps
-
         context, items = self._trials([e for entries, _ in sweeps for e in entries])
         plan, at = [], 0
         for entries, stop in sweeps:
@@ -156,28 +197,24 @@ class StudyContext:
 
     def finetuned(self, fmt_spec, epochs, lq_lambda=0.0):
         """A Simulator of ``fmt_spec`` fine-tuned for ``epochs`` (cached on disk by settings)."""
-        from ssdq.compress.formats.finetune import default_out, finetune_and_save
-
         key = (fmt_spec, epochs, lq_lambda)
         if key in self._finetuned:
             return self._finetuned[key]
         o = self.options
-        prefix = default_out(fmt_spec, lq_lambda, o.get("model_dir") or "model")
-        settings = {"format": fmt_spec, "epochs": epochs, "lq_lambda": lq_lambda, "seed": 0,
-                    "lr": FINETUNE_LR,
-                    "source_checkpoint": self.simulator.ckpt.prefix,
-                    "train_images": min(o.get("train_images") or len(self.train_set),
-                                        len(self.train_set))}
-        record = _read_json("%s-finetune.json" % prefix)
-        if not (record and all(record.get(k) == v for k, v in settings.items())
+        prefix = default_out(fmt_spec, lq_lambda, o.model_dir)
+        settings = FinetuneOptions(epochs=epochs, lq_lambda=lq_lambda, fc_layers=o.fc_layers,
+                                   train_images=min(o.train_images or len(self.train_set),
+                                                    len(self.train_set)))
+        wanted = {"format": fmt_spec, "epochs": epochs, "lq_lambda": lq_lambda,
+                  "seed": settings.seed, "lr": settings.lr,
+                  "source_checkpoint": self.simulator.ckpt.prefix,
+                  "train_images": settings.train_images}
+        record = _read_record("%s-finetune.json" % prefix)
+        if not (record and all(record.get(k) == v for k, v in wanted.items())
                 and os.path.exists("%s-meta.json" % prefix)):
             record = finetune_and_save(self.simulator.ckpt.prefix, prefix, self.train_set,
-                                       self.eval_set, fmt_spec, epochs=epochs,
-                                       lq_lambda=lq_lambda, lr=FINETUNE_LR,
-                                       fc_layers=o.get("fc_layers") or (),
-                                       train_images=settings["train_images"],
-                                       num_workers=o.get("num_workers", 1),
-                                       progress=self.progress)
+                                       self.eval_set, fmt_spec, settings,
+                                       num_workers=self.num_workers, progress=self.progress)
         sim = self._simulator(prefix)
         self._finetuned[key] = (sim, record)
         return sim, record
@@ -188,18 +225,18 @@ def variant_trial(context, item):
     specs of the simulators in use, ``item`` (which simulator, description, Variant); the Variant
     None scores the real oneDNN int8 graph built from the same calibration."""
     index, desc, variant = item
-    sim = simulator_for(context[index])
+    sim = calibrated_for(context[index])
     if variant is None:
         metrics = sim.onednn_int8(desc=desc)
         return {"map": metrics["map"], "ap50": metrics["ap50"], "seconds": metrics["seconds"]}
     return sim.evaluate(variant, desc)
 
 
-def _read_json(path):
+def _read_record(path):
+    """A fine-tuning's run record, or None if there is none (or it is unreadable: made again)."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        return read_json(path, "fine-tuning record")
+    except SsdqError:
         return None
 
 
@@ -218,10 +255,9 @@ def _row(fmt, activations, epochs, lq_lambda, map_, **extra):
 
 def bitwidth_study(ctx, options):
     sim = ctx.simulator
-    margin = options.get("error_margin", 2.0)
-    bits = sorted(set(options.get("bits") or (16, 8, 4, 2, 1)), reverse=True)
-    fc_layers = tuple(options.get("fc_layers") or ())
-    from ssdq.compress.layers import list_layers, select_layers
+    margin = options.error_margin
+    bits = sorted(set(options.bits), reverse=True)
+    fc_layers = tuple(options.fc_layers)
 
     layers = list_layers(sim.ckpt.symbol, fc_layers)
     fc_names = [l.short for l in select_layers(layers, ("fc",))] if any(l.is_fc for l in layers) else []
@@ -278,7 +314,7 @@ def bitwidth_study(ctx, options):
                          "negative) with the naive ranges of the same calibration pass, against "
                          "quantize.build_int8 from those ranges run by oneDNN"},
     }
-    epochs = options.get("finetune_epochs") or 0
+    epochs = options.finetune_epochs
     failing = [r["bits"] for r in sweeps["conv_weights"] if not r["passed"]]
     if epochs and failing:
         spec = "dfp:%d" % failing[0]
@@ -343,16 +379,17 @@ def bitwidth_markdown(report):
              "max|x| over %d train images." % (METRIC, report["eval_images"],
                                                report["baseline"]["map"],
                                                report["error_margin"],
-                                               report["calibration"]["images"]), "",
-             "| part | 16 bit | 8 bit | 4 bit | 2 bit | 1 bit |", "|---|---|---|---|---|---|"]
+                                               report["calibration"]["images"]), ""]
+    widths = sorted({r["bits"] for rows in report["sweeps"].values() for r in rows}, reverse=True)
+    sweep_rows = []
     for key, label in (("conv_weights", "conv weights"), ("fc_weights", "FC weights"),
                        ("activations", "layer activations")):
         rows = {r["bits"]: r["map"] for r in report["sweeps"][key]}
         if key == "fc_weights" and not rows:
-            lines.append("| FC weights | none (no FC layer) | | | | |")
+            sweep_rows.append(["FC weights", "none (no FC layer)"] + [""] * (len(widths) - 1))
             continue
-        lines.append("| %s | %s |" % (label, " | ".join(
-            "%.2f" % rows[b] if b in rows else "-" for b in (16, 8, 4, 2, 1))))
+        sweep_rows.append([label] + ["%.2f" % rows[b] if b in rows else "-" for b in widths])
+    lines.append(markdown_table(["part"] + ["%d bit" % b for b in widths], sweep_rows))
 
     def width(v):
         return "none" if v == "none" else ("%d-bit" % v if v else "fp32")
@@ -370,19 +407,20 @@ def bitwidth_markdown(report):
                       f["format"], f["finetune_epochs"], f["train_images"], f["map_before"],
                       f["map"], f["map"] - report["baseline"]["map"])]
     lines += ["", "## Simulator check", "",
-              "| | mAP |", "|---|---|",
-              "| int8 %s | %.2f |" % (SIMULATED, chk["simulated_int8_map"]),
-              "| int8 oneDNN (real kernels, same ranges) | %.2f |" % chk["onednn_int8_map"],
-              "| difference | %+.2f |" % chk["difference"], "",
+              markdown_table(("", "mAP"), [
+                  ("int8 %s" % SIMULATED, "%.2f" % chk["simulated_int8_map"]),
+                  ("int8 oneDNN (real kernels, same ranges)", "%.2f" % chk["onednn_int8_map"]),
+                  ("difference", "%+.2f" % chk["difference"])]), "",
               "## Integer lengths per layer (%d-bit weights, %d-bit activations)" % (
                   report["integer_lengths"]["weight_bits"],
-                  report["integer_lengths"]["activation_bits"]), "",
-              "| layer | weights il | input il | output il |", "|---|---|---|---|"]
+                  report["integer_lengths"]["activation_bits"]), ""]
+    layer_rows = []
     for r in report["integer_lengths"]["layers"]:
         inp = r["input_il"] if r["input_il"] is not None else (
             "(= output of %s)" % r["input_rounded_by"].split("_")[-2] if r["input_rounded_by"]
             else "-")
-        lines.append("| %s | %s | %s | %s |" % (r["layer"], r["weights_il"], inp, r["output_il"]))
+        layer_rows.append((r["layer"], r["weights_il"], inp, r["output_il"]))
+    lines.append(markdown_table(("layer", "weights il", "input il", "output il"), layer_rows))
     return "\n".join(lines) + "\n"
 
 
@@ -391,8 +429,8 @@ def bitwidth_markdown(report):
 
 
 def pow2_study(ctx, options):
-    act = options.get("activation_format") or "dfp:8"
-    pairs = [(spec, activations) for spec in options.get("formats") or ("pow2:-15:0", "pow2:-10:5")
+    act = options.activation_format
+    pairs = [(spec, activations) for spec in options.formats
              for activations in (None, act)]
     results = ctx.evaluate_all([("fp32 baseline", Variant(), None)] + [
         ("%s %s" % (spec, activations), Variant.of(spec, activations), None)
@@ -400,8 +438,8 @@ def pow2_study(ctx, options):
     baseline = results[0][0]
     rows = [_row(spec, activations, 0, 0.0, m)
             for (spec, activations), (m, _) in zip(pairs, results[1:])]
-    epochs = options.get("finetune_epochs") or 0
-    ft_spec = options.get("finetune_format") or "pow2:-10:5"
+    epochs = options.finetune_epochs
+    ft_spec = options.finetune_format
     finetune = None
     if epochs:
         ft_sim, record = ctx.finetuned(ft_spec, epochs)
@@ -420,22 +458,21 @@ def pow2_study(ctx, options):
 
 def rows_markdown(report, title, note="", table_column=False):
     base = report["baseline"]["map"]
-    lines = ["# %s, %s" % (title, SIMULATED), "",
-             "%s on %d images; fp32 baseline %.2f.%s" % (METRIC, report["eval_images"], base,
-                                                         note), "",
-             "| %sweights | activations | fine-tuning epochs | Lq lambda | mAP | vs fp32 |"
-             % ("table | " if table_column else ""),
-             "|---|---|---|---|---|---|%s" % ("---|" if table_column else "")]
+    header = (["table"] if table_column else []) + [
+        "weights", "activations", "fine-tuning epochs", "Lq lambda", "mAP", "vs fp32"]
+    rows = []
     for r in report["rows"]:
-        table = ""
+        table = []
         if table_column:
-            table = "%s%s%s | " % (r.get("table", ""), " (mse)" if r.get("calib_mode") == "mse"
-                                   else "", " (wider than the paper's)"
-                                   if r.get("paper_clip") is False else "")
-        lines.append("| %s%s | %s | %s | %s | %.2f | %+.2f |" % (
-            table, r["format"], r["activations"], r["finetune_epochs"] or "-",
-            r["lq_lambda"] or "-", r["map"], r["map"] - base))
-    return lines
+            table = ["%s%s%s" % (r.get("table", ""), " (mse)" if r.get("calib_mode") == "mse"
+                                 else "", " (wider than the paper's)"
+                                 if r.get("paper_clip") is False else "")]
+        rows.append(table + [r["format"], r["activations"], r["finetune_epochs"] or "-",
+                             r["lq_lambda"] or "-", "%.2f" % r["map"], "%+.2f" % (r["map"] - base)])
+    return ["# %s, %s" % (title, SIMULATED), "",
+            "%s on %d images; fp32 baseline %.2f.%s" % (METRIC, report["eval_images"], base,
+                                                        note), "",
+            markdown_table(header, rows)]
 
 
 def pow2_markdown(report):
@@ -466,7 +503,7 @@ PAPER_WEIGHT_CLIPS = (0, -1, -2, -3, -4)
 
 
 def clip_study(ctx, options):
-    margin = options.get("error_margin", 0.5)
+    margin = options.error_margin
     maps = [m for m, _ in ctx.evaluate_all(
         [("fp32 baseline", Variant(), None)]
         + [("activations clip 2^%d" % j, Variant.of(None, "clip:%d" % j), None)
@@ -502,8 +539,8 @@ def clip_study(ctx, options):
                                                      "output": e.get("output", {}).get("j")}
                                         for e in result["layers"].values()}
         rows.append(_row(wspec, aspec, 0, 0.0, m, **extra))
-    epochs = options.get("finetune_epochs") or 0
-    lq = options.get("lq_lambda", 1e-3)
+    epochs = options.finetune_epochs
+    lq = options.lq_lambda
     finetunes = []
     if epochs:
         wspec = "pow2clip:8:%d" % k
@@ -547,47 +584,35 @@ MARKDOWN = {"bitwidth": bitwidth_markdown, "pow2": pow2_markdown, "clip": clip_m
 
 
 def plot_study(report, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ssdq.fileio import atomic_path
-
     base = report["baseline"]["map"]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    if report["study"] == "bitwidth":
-        for key, label in (("conv_weights", "conv weights"), ("fc_weights", "FC weights"),
-                           ("activations", "layer activations")):
-            rows = report["sweeps"][key]
-            if rows:
-                ax.plot([r["bits"] for r in rows], [r["map"] for r in rows], "o-", label=label)
-        ax.axhline(base - report["error_margin"], color="grey", ls=":",
-                   label="error margin (%.1f)" % report["error_margin"])
-        ax.set_xscale("log", base=2)
-        ax.set_xticks([1, 2, 4, 8, 16])
-        ax.set_xticklabels(["1", "2", "4", "8", "16"])
-        ax.set_xlabel("bits (dynamic fixed point)")
-    else:
-        rows = report["rows"]
-        labels = ["%s / %s%s" % (r["format"], r["activations"],
-                                 " ft%d" % r["finetune_epochs"] if r["finetune_epochs"] else "")
-                  for r in rows]
-        ax.barh(range(len(rows))[::-1], [r["map"] for r in rows], color="#4f81bd")
-        ax.set_yticks(range(len(rows))[::-1])
-        ax.set_yticklabels(labels, fontsize=7)
-        ax.set_xlabel("mAP@[.5:.95] (%)")
-        fig.set_size_inches(8, 0.3 * len(rows) + 1.5)
-    if report["study"] == "bitwidth":
-        ax.axhline(base, color="k", ls="--", label="fp32 %.2f" % base)
-        ax.set_ylabel("mAP@[.5:.95] (%)")
-        ax.legend(fontsize=8)
-    else:
-        ax.axvline(base, color="k", ls="--", label="fp32 %.2f" % base)
-        ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("study %s: %s" % (report["study"], SIMULATED))
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    rows = report.get("rows") or []
+    size = (7, 4.2) if report["study"] == "bitwidth" else (8, 0.3 * len(rows) + 1.5)
+    with figure(path, figsize=size) as (_, ax):
+        if report["study"] == "bitwidth":
+            for key, label in (("conv_weights", "conv weights"), ("fc_weights", "FC weights"),
+                               ("activations", "layer activations")):
+                swept = report["sweeps"][key]
+                if swept:
+                    ax.plot([r["bits"] for r in swept], [r["map"] for r in swept], "o-",
+                            label=label)
+            ax.axhline(base - report["error_margin"], color="grey", ls=":",
+                       label="error margin (%.1f)" % report["error_margin"])
+            ax.set_xscale("log", base=2)
+            ax.set_xticks([1, 2, 4, 8, 16])
+            ax.set_xticklabels(["1", "2", "4", "8", "16"])
+            ax.set_xlabel("bits (dynamic fixed point)")
+            ax.axhline(base, color="k", ls="--", label="fp32 %.2f" % base)
+            ax.set_ylabel("mAP@[.5:.95] (%)")
+            ax.legend(fontsize=8)
+        else:
+            labels = ["%s / %s%s" % (r["format"], r["activations"],
+                                     " ft%d" % r["finetune_epochs"] if r["finetune_epochs"] else "")
+                      for r in rows]
+            ax.barh(range(len(rows))[::-1], [r["map"] for r in rows], color="#4f81bd")
+            ax.set_yticks(range(len(rows))[::-1])
+            ax.set_yticklabels(labels, fontsize=7)
+            ax.set_xlabel("mAP@[.5:.95] (%)")
+            ax.axvline(base, color="k", ls="--", label="fp32 %.2f" % base)
+            ax.legend(fontsize=8, loc="lower right")
+        ax.set_title("study %s: %s" % (report["study"], SIMULATED))
     return path

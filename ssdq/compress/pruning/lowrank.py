@@ -4,14 +4,13 @@ A convolution W (out, in, kh, kw) is read as the matrix (out, in*kh*kw) = U S V^
 by two: the same kernel (stride, pad, dilation) to R channels with weights sqrt(S) V^T, then a
 1x1 to ``out`` channels with U sqrt(S) and the original bias. fc7 (1x1) becomes two 1x1s, fc6
 (3x3 dilated) a 3x3 dilated to R channels then a 1x1. The graph is edited as JSON, like BN
-folding in ``ssdq.convert``, so it works on any fp32 checkpoint, pruned ones included.
+folding in ``model.convert``, so it works on any fp32 checkpoint, pruned ones included.
 """
-import json
-
 import numpy as np
 
-from ssdq.model.checkpoint import load_checkpoint, save_checkpoint
 from ssdq.errors import SsdqError
+from ssdq.model.checkpoint import load_checkpoint, save_checkpoint
+from ssdq.model.graph import Graph
 
 LAYER_ALIASES = {"fc6": "dilated_conv0_fwd", "fc7": "dilated_conv1_fwd"}
 
@@ -45,23 +44,19 @@ def lowrank(fp32_prefix, out_prefix, layers=("fc7", "fc6"), rank=None, energy=No
     """Write ``out_prefix`` with each named convolution split in two; return (prefix, summary)."""
     import mxnet as mx
 
-    ckpt = load_checkpoint(fp32_prefix)
-    if ckpt.precision != "fp32":
-        raise SsdqError("%s is %s; low-rank works on an fp32 checkpoint" % (ckpt.prefix, ckpt.precision))
-    graph = json.loads(ckpt.symbol.tojson())
+    ckpt = load_checkpoint(fp32_prefix).require_fp32("factorize")
+    graph = Graph(ckpt.symbol)
     args = {k: v.asnumpy() for k, v in ckpt.arg_params.items()}
     summary = {}
     for layer in layers:
         suffix = LAYER_ALIASES.get(layer, layer)
-        found = [i for i, n in enumerate(graph["nodes"])
+        found = [i for i, n in enumerate(graph.json["nodes"])
                  if n["op"] == "Convolution" and n["name"].endswith(suffix)]
         if len(found) != 1:
             raise SsdqError("layer %r matches %d convolutions in %s (fc6, fc7 or a node name)"
                             % (layer, len(found), ckpt.prefix))
-        summary[layer] = _split(graph, args, found[0], rank, energy)
-    graph["arg_nodes"] = [i for i, n in enumerate(graph["nodes"]) if n["op"] == "null"]
-    graph.pop("node_row_ptr", None)
-    symbol = mx.sym.load_json(json.dumps(graph))
+        summary[layer] = _split(graph.json, args, found[0], rank, energy)
+    symbol = graph.to_symbol()
     meta = dict(ckpt.meta, lowrank={"rank": rank, "energy": energy, "layers": summary},
                 source_checkpoint=ckpt.prefix)
     return save_checkpoint(out_prefix, symbol, {k: mx.nd.array(v) for k, v in args.items()},

@@ -10,13 +10,19 @@ ordinary SSD built with those per-layer widths, and each removed channel's const
 fold is exact where the consumer's window lies inside the image; at zero-padded borders the
 removed channel contributed less, which is the approximation network slimming makes too.
 """
-import json
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ssdq.data.loader import iterate_batches
 from ssdq.errors import SsdqError
-from ssdq.compress.formats.finetune import FINETUNE_LR
+from ssdq.model.convert import build_gluon_model, export_checkpoint
+from ssdq.model.graph import Graph
+from ssdq.model.ssd import feature_convs, reference_ssd
+from ssdq.model.weights import SPARSE_WEIGHTS
+from ssdq.options import Options, option
+from ssdq.train.loop import FINETUNE_BATCH_SIZE, FINETUNE_LR, fit
 
 PASS_THROUGH_OPS = ("Activation", "Pooling")  # keep channel i in channel i
 MODES = ("normal", "regular", "max", "regular-max")
@@ -47,13 +53,8 @@ def _graph(net):
     import mxnet as mx
 
     out = net(mx.sym.var("data"))
-    sym = mx.sym.Group(list(out)) if isinstance(out, (list, tuple)) else out
-    nodes = json.loads(sym.tojson())["nodes"]
-    readers = {i: [] for i in range(len(nodes))}
-    for j, node in enumerate(nodes):
-        for slot, (i, _, _) in enumerate(node["inputs"]):
-            readers[i].append((j, slot))
-    return nodes, readers
+    graph = Graph(mx.sym.Group(list(out)) if isinstance(out, (list, tuple)) else out)
+    return graph.nodes, graph.readers
 
 
 def _channel_readers(nodes, readers, start):
@@ -164,8 +165,6 @@ def plan_pruning(net, percent, mode="normal", criterion="gamma", min_keep=0.0):
     ``CRITERIA``): the ``percent`` lowest-scoring of all prunable channels fall under it; each
     layer keeps at least ``min_keep`` of its channels (and at least one). Returns a JSON-able
     dict (``apply_recipe`` executes it)."""
-    from ssdq.model.ssd import feature_convs
-
     check_settings(percent, mode, criterion, min_keep=min_keep)
     layers = prunable_layers(net)
     blocks = _blocks_by_name(net)
@@ -242,7 +241,7 @@ def plan_for_params_share(net, share, mode="normal", criterion="gamma", min_keep
 
 def deployed_params(net):
     """Parameters of the Gluon BatchNorm model once exported (BatchNorms folded into the
-    convolutions' weights and biases; anchors not counted), as ``study_prune.count_params``
+    convolutions' weights and biases; anchors not counted), as ``pruning.study.count_params``
     counts a checkpoint's."""
     from mxnet.gluon import nn
 
@@ -256,8 +255,6 @@ def recipe_params(net, recipe):
     """``deployed_params`` of the network ``recipe`` makes of ``net``, without copying weights."""
     import mxnet as mx
 
-    from ssdq.model.ssd import reference_ssd
-
     pruned = reference_ssd(net.classes, widths=recipe["widths"], num_scales=recipe["num_scales"])
     pruned.initialize()
     pruned(mx.nd.zeros((1, 3, 300, 300)))
@@ -268,8 +265,6 @@ def apply_recipe(net, recipe):
     """A new SSD with the recipe's widths and scales, holding ``net``'s kept weights; the
     constant activation relu(beta) of every removed channel is folded into its readers' biases."""
     import mxnet as mx
-
-    from ssdq.model.ssd import reference_ssd
 
     pruned = reference_ssd(net.classes, widths=recipe["widths"], num_scales=recipe["num_scales"])
     pruned.initialize()
@@ -303,9 +298,6 @@ def apply_recipe(net, recipe):
     return pruned
 
 
-SPARSE_WEIGHTS = "model/sparse-ssd300-vgg16-atrous.params"
-
-
 def recalibrate_batchnorm(net, batches):
     """Re-estimate every BatchNorm's running mean/var as the average over ``batches`` (NCHW
     arrays) of the pruned network's own batch statistics. No weight changes: removing channels
@@ -328,36 +320,70 @@ def recalibrate_batchnorm(net, batches):
     return net
 
 
-def prune(out_prefix, params_file=SPARSE_WEIGHTS, percent=50.0, mode="normal", calib_set=None,
-          recalibrate_images=0, batch_size=16, finetune_epochs=0, train_set=None,
-          finetune_lr=FINETUNE_LR, seed=0, progress=False, criterion="gamma", min_keep=0.0,
-          params_share=None):
-    """Prune the reference model with ``params_file``'s weights and write the pruned, BN-folded
-    checkpoint at ``out_prefix`` (meta: widths and the recipe); return (prefix, recipe).
-    ``criterion`` and ``min_keep``: see ``plan_pruning``; ``params_share`` replaces ``percent``
-    by the smallest pruning that keeps at most that share of the parameters. With
-    ``recalibrate_images``, the BatchNorm statistics are re-estimated on that many images of
-    ``calib_set`` first (``recalibrate_batchnorm``). ``finetune_epochs`` then trains the pruned
-    network (BatchNorms still unfolded) on ``train_set`` with ``train.fit`` (Adam, cosine decay
-    from ``finetune_lr``, the last epoch's weights), as network slimming does after pruning."""
-    from ssdq.model.convert import build_gluon_model, export_checkpoint
-    from ssdq.data.loader import iterate_batches
+@dataclasses.dataclass
+class PruneOptions(Options):
+    """How ``ssdq prune`` thins the reference model: which weights, how many channels, how."""
 
-    net, source = build_gluon_model("reference", params_file)
-    if params_share is None:
-        recipe = plan_pruning(net, percent, mode, criterion, min_keep)
+    params: str = option(SPARSE_WEIGHTS, "reference-model weights to prune (default: the "
+                         "committed sparse-trained ones)", metavar="FILE")
+    percent: float = option(30.0, "share of all prunable gammas under the global threshold")
+    params_share: float = option(None, "instead of --percent: prune the fewest channels that "
+                                 "leave at most this share of the parameters (e.g. 0.25)")
+    mode: str = option("normal", "normal, regular (widths of 8, 16, 32, ...), max (drop the "
+                       "scales whose gammas all fall), regular-max", choices=MODES)
+    criterion: str = option("gamma", "gamma: network slimming's |gamma|; gamma-per-param: "
+                            "|gamma| per parameter the channel costs (cuts expensive channels "
+                            "first)", choices=CRITERIA)
+    min_keep: float = option(0.0, "every layer keeps at least this share of its channels "
+                             "(default: one)")
+    recalibrate_images: int = option(128, "re-estimate BatchNorm statistics on this many train "
+                                     "images (0: no)")
+    finetune_epochs: int = option(0, "train the pruned network this many epochs on the train "
+                                  "split (Adam, cosine decay) before BatchNorm folding")
+    finetune_lr: float = option(FINETUNE_LR, "the fine-tuning's peak learning rate")
+
+    def check(self):
+        """Refuse settings that cannot work, before any data or weights are read."""
+        check_settings(self.percent, self.mode, self.criterion, self.params_share, self.min_keep)
+        if self.finetune_epochs < 0:
+            raise SsdqError("--finetune-epochs must be 0 or more")
+        if self.recalibrate_images < 0:
+            raise SsdqError("--recalibrate-images must be 0 or more")
+
+    @property
+    def needs_train_set(self):
+        return bool(self.recalibrate_images or self.finetune_epochs)
+
+
+def prune(out_prefix, options=None, train_set=None, batch_size=FINETUNE_BATCH_SIZE, seed=0,
+          progress=False):
+    """Prune the reference model as ``options`` (``PruneOptions``) say and write the pruned,
+    BN-folded checkpoint at ``out_prefix`` (meta: widths and the recipe); return (prefix,
+    recipe). ``criterion`` and ``min_keep``: see ``plan_pruning``; ``params_share`` replaces
+    ``percent`` by the smallest pruning that keeps at most that share of the parameters. With
+    ``recalibrate_images``, the BatchNorm statistics are re-estimated on that many images of
+    ``train_set`` first (``recalibrate_batchnorm``). ``finetune_epochs`` then trains the pruned
+    network (BatchNorms still unfolded) on ``train_set`` with ``train.loop.fit`` (Adam, cosine
+    decay from ``finetune_lr``, the last epoch's weights), as network slimming does."""
+    options = options or PruneOptions()
+    options.check()
+    net, source = build_gluon_model("reference", options.params)
+    if options.params_share is None:
+        recipe = plan_pruning(net, options.percent, options.mode, options.criterion,
+                              options.min_keep)
     else:
-        recipe = plan_for_params_share(net, params_share, mode, criterion, min_keep)
+        recipe = plan_for_params_share(net, options.params_share, options.mode,
+                                       options.criterion, options.min_keep)
     pruned = apply_recipe(net, recipe)
-    if recalibrate_images:
-        if calib_set is None or len(calib_set) < recalibrate_images:
-            raise SsdqError("BatchNorm recalibration needs %d images" % recalibrate_images)
-        subset = calib_set.subset(recalibrate_images)
+    if options.recalibrate_images:
+        if train_set is None or len(train_set) < options.recalibrate_images:
+            raise SsdqError("BatchNorm recalibration needs %d images" % options.recalibrate_images)
+        subset = train_set.subset(options.recalibrate_images)
         recalibrate_batchnorm(pruned, (b for b, _ in iterate_batches(subset, batch_size)))
         recipe["batchnorm_recalibrated_on"] = subset.describe()
-    if finetune_epochs:
-        recipe["finetune"] = finetune_pruned(pruned, train_set, finetune_epochs, finetune_lr,
-                                             batch_size, seed, progress)
+    if options.finetune_epochs:
+        recipe["finetune"] = finetune_pruned(pruned, train_set, options.finetune_epochs,
+                                             options.finetune_lr, batch_size, seed, progress)
     layers_before, layers_after = len(_convs(net)), len(_convs(pruned))
     recipe["conv_layers"] = {"before": layers_before, "after": layers_after,
                              "delta": layers_after - layers_before}
@@ -366,39 +392,23 @@ def prune(out_prefix, params_file=SPARSE_WEIGHTS, percent=50.0, mode="normal", c
 
 
 def finetune_pruned(net, train_set, epochs, lr, batch_size, seed=0, progress=False):
-    """Train the pruned Gluon network in place; returns what the meta records of it."""
+    """Train the pruned Gluon network in place (``train.loop.fit``, the last epoch's weights);
+    returns what the meta records of it."""
     import time
-
-    import mxnet as mx
-
-    from ssdq.train.loop import fit
 
     if train_set is None or len(train_set) < batch_size:
         raise SsdqError("fine-tuning after pruning needs at least one batch of %d train images"
                         % batch_size)
-    mx.random.seed(seed)
     start = time.time()
-    history = fit(net, train_set, None, None, epochs, batch_size=batch_size, lr=lr, seed=seed,
+    trainer = fit(net, train_set, epochs, batch_size=batch_size, lr=lr, seed=seed,
                   warmup=min(20, epochs * len(train_set) // batch_size // 10 + 1),
                   progress=progress, desc="fine-tune pruned")
     return {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
             "train_dataset": train_set.describe(), "minutes": round((time.time() - start) / 60, 2),
-            "history": [h for h in history if "iter" in h and "lr" not in h]}
+            "history": [h for h in trainer.history if "lr" not in h]}
 
 
 def _convs(net):
     from mxnet.gluon import nn
 
     return [b for b in _blocks_by_node(net).values() if isinstance(b, nn.Conv2D)]
-
-
-def keep_ratios(meta):
-    """Per feature convolution, kept / original channels, from a pruned checkpoint's meta."""
-    from ssdq.model.ssd import REFERENCE_WIDTH_DIVISOR, reference_ssd, feature_convs
-
-    recipe = meta.get("pruning")
-    if not recipe:
-        raise SsdqError("checkpoint meta has no pruning recipe (make one with `ssdq prune`)")
-    dense = [c._channels for c in feature_convs(reference_ssd(
-        meta.get("classes", ["x"]), meta.get("width_divisor", REFERENCE_WIDTH_DIVISOR)))]
-    return [w / d for w, d in zip(recipe["widths"], dense)], recipe["num_scales"]

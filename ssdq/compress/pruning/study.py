@@ -4,7 +4,7 @@ Rows: the dense baseline, the sparse-trained model it is pruned from, network sl
 modes normal / max / regular / regular-max (no fine-tuning, as the reference; the pruned
 network's BatchNorm statistics are re-estimated on a few train images), low-rank fc6/fc7
 of the dense model and of the normal-pruned one, and network slimming's full pipeline (pruned
-deeper, in max mode, then fine-tuned: ``pruning.prune(finetune_epochs=...)``); each again as
+deeper, in max mode, then fine-tuned: ``slimming.prune`` with ``finetune_epochs``); each again as
 W8A8 (prune, then quantize with ``quantize.quantize``). Every checkpoint is scored with pycocotools on the eval split; latency
 (batch 1) and img/s (batch 8) are the network's, fp32 and int8 of a row timed in turns by
 ``bench.bench_model``. Parameters exclude the anchor tables (a cache the graph could recompute);
@@ -15,23 +15,33 @@ The mAP scoring of the checkpoints is a trial (``score_trial``) run by an engine
 and timing stay in this process, one variant at a time and before any trial starts: timings
 taken beside parallel trials would measure cores shared with them, not the network.
 """
-import datetime
+import dataclasses
 import os
 import time
 
 import numpy as np
 
+from ssdq.bench.harness import Case, time_in_turns
+from ssdq.compress.pruning.lowrank import lowrank
+from ssdq.compress.pruning.slimming import CRITERIA, PruneOptions, prune
+from ssdq.data.loader import DEFAULT_BATCH_SIZE, iterate_batches
+from ssdq.data.source import DataOptions
+from ssdq.data.transforms import resize
 from ssdq.errors import SsdqError
-from ssdq.fileio import atomic_path, write_json, write_text
+from ssdq.eval.evaluate import evaluate_checkpoint
+from ssdq.eval.metrics import relative_drop_pct
+from ssdq.fileio import figure, utc_now, write_artifacts
+from ssdq.fileio import markdown_table as table
+from ssdq.host.environment import environment_report
+from ssdq.model.checkpoint import load_checkpoint
+from ssdq.model.convert import convert
+from ssdq.model.graph import conv_count, deployed_weights_mb
+from ssdq.model.weights import REFERENCE_WEIGHTS, SPARSE_WEIGHTS
+from ssdq.options import Options, option
+from ssdq.quant.quantize import CalibOptions, quantize
+from ssdq.scaleout.engine import LocalEngine, ray_block, where_ran
+from ssdq.train.loop import FINETUNE_LR
 
-DEFAULT_PERCENT = 30.0
-# network slimming's full pipeline (prune, then fine-tune), pruned to the parameter target
-DEFAULT_FINETUNE_PARAMS_SHARE = 0.25
-DEFAULT_FINETUNE_CRITERION = "gamma"
-DEFAULT_FINETUNE_MIN_KEEP = 0.0
-DEFAULT_FINETUNE_EPOCHS = 2
-DEFAULT_ENERGY = 0.9
-DEFAULT_RECALIBRATE_IMAGES = 128
 TARGET_PARAMS_SHARE = 0.25
 TARGET_RELATIVE_DROP_PCT = 1.0
 # (row name, how the fp32 checkpoint is made)
@@ -41,6 +51,64 @@ VARIANTS = (("baseline", ("dense",)), ("sparse-trained", ("sparse",)),
             ("normal (regular\\max)", ("prune", "regular-max")),
             ("low-rank", ("lowrank", "baseline")), ("normal + low-rank", ("lowrank", "normal")),
             ("normal (max) + fine-tuning", ("prune-finetune", "max")))
+FINETUNED_ROWS = tuple(name for name, how in VARIANTS if how[0] == "prune-finetune")
+
+
+@dataclasses.dataclass
+class PruneStudyOptions(Options):
+    """The rows of ``ssdq study prune``: what they are made from and how, and how they are
+    scored and timed."""
+
+    percent: float = option(30.0, "the pruned rows: share of the prunable gammas pruned")
+    energy: float = option(0.9, "the low-rank rows: share of the singular-value energy kept")
+    params: str = option(None, "dense weights (default: the reference model's)", metavar="FILE")
+    sparse_params: str = option(SPARSE_WEIGHTS, "the sparse-trained weights the rows are "
+                                "pruned from", metavar="FILE")
+    split: str = option("val", "split to score on")
+    eval_images: int = option(None, "score on the first N images (default: all)")
+    repeats: int = option(5, "timed rounds: every row once a round, in turns")
+    recalibrate_images: int = option(128, "pruned rows: re-estimate BatchNorm statistics on "
+                                     "this many train images")
+    finetune_params_share: float = option(0.25, "the fine-tuned row: prune to this share of the "
+                                          "parameters (max mode), then fine-tune")
+    finetune_percent: float = option(None, "the fine-tuned row: prune this share of the "
+                                     "channels instead")
+    finetune_criterion: str = option("gamma", "the fine-tuned row's pruning criterion",
+                                     choices=CRITERIA)
+    finetune_min_keep: float = option(0.0, "the fine-tuned row: every layer keeps at least "
+                                      "this share of its channels")
+    finetune_epochs: int = option(2, "the fine-tuned row's epochs on the train split (0: leave "
+                                  "the row out)")
+    model_dir: str = option(os.path.join("model", "study-prune"), "where the rows' checkpoints go")
+    out_dir: str = option("reports", "where study-prune.{json,md,png} go")
+
+    def check(self):
+        for flag in ("eval_images", "repeats"):
+            if getattr(self, flag) is not None and getattr(self, flag) < 1:
+                raise SsdqError("--%s must be at least 1" % flag.replace("_", "-"))
+        if self.finetune_epochs < 0:
+            raise SsdqError("--finetune-epochs must be 0 or more")
+        self.pruning("normal").check()
+        self.finetune_pruning().check()
+        for path in (self.params or REFERENCE_WEIGHTS, self.sparse_params):
+            if not os.path.isfile(path):
+                raise SsdqError("weights file not found: %s" % path)
+
+    def pruning(self, mode):
+        """How the rows without fine-tuning are pruned."""
+        return PruneOptions(params=self.sparse_params, percent=self.percent, mode=mode,
+                            recalibrate_images=self.recalibrate_images)
+
+    def finetune_pruning(self):
+        """How the fine-tuned row is pruned (max mode): to ``finetune_params_share`` of the
+        parameters, or at ``finetune_percent`` of the channels when that is given."""
+        by_percent = self.finetune_percent is not None
+        return PruneOptions(params=self.sparse_params, mode="max",
+                            percent=self.finetune_percent if by_percent else 0.0,
+                            params_share=None if by_percent else self.finetune_params_share,
+                            criterion=self.finetune_criterion, min_keep=self.finetune_min_keep,
+                            recalibrate_images=self.recalibrate_images,
+                            finetune_epochs=self.finetune_epochs, finetune_lr=FINETUNE_LR)
 
 
 def count_params(ckpt):
@@ -50,40 +118,23 @@ def count_params(ckpt):
 
 
 def weights_mb(ckpt):
-    from ssdq.quant.quantize import deployed_weights_mb
-
-    return deployed_weights_mb(ckpt.symbol, {k: v for k, v in ckpt.arg_params.items()
-                                             if "anchor" not in k})
+    """Weights as deployed (int8 convolution weights at 1 byte), anchors not counted."""
+    return deployed_weights_mb(ckpt.symbol, ckpt.arg_params, skip=("anchor",))
 
 
-def conv_layers(ckpt):
-    import json
-
-    nodes = json.loads(ckpt.symbol.tojson())["nodes"]
-    return sum(n["op"] in ("Convolution", "_sg_mkldnn_conv", "_contrib_quantized_conv")
-               for n in nodes)
-
-
-def make_variants(work_dir, dense_params, sparse_params, percent, energy, names=None,
-                  calib_set=None, recalibrate_images=0, finetune_epochs=DEFAULT_FINETUNE_EPOCHS,
-                  finetune_pruning=None, progress=False):
+def make_variants(work_dir, options, train_set=None, names=None, progress=False):
     """fp32 checkpoints of the rows ``names`` (default: all; the baseline and what a row is made
-    from always come too) under ``work_dir``; -> {name: prefix}. Fine-tuned rows are pruned at
-    ``finetune_pruning`` (``finetune_pruning_settings``) and trained ``finetune_epochs`` on
-    ``calib_set`` (the train split);
-    with ``finetune_epochs`` 0 they are left out."""
-    from ssdq.model.convert import convert
-    from ssdq.compress.pruning.lowrank import lowrank
-    from ssdq.compress.formats.finetune import FINETUNE_LR
-    from ssdq.compress.pruning.slimming import prune
-
-    wanted = set(names or [name for name, how in VARIANTS
-                           if finetune_epochs or how[0] != "prune-finetune"]) | {"baseline"}
+    from always come too) under ``work_dir``; -> {name: prefix}. Pruned rows re-estimate their
+    BatchNorm statistics on ``train_set``; the fine-tuned row is pruned as
+    ``options.finetune_pruning()`` says and trained ``finetune_epochs`` on it (with 0 epochs it
+    is left out)."""
+    epochs = options.finetune_epochs
+    wanted = set(names or [name for name, _ in VARIANTS
+                           if epochs or name not in FINETUNED_ROWS]) | {"baseline"}
     unknown = wanted - {name for name, _ in VARIANTS}
     if unknown:
         raise SsdqError("unknown study rows: %s" % ", ".join(sorted(unknown)))
-    untuned = [name for name, how in VARIANTS
-               if name in wanted and how[0] == "prune-finetune" and not finetune_epochs]
+    untuned = [name for name in FINETUNED_ROWS if name in wanted and not epochs]
     if untuned:
         raise SsdqError("row %r needs --finetune-epochs of 1 or more" % untuned[0])
     wanted |= {how[1] for name, how in VARIANTS if name in wanted and how[0] == "lowrank"}
@@ -94,92 +145,56 @@ def make_variants(work_dir, dense_params, sparse_params, percent, energy, names=
         prefix = os.path.join(work_dir, name.replace(" ", "_").replace("\\", "-")
                               .replace("(", "").replace(")", "").replace("+", "plus"))
         if how[0] == "dense":
-            convert(prefix, model="reference", params_file=dense_params)
+            convert(prefix, model="reference", params_file=options.params or REFERENCE_WEIGHTS)
         elif how[0] == "sparse":
-            convert(prefix, model="reference", params_file=sparse_params)
+            convert(prefix, model="reference", params_file=options.sparse_params)
         elif how[0] == "prune":
-            prune(prefix, sparse_params, percent=percent, mode=how[1], calib_set=calib_set,
-                  recalibrate_images=recalibrate_images)
+            prune(prefix, options.pruning(how[1]), train_set)
         elif how[0] == "prune-finetune":
-            settings = finetune_pruning or finetune_pruning_settings()
-            prune(prefix, sparse_params, percent=settings["percent"] or 0, mode=how[1],
-                  calib_set=calib_set, recalibrate_images=recalibrate_images,
-                  finetune_epochs=finetune_epochs, train_set=calib_set, finetune_lr=FINETUNE_LR,
-                  progress=progress, criterion=settings["criterion"],
-                  min_keep=settings["min_keep"], params_share=settings["params_share"])
+            prune(prefix, options.finetune_pruning(), train_set, progress=progress)
         else:
-            lowrank(made[how[1]], prefix, ("fc7", "fc6"), energy=energy)
+            lowrank(made[how[1]], prefix, ("fc7", "fc6"), energy=options.energy)
         made[name] = prefix
     return made
 
 
-def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_PERCENT,
-              energy=DEFAULT_ENERGY, dense_params=None, sparse_params=None, work_dir=None,
-              out_dir="reports", eval_images=None, num_calib_batches=5, batch_size=64,
-              calib_mode="naive", num_workers=1, repeats=5, progress=True, names=None,
-              recalibrate_images=DEFAULT_RECALIBRATE_IMAGES,
-              finetune_epochs=DEFAULT_FINETUNE_EPOCHS, finetune_pruning=None, echo=print,
-              engine=None):
-    """Make, quantize, time and score the rows; write study-prune.{json,md,png} to ``out_dir``.
-    ``engine`` (``scaleout.engine``) runs the scoring; by default one after another here."""
-    from ssdq.bench.harness import bench_model
-    from ssdq.model.checkpoint import load_checkpoint
-    from ssdq.model.convert import REFERENCE_WEIGHTS
-    from ssdq.data.dataset import open_dataset
-    from ssdq.data.loader import iterate_batches
-    from ssdq.data.transforms import resize
-    from ssdq.host.environment import environment_report
-    from ssdq.quant.quantize import quantize
-    from ssdq.scaleout.engine import LocalEngine, ray_block
-    from ssdq.compress.formats.finetune import FINETUNE_LR
-    from ssdq.compress.pruning.slimming import SPARSE_WEIGHTS, check_settings
+def run_study(options=None, data=None, calib=None, batch_size=DEFAULT_BATCH_SIZE,
+              num_workers=1, progress=True, names=None, echo=print, engine=None):
+    """Make, quantize, time and score the rows; write study-prune.{json,md,png}.
 
+    ``options``: ``PruneStudyOptions``; ``data`` (``DataOptions``): the images scored (the
+    pruned rows' BatchNorm statistics and fine-tuning use the data root's ``calib_split``);
+    ``calib`` (``CalibOptions``): the int8 rows' calibration. ``engine`` (``scaleout.engine``)
+    runs the scoring; by default one after another here."""
     start = time.time()
-    check_settings(percent, "normal")
-    finetune_pruning = finetune_pruning or finetune_pruning_settings()
-    check_settings(finetune_pruning["percent"] or 0, "max", finetune_pruning["criterion"],
-                   finetune_pruning["params_share"], finetune_pruning["min_keep"])
-    if finetune_epochs < 0:
-        raise SsdqError("--finetune-epochs must be 0 or more")
-    dense_params = dense_params or REFERENCE_WEIGHTS
-    sparse_params = sparse_params or SPARSE_WEIGHTS
-    for path in (dense_params, sparse_params):
-        if not os.path.isfile(path):
-            raise SsdqError("weights file not found: %s" % path)
-    work_dir = work_dir or os.path.join("model", "study-prune")
-    eval_set = open_dataset(data_root, eval_split)
-    if eval_images:
-        eval_set = eval_set.subset(eval_images)
-    calib_set = open_dataset(data_root, calib_split)
-    images = np.concatenate([b for b, _ in iterate_batches(eval_set.subset(min(8, len(eval_set))), 8,
-                                                           transform=resize)])
-    echo("[1/3] fp32 variants (prune at %g%%, low-rank at %g energy) -> %s" % (percent, energy, work_dir))
-    prefixes = make_variants(work_dir, dense_params, sparse_params, percent, energy, names,
-                             calib_set, recalibrate_images, finetune_epochs, finetune_pruning,
-                             progress)
+    options, data, calib = options or PruneStudyOptions(), data or DataOptions(), calib or CalibOptions()
+    options.check()
+    eval_set = data.open(options.split, progress)
+    if options.eval_images:
+        eval_set = eval_set.subset(options.eval_images)
+    calib_set = calib.open(data, progress)
+    train_set = DataOptions(data.data_root, data.dataset_format).open(calib.calib_split)
+    images = np.concatenate([b for b, _ in iterate_batches(eval_set.subset(min(8, len(eval_set))),
+                                                           8, transform=resize)])
+    echo("[1/3] fp32 variants (prune at %g%%, low-rank at %g energy) -> %s"
+         % (options.percent, options.energy, options.model_dir))
+    prefixes = make_variants(options.model_dir, options, train_set, names, progress)
     engine = engine or LocalEngine()
-    rows = []
-    echo("[2/3] quantize and time %d variants, then score them" % len(prefixes))
+    echo("[2/3] quantize %d variants, time every row in turns, then score them" % len(prefixes))
+    rows, checkpoints = [], []
     for name, fp32_prefix in prefixes.items():
-        int8_prefix = quantize(fp32_prefix, fp32_prefix + "-int8", calib_set, calib_mode=calib_mode,
-                               num_calib_batches=num_calib_batches, batch_size=batch_size,
-                               num_workers=num_workers, progress=progress)
+        int8_prefix = quantize(fp32_prefix, fp32_prefix + "-int8", calib_set, calib,
+                               batch_size=batch_size, num_workers=num_workers, progress=progress)
         fp32, int8 = load_checkpoint(fp32_prefix), load_checkpoint(int8_prefix)
-        # timed here, before any trial runs (see the module's docstring)
-        timings = bench_model(name, fp32, int8, images, precisions=("fp32", "int8"),
-                              scopes=("network",), batch_sizes=(1, 8), warmup=2, repeats=repeats,
-                              progress=False)
-        speed = {(r["precision"], r["batch_size"]): r for r in timings}
         for precision, ckpt in (("fp32", fp32), ("int8", int8)):
             rows.append({
                 "name": name, "precision": precision, "params": count_params(fp32),
-                "size_mb": round(weights_mb(ckpt), 3),
-                "latency_ms": round(speed[(precision, 1)]["latency_ms_median"], 2),
-                "images_per_sec": round(speed[(precision, 8)]["images_per_sec"], 1),
-                "map": None, "ap50": None,
-                "layers": conv_layers(fp32), "checkpoint": ckpt.prefix,
+                "size_mb": round(weights_mb(ckpt), 3), "map": None, "ap50": None,
+                "layers": conv_count(fp32.symbol), "checkpoint": ckpt.prefix,
                 "pruning": _pruning_summary(fp32.meta),
                 "lowrank": fp32.meta.get("lowrank", {}).get("layers")})
+            checkpoints.append(ckpt)
+    timing = time_rows(rows, checkpoints, images, options.repeats)
     # every timing is taken: from here on trials may run side by side
     scoring_start = time.perf_counter()
     scores = engine.map(score_trial, (eval_set, batch_size, num_workers,
@@ -195,21 +210,25 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
         row["layers_delta"] = row["layers"] - base["layers"]
         row["compression_pct"] = round(100 * (1 - row["size_mb"] / base["size_mb"]), 1)
         row["params_share"] = round(row["params"] / base["params"], 4)
-        row["relative_map_drop_pct"] = round(100 * (base["map"] - row["map"]) / base["map"], 2)
+        row["relative_map_drop_pct"] = round(relative_drop_pct(base["map"], row["map"]), 2)
         row["meets_target"] = bool(row["params_share"] <= TARGET_PARAMS_SHARE
                                    and row["relative_map_drop_pct"] <= TARGET_RELATIVE_DROP_PCT)
+    finetune = options.finetune_pruning()
     report = {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "settings": {"percent": percent, "energy": energy, "dense_params": dense_params,
-                     "sparse_params": sparse_params, "calib_mode": calib_mode,
-                     "calib_images": num_calib_batches * batch_size, "calib_split": calib_split,
-                     "eval": eval_set.describe(), "timing": "network only, fp32 and int8 of a "
-                     "row timed in turns, median of %d runs" % repeats,
-                     "fine_tuning": {"rows": [n for n, h in VARIANTS if h[0] == "prune-finetune"],
-                                     **finetune_pruning, "epochs": finetune_epochs,
-                                     "lr": FINETUNE_LR, "split": calib_split}
-                     if finetune_epochs else "none",
-                     "batchnorm_recalibration_images": recalibrate_images},
+        "created": utc_now(),
+        "settings": {**options.to_dict(), "dense_params": options.params or REFERENCE_WEIGHTS,
+                     "calibration": calib.to_dict(), "calib_mode": calib.calib_mode,
+                     "calib_images": calib.num_calib_batches * batch_size,
+                     "calib_split": calib.calib_split, "eval": eval_set.describe(),
+                     "timing": timing,
+                     "fine_tuning": {"rows": list(FINETUNED_ROWS), "percent": options.finetune_percent,
+                                     "params_share": finetune.params_share,
+                                     "criterion": finetune.criterion,
+                                     "min_keep": finetune.min_keep,
+                                     "epochs": options.finetune_epochs, "lr": FINETUNE_LR,
+                                     "split": calib.calib_split}
+                     if options.finetune_epochs else "none",
+                     "batchnorm_recalibration_images": options.recalibrate_images},
         "target": {"params_share_at_most": TARGET_PARAMS_SHARE,
                    "relative_map_drop_pct_at_most": TARGET_RELATIVE_DROP_PCT,
                    "best": best_row(rows)},
@@ -219,28 +238,49 @@ def run_study(data_root, eval_split="val", calib_split="train", percent=DEFAULT_
     ray_info = ray_block(engine, scores, scoring_wall_s)
     if ray_info:
         report["ray"] = ray_info
-    echo("[3/3] write %s/study-prune.{json,md,png}" % out_dir)
-    write_json(os.path.join(out_dir, "study-prune.json"), report)
-    write_text(os.path.join(out_dir, "study-prune.md"), markdown(report))
-    plot(report, os.path.join(out_dir, "study-prune.png"))
+    echo("[3/3] write %s/study-prune.{json,md,png}" % options.out_dir)
+    write_artifacts(os.path.join(options.out_dir, "study-prune"), report, markdown(report),
+                    lambda path: plot(report, path))
     echo(markdown_table(rows))
     return report
 
 
-def finetune_pruning_settings(percent=None, params_share=DEFAULT_FINETUNE_PARAMS_SHARE,
-                              criterion=DEFAULT_FINETUNE_CRITERION,
-                              min_keep=DEFAULT_FINETUNE_MIN_KEEP):
-    """How the fine-tuned row is pruned (max mode): to a ``params_share`` of the parameters, or
-    at ``percent`` of the channels when that is given."""
-    return {"percent": percent, "params_share": None if percent is not None else params_share,
-            "criterion": criterion, "min_keep": min_keep}
+LATENCY_BATCH, THROUGHPUT_BATCH = 1, 8
+
+
+def time_rows(rows, checkpoints, images, repeats, warmup=2):
+    """Every row's network latency (batch 1) and img/s (batch 8), all rows timed in turns in
+    ``repeats`` interleaved rounds (one pass of every row a round), so a slow spell of a shared
+    host hits every row alike; fills the rows' ``latency_ms``, ``images_per_sec`` and their
+    spread over the rounds, and returns how they were timed (the largest spread included)."""
+    spreads = []
+    for batch_size in (LATENCY_BATCH, THROUGHPUT_BATCH):
+        cases = [Case({"model": row["name"], "backend": "mxnet", "precision": row["precision"],
+                       "scope": "network", "batch_size": batch_size}, ckpt, ckpt.precision)
+                 for row, ckpt in zip(rows, checkpoints)]
+        for row, record in zip(rows, time_in_turns(cases, images, warmup, repeats)):
+            if "error" in record:
+                raise SsdqError("row %r (%s) did not run: %s" % (row["name"], row["precision"],
+                                                                  record["error"]))
+            if batch_size == LATENCY_BATCH:
+                row["latency_ms"] = round(record["latency_ms_median"], 2)
+                row["latency_ms_min"] = round(record["latency_ms_min"], 2)
+                row["latency_ms_max"] = round(record["latency_ms_max"], 2)
+                row["latency_spread_pct"] = round(100 * (record["latency_ms_max"]
+                                                         - record["latency_ms_min"])
+                                                  / record["latency_ms_median"], 1)
+                spreads.append(row["latency_spread_pct"])
+            else:
+                row["images_per_sec"] = round(record["images_per_sec"], 1)
+    return {"scope": "network only", "rounds": repeats, "warmup": warmup,
+            "how": "every row timed in turns in each round (interleaved), median over the rounds",
+            "latency_batch_size": LATENCY_BATCH, "throughput_batch_size": THROUGHPUT_BATCH,
+            "largest_latency_spread_pct": max(spreads) if spreads else None}
 
 
 def score_trial(context, prefix):
     """mAP and AP50 of one checkpoint (a pure function, so it can run as a Ray task):
     ``context`` (eval set, batch size, decoding threads, progress bars)."""
-    from ssdq.eval.evaluate import evaluate_checkpoint
-
     eval_set, batch_size, num_workers, progress = context
     result = evaluate_checkpoint(prefix, eval_set, batch_size, num_workers, progress=progress,
                                  speed_repeats=0)
@@ -270,31 +310,31 @@ def best_row(rows):
 
 
 def markdown_table(rows):
-    lines = ["| model | params | size MB | compression | latency ms (batch 1) | img/s (batch 8) "
-             "| mAP | layers |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        name = r["name"] + (" W8A8" if r["precision"] == "int8" else "")
-        lines.append("| %s | %.2fM | %.2f | %.1f%% | %.2f | %.1f | %.2f | %+d |" % (
-            name, r["params"] / 1e6, r["size_mb"], r["compression_pct"], r["latency_ms"],
-            r["images_per_sec"], r["map"], r["layers_delta"]))
-    return "\n".join(lines)
+    return table(("model", "params", "size MB", "compression", "latency ms (batch 1)",
+                  "img/s (batch 8)", "mAP", "layers"),
+                 [(r["name"] + (" W8A8" if r["precision"] == "int8" else ""),
+                   "%.2fM" % (r["params"] / 1e6), "%.2f" % r["size_mb"],
+                   "%.1f%%" % r["compression_pct"], "%.2f" % r["latency_ms"],
+                   "%.1f" % r["images_per_sec"], "%.2f" % r["map"], "%+d" % r["layers_delta"])
+                  for r in rows])
 
 
 def markdown(report):
-    from ssdq.scaleout.engine import where_ran
-
     s, best = report["settings"], report["target"]["best"]
+    timing = s["timing"]
     return "\n".join([
         "# Pruning and low-rank, then oneDNN int8 (W8A8)", "",
         "Pruned at %g%% of the prunable BatchNorm gammas (global threshold), low-rank fc6/fc7 "
         "keeping %g of the singular-value energy; no fine-tuning (pruned rows: BatchNorm "
         "statistics re-estimated on %d %s images, no weight changes)%s. mAP@[.5:.95] on %s; int8 "
-        "calibrated (%s) on %d images of %r. Latency and img/s: %s. Size: weights as deployed "
-        "(int8 convolution weights at 1 byte, anchors not counted); layers: convolutions, "
-        "change against the baseline." % (s["percent"], s["energy"],
-                                         s["batchnorm_recalibration_images"], s["calib_split"],
-                                         _finetune_note(s["fine_tuning"]), _describe(s["eval"]), s["calib_mode"],
-                                         s["calib_images"], s["calib_split"], s["timing"]), "",
+        "calibrated (%s) on %d images of %r. Latency and img/s: network only, every row timed "
+        "in turns in %d interleaved rounds, median; the widest spread of a row's latency over "
+        "the rounds is %s%% ((max - min) / median). Size: weights as deployed (int8 convolution "
+        "weights at 1 byte, anchors not counted); layers: convolutions, change against the "
+        "baseline." % (s["percent"], s["energy"], s["batchnorm_recalibration_images"],
+                       s["calib_split"], _finetune_note(s["fine_tuning"]), _describe(s["eval"]),
+                       s["calib_mode"], s["calib_images"], s["calib_split"], timing["rounds"],
+                       timing["largest_latency_spread_pct"]), "",
         markdown_table(report["rows"]), "",
         "Target: at most %d%% of the baseline's parameters within %g%% relative mAP of dense "
         "fp32. Best row: **%s %s**, %.1f%% of the parameters, %.2f%% relative mAP drop (%s)."
@@ -327,27 +367,18 @@ def _describe(dataset):
 
 
 def plot(report, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for ax, key, label in ((axes[0], "size_mb", "weights as deployed (MB)"),
-                           (axes[1], "latency_ms", "latency, batch 1, network (ms)")):
-        for precision, marker in (("fp32", "o"), ("int8", "^")):
-            rows = [r for r in report["rows"] if r["precision"] == precision]
-            ax.scatter([r[key] for r in rows], [r["map"] for r in rows], marker=marker,
-                       label=precision)
-            for r in rows:
-                ax.annotate(r["name"], (r[key], r["map"]), fontsize=6, alpha=0.8)
-        ax.set_xlabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("mAP@[.5:.95]")
-    axes[0].legend()
-    fig.suptitle("mAP against size and latency: pruning, low-rank, W8A8")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    with figure(path, figsize=(11, 4.2), ncols=2, sharey=True) as (fig, axes):
+        for ax, key, label in ((axes[0], "size_mb", "weights as deployed (MB)"),
+                               (axes[1], "latency_ms", "latency, batch 1, network (ms)")):
+            for precision, marker in (("fp32", "o"), ("int8", "^")):
+                rows = [r for r in report["rows"] if r["precision"] == precision]
+                ax.scatter([r[key] for r in rows], [r["map"] for r in rows], marker=marker,
+                           label=precision)
+                for r in rows:
+                    ax.annotate(r["name"], (r[key], r["map"]), fontsize=6, alpha=0.8)
+            ax.set_xlabel(label)
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("mAP@[.5:.95]")
+        axes[0].legend()
+        fig.suptitle("mAP against size and latency: pruning, low-rank, W8A8")
     return path

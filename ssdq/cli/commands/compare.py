@@ -1,0 +1,27 @@
+"""ssdq compare: the CI gate: fail if a report or bench regressed against a baseline."""
+from ssdq.report.compare import compare
+
+NAME = "compare"
+HELP = "CI gate: fail if a report regressed against a baseline"
+PINS = False
+
+
+def add_arguments(parser):
+    parser.add_argument("report", help="the new report.json or bench.json")
+    parser.add_argument("--baseline", help="the report.json to compare against")
+    parser.add_argument("--max-map-drop", type=float, default=0.5, help="points of mAP")
+    parser.add_argument("--min-speedup", type=float,
+                        help="minimum end-to-end int8/fp32 images/s ratio (measured within the "
+                        "new run)")
+    parser.add_argument("--min-network-speedup", type=float,
+                        help="minimum network-only int8/fp32 ratio (needs a bench in the file)")
+    parser.add_argument("--min-throughput", type=float,
+                        help="multi-instance bench: minimum total img/s (all images / common "
+                        "wall time)")
+
+
+def run(args, context):
+    ok, lines = compare(args.report, args.baseline, args.max_map_drop, args.min_speedup,
+                        args.min_network_speedup, args.min_throughput)
+    print("\n".join(lines))
+    return 0 if ok else 1

@@ -1,0 +1,28 @@
+"""ssdq prune: channel pruning by BatchNorm gammas (network slimming) -> a BN-folded checkpoint
+with fewer channels."""
+from ssdq.cli import flags
+from ssdq.compress.pruning.slimming import PruneOptions, prune
+from ssdq.data.source import DataOptions
+
+NAME = "prune"
+HELP = "channel pruning by BatchNorm gammas (network slimming) -> a checkpoint with fewer channels"
+PINS = True
+
+
+def add_arguments(parser):
+    flags.threads(parser)
+    flags.add_options(parser, PruneOptions, "pruning")
+    flags.data(parser, only=("data_root",), batch=False)
+    parser.add_argument("--out", default="model/pruned", help="checkpoint prefix to write")
+
+
+def run(args, context):
+    options = PruneOptions.from_args(args)
+    options.check()
+    train_set = DataOptions.from_args(args).open("train", context.progress) \
+        if options.needs_train_set else None
+    prefix, recipe = prune(args.out, options, train_set, progress=context.progress)
+    print("kept %d of %d prunable channels (%.1f%% pruned), %d scales, conv layers %+d; "
+          "wrote %s" % (recipe["channels"]["after"], recipe["channels"]["before"],
+                        recipe["percent"], recipe["num_scales"],
+                        recipe["conv_layers"]["delta"], prefix))

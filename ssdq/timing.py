@@ -1,0 +1,74 @@
+"""Timing a forward pass: median img/s with its spread and latency percentiles, and peak memory.
+
+Every speed figure of ssdq comes from here: ``ssdq bench``, the eval result and the tuner.
+"""
+import math
+import statistics
+import threading
+import time
+
+import numpy as np
+
+
+def time_forward(forward, batch, warmup=2, repeats=5):
+    """Median/min/max img/s and latency percentiles of ``forward(batch)``."""
+    for _ in range(warmup):
+        forward(batch)
+    return summarize(len(batch), [timed(forward, batch) for _ in range(repeats)], warmup)
+
+
+def summarize(images_per_run, seconds, warmup):
+    rates = sorted(images_per_run / s for s in seconds)
+    return {"batch_size": images_per_run, "repeats": len(seconds), "warmup": warmup,
+            "images_per_sec": statistics.median(rates), "images_per_sec_min": rates[0],
+            "images_per_sec_max": rates[-1], **latency_percentiles(seconds)}
+
+
+class PeakRss:
+    """Peak resident memory of this process while the block runs (sampled every 5 ms)."""
+
+    def __enter__(self):
+        import psutil
+
+        self._process = psutil.Process()
+        self.start_mb = self.peak_mb = self._process.memory_info().rss / 2**20
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 2**20)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 2**20)
+
+
+def timed(run, data):
+    start = time.perf_counter()
+    run(data)  # returns computed outputs, so the work is finished when it returns
+    return time.perf_counter() - start
+
+
+def latency_percentiles(seconds):
+    ms = np.array(seconds) * 1000
+    return {"latency_ms_median": float(np.median(ms)), "latency_ms_min": float(ms.min()),
+            "latency_ms_max": float(ms.max()),
+            "latency_ms": {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
+                           "p99": float(np.percentile(ms, 99))}}
+
+
+def nearest_rank(values, percent):
+    """The nearest-rank percentile: the smallest value with at least ``percent`` % of the values
+    at or below it (always one of the values, never an interpolation)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(percent / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def nearest_rank_latency_ms(seconds):
+    """p50/p90/p99 in milliseconds, nearest rank (what multi-instance launchers report)."""
+    return {"p%d" % q: nearest_rank(seconds, q) * 1000 for q in (50, 90, 99)}

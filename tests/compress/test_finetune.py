@@ -1,0 +1,87 @@
+"""Fine-tuning with a format in the loop exports weights exactly in the format."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from helpers import assert_clean_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def pow2_run(fp32_prefix, tiny_data, tmp_path_factory):
+    from ssdq.compress.formats.finetune import FinetuneOptions, finetune_and_save
+    from ssdq.data.dataset import open_dataset
+
+    out = str(tmp_path_factory.mktemp("ft") / "pow2")
+    run = finetune_and_save(fp32_prefix, out, open_dataset(tiny_data, "train"),
+                            open_dataset(tiny_data, "val").subset(4), "pow2:-10:5",
+                            FinetuneOptions(epochs=1, lq_lambda=1e-3, train_images=16,
+                                            train_batch_size=16), progress=False)
+    return out, run
+
+
+def test_pow2_checkpoint_weights_are_powers_of_two_in_range(pow2_run):
+    from ssdq.compress.layers import list_layers
+    from ssdq.model.checkpoint import load_checkpoint
+
+    prefix, run = pow2_run
+    ckpt = load_checkpoint(prefix)
+    layers = list_layers(ckpt.symbol)
+    assert len(layers) == 35
+    for layer in layers:
+        w = ckpt.arg_params[layer.weight].asnumpy().ravel()
+        nonzero = w[w != 0]
+        k = np.log2(np.abs(nonzero))
+        np.testing.assert_array_equal(k, np.round(k), err_msg=layer.name)
+        assert k.min() >= -10 and k.max() <= 5, layer.name
+    assert ckpt.meta["finetune"]["format"] == "pow2:-10:5"
+    assert ckpt.meta["precision"] == "fp32"
+
+
+def test_run_record_says_how_it_was_made(pow2_run, fp32_prefix):
+    prefix, run = pow2_run
+    with open(prefix + "-finetune.json") as f:
+        record = json.load(f)
+    assert record["format"] == "pow2:-10:5" and record["epochs"] == 1
+    assert record["lq_lambda"] == 1e-3 and record["train_images"] == 16 and record["seed"] == 0
+    assert record["source_checkpoint"] == fp32_prefix
+    assert [h["epoch"] for h in record["history"]] == [0, 1]
+    assert record["history"][1]["iter"] == 1 and record["history"][1]["lq"] > 0
+    assert "val_map" in record["history"][0] and "val_map" in record["history"][1]
+    assert os.path.exists(prefix + "-finetune.log.jsonl")
+
+
+def test_straight_through_step_moves_the_fp32_weights(fp32_prefix):
+    """The gradient at format(w) updates the kept fp32 weights, which stay off the grid."""
+    import mxnet as mx
+
+    from ssdq.compress.formats.finetune import FormatInTheLoop, bn_free_reference
+    from ssdq.compress.formats.number_format import NumberFormat
+    from ssdq.compress.layers import list_layers
+    from ssdq.model.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(fp32_prefix)
+    net = bn_free_reference(ckpt)
+    layers = list_layers(ckpt.symbol)[:2]
+    loop = FormatInTheLoop(net, layers, NumberFormat("dfp:4"))
+    param = net.collect_params()[layers[1].weight]
+    before = param.data().asnumpy().copy()
+    rounded = loop.swap_in()
+    assert not np.array_equal(param.data().asnumpy(), before)
+    np.testing.assert_array_equal(param.data().asnumpy(), rounded[param.name])
+    loop.swap_out()
+    np.testing.assert_array_equal(param.data().asnumpy(), before)
+    param.grad()[:] = 0
+    lq = loop.add_lq_gradient(rounded, 0.5)
+    expected = 0.5 * ((before - rounded[param.name]) ** 2).sum()
+    assert lq >= expected
+    np.testing.assert_allclose(param.grad().asnumpy(), before - rounded[param.name], rtol=1e-5,
+                               atol=1e-7)
+    assert isinstance(param.grad(), mx.nd.NDArray)
+
+
+def test_finetune_cli_rejects_a_bad_format(tmp_path):
+    proc = run_cli("finetune", "--format", "pow2:5:1", "--epochs", "1", "--quiet",
+                   "--out", str(tmp_path / "x"))
+    assert_clean_error(proc, "LO must not exceed HI")

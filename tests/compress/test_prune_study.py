@@ -1,0 +1,73 @@
+"""``ssdq study prune`` on tiny data: real checkpoints, real int8, the JSON CI reads."""
+import json
+import os
+
+import pytest
+
+from ssdq.compress.pruning.study import PruneStudyOptions, make_variants, run_study
+from ssdq.data.source import DataOptions
+from ssdq.errors import SsdqError
+from ssdq.model.weights import REFERENCE_WEIGHTS
+from ssdq.quant.quantize import CalibOptions
+
+HEADER = ("| model | params | size MB | compression | latency ms (batch 1) | img/s (batch 8) "
+          "| mAP | layers |")
+
+
+def test_study_rows_and_report(tiny_data, tmp_path):
+    out = tmp_path / "reports"
+    # the reference weights stand in for the sparse-trained ones: the machinery, not the numbers
+    options = PruneStudyOptions(percent=50, energy=0.9, sparse_params=REFERENCE_WEIGHTS,
+                                model_dir=str(tmp_path / "ckpt"), out_dir=str(out),
+                                eval_images=16, repeats=2, recalibrate_images=16,
+                                finetune_epochs=1, finetune_params_share=0.4,
+                                finetune_criterion="gamma-per-param")
+    report = run_study(options, DataOptions(tiny_data), CalibOptions(num_calib_batches=1),
+                       batch_size=16, progress=False,
+                       names=["normal + low-rank", "normal (max) + fine-tuning"],
+                       echo=lambda *_: None)
+    saved = json.loads((out / "study-prune.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(report["rows"]))
+    assert (out / "study-prune.png").read_bytes()[:4] == b"\x89PNG"
+    names = [(r["name"], r["precision"]) for r in saved["rows"]]
+    assert names == [(n, p) for n in ("baseline", "normal", "normal + low-rank",
+                                      "normal (max) + fine-tuning") for p in ("fp32", "int8")]
+    table = [line for line in (out / "study-prune.md").read_text().splitlines()
+             if line.startswith("|")]
+    assert table[0] == HEADER and len(table) == 2 + len(names)
+    assert [line.split(" | ")[0].lstrip("| ") for line in table[2:]] == [
+        n + (" W8A8" if p == "int8" else "") for n, p in names]
+    rows = {(r["name"], r["precision"]): r for r in saved["rows"]}
+    for row in saved["rows"]:
+        for key in ("name", "precision", "params", "size_mb", "latency_ms", "images_per_sec",
+                    "map", "layers_delta", "checkpoint", "latency_spread_pct"):
+            assert key in row, key
+        assert os.path.isfile(row["checkpoint"] + "-meta.json")
+        assert 0 < row["latency_ms_min"] <= row["latency_ms"] <= row["latency_ms_max"]
+        assert row["images_per_sec"] > 0
+    timing = saved["settings"]["timing"]
+    assert timing["rounds"] == 2 and "in turns" in timing["how"]
+    assert timing["largest_latency_spread_pct"] == max(r["latency_spread_pct"]
+                                                       for r in saved["rows"])
+    assert "%s%%" % timing["largest_latency_spread_pct"] in (out / "study-prune.md").read_text()
+    base = rows[("baseline", "fp32")]
+    assert base["layers_delta"] == 0 and base["params_share"] == 1
+    assert rows[("normal", "fp32")]["params"] < 0.7 * base["params"]
+    assert rows[("normal + low-rank", "fp32")]["lowrank"]["fc6"]["energy_kept"] >= 0.9
+    assert rows[("baseline", "int8")]["size_mb"] < 0.5 * base["size_mb"]
+    assert "int8" in json.load(open(rows[("normal", "int8")]["checkpoint"] + "-meta.json"))["precision"]
+    assert saved["target"]["best"]["name"] in {n for n, _ in names}
+    assert rows[("normal", "fp32")]["pruning"]["percent"] == 50
+    tuned = rows[("normal (max) + fine-tuning", "fp32")]
+    assert tuned["pruning"]["mode"] == "max" and tuned["pruning"]["criterion"] == "gamma-per-param"
+    assert tuned["params_share"] <= 0.4 and tuned["pruning"]["params_share"] <= 0.4
+    assert "pruned to 40% of the parameters by gamma-per-param" in (out / "study-prune.md").read_text()
+    assert saved["settings"]["fine_tuning"]["epochs"] == 1
+    assert json.load(open(tuned["checkpoint"] + "-meta.json"))["pruning"]["finetune"]["epochs"] == 1
+
+
+def test_fine_tuned_row_without_epochs_is_refused(tmp_path):
+    with pytest.raises(SsdqError, match="--finetune-epochs"):
+        make_variants(str(tmp_path), PruneStudyOptions(finetune_epochs=0),
+                      names=["normal (max) + fine-tuning"])
+    assert not os.listdir(tmp_path)  # refused before anything is written

@@ -1,0 +1,59 @@
+"""quant.calibrated: one calibration pass, int8 variants built and scored from it."""
+import numpy as np
+
+from ssdq.data.dataset import open_dataset
+from ssdq.model.checkpoint import load_checkpoint
+from ssdq.quant.calibrated import Calibrated, agreement, calibrated_for
+from ssdq.quant.quantize import CalibOptions
+
+
+def test_agreement_measures():
+    ref = [np.ones((2, 3)), np.arange(4.0)]
+    assert agreement(ref, ref)["snr_db"] == float("inf")
+    noisy = agreement(ref, [r + 0.01 for r in ref])
+    assert 30 < noisy["snr_db"] < 60 and noisy["cosine"] > 0.999
+
+
+def test_variants_of_a_plain_export_calibrate_and_score(tiny_data, tmp_path):
+    """sensitivity/tune start from a checkpoint without a meta file (classes from a file)."""
+    import mxnet as mx
+
+    from ssdq.model.convert import build_gluon_model
+
+    net, _ = build_gluon_model("reference")
+    net.hybridize()
+    net(mx.nd.zeros((1, 3, 300, 300)))
+    net.export(str(tmp_path / "plain"), epoch=0)
+    (tmp_path / "classes.txt").write_text("\n".join(net.classes) + "\n")
+    fp32 = load_checkpoint(str(tmp_path / "plain"), classes=str(tmp_path / "classes.txt"))
+    variants = Calibrated(fp32, open_dataset(tiny_data, "train"),
+                          open_dataset(tiny_data, "val").subset(16), CalibOptions(num_calib_batches=1),
+                          batch_size=16, progress=False)
+    assert variants.ckpt.inferred and len(variants.layers) >= 30
+    full, _ = variants.build_int8("naive")
+    assert full.precision == "int8" and full.meta["input"]["layout"] == "NCHW"
+    assert variants.proxy(full)["cosine"] > 0.9
+    assert variants.score(variants.ckpt)["map"] > 20
+
+
+def test_thresholds_follow_the_percentile_asked_for(variants):
+    """--percentile reaches the ranges: 99.9 clips tighter than 99.99 (a flag that was once
+    accepted and ignored)."""
+    ptight = variants.calib.replace(calib_mode="percentile", percentile=99.9).thresholds(variants.stats)
+    ploose = variants.calib.replace(calib_mode="percentile", percentile=99.99).thresholds(variants.stats)
+    assert all(ptight[k][1] <= ploose[k][1] for k in ptight)
+    assert sum(ptight[k][1] < ploose[k][1] for k in ptight) > len(ptight) / 2
+
+
+def test_a_spec_rebuilds_the_same_object_elsewhere(variants):
+    spec = variants.spec()
+    assert calibrated_for(spec) is variants  # the process that made the spec: the original
+    import pickle
+
+    elsewhere = pickle.loads(pickle.dumps(spec))
+    elsewhere.key = "another process: %s" % spec.key
+    rebuilt = calibrated_for(elsewhere)
+    assert rebuilt is not variants and calibrated_for(elsewhere) is rebuilt
+    assert rebuilt.thresholds() == variants.thresholds()
+    int8, _ = rebuilt.build_int8()
+    assert abs(rebuilt.score(int8)["map"] - variants.score(variants.build_int8()[0])["map"]) < 1e-9
