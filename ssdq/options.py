@@ -9,6 +9,8 @@ does, which the library reads.
 """
 import dataclasses
 
+from ssdq.errors import SsdqError
+
 
 def option(default, help, **cli):
     """A dataclass field with its help text and argparse settings (``choices``, ``nargs``,
@@ -37,6 +39,16 @@ class Options:
     def to_dict(self):
         """The settings as plain data (for the JSON a run writes)."""
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def at_least(holder, *names, minimum=1):
+    """A one-line error naming the flag if a count of ``holder`` (options, or parsed flags) is
+    below ``minimum``; None means "not given" and passes."""
+    for name in names:
+        value = getattr(holder, name, None)
+        if value is not None and value < minimum:
+            raise SsdqError("--%s must be %s" % (name.replace("_", "-"), "at least %d" % minimum
+                                                 if minimum else "0 or more"))
 
 
 def _plain(value):

@@ -22,7 +22,6 @@ import sys
 from ssdq.backends import BACKENDS
 from ssdq.data.loader import DEFAULT_BATCH_SIZE
 from ssdq.data.source import DataOptions
-from ssdq.errors import SsdqError
 from ssdq.host.cpus import pin_threads
 from ssdq.host.mempolicy import MEMBIND_MODES
 from ssdq.model.checkpoint import CONVERTED_PREFIX, QUANTIZED_PREFIX
@@ -134,11 +133,3 @@ def scaleout(parser):
 def show_progress(args):
     """Progress bars only where someone watches: not with --quiet, not into a pipe or file."""
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
-
-
-def at_least_one(args, *names):
-    """A one-line error if a count flag is below 1."""
-    for name in names:
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            raise SsdqError("--%s must be at least 1" % name.replace("_", "-"))

@@ -15,6 +15,7 @@ from ssdq.cli import flags
 from ssdq.cli.commands import COMMANDS
 from ssdq.errors import SsdqError, SsdqNote, SsdqWarning
 from ssdq.host import cpus, environment
+from ssdq.options import at_least
 
 
 @dataclass
@@ -63,7 +64,7 @@ def _run(args):
         if args.gpus:
             raise SsdqError("GPU context requested (--gpus %s), but ssdq runs on CPU only: its "
                             "MXNet build has no CUDA; drop --gpus" % args.gpus)
-        flags.at_least_one(args, "batch_size", "num_workers", "num_calib_batches")
+        at_least(args, "batch_size", "num_workers", "num_calib_batches")
         os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
         threads = cpus.pin_threads(args.cores, args.threads, args.numa_node, args.membind,
                                    args.strict)

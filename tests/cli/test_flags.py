@@ -53,7 +53,7 @@ def _consumed(module, seen=None):
             names.add(node.attr)
         elif isinstance(node, ast.Call):
             func = node.func
-            if isinstance(func, ast.Name) and func.id in ("getattr", "at_least_one") and \
+            if isinstance(func, ast.Name) and func.id in ("getattr", "at_least") and \
                     node.args and isinstance(node.args[0], ast.Name) and node.args[0].id == "args":
                 names |= {a.value for a in node.args[1:2] if isinstance(a, ast.Constant)}
             if isinstance(func, ast.Attribute) and func.attr == "from_args":

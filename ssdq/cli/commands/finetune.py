@@ -6,6 +6,7 @@ from ssdq.cli import flags
 from ssdq.compress.formats.finetune import FinetuneOptions, default_out, finetune_and_save
 from ssdq.compress.formats.number_format import NumberFormat
 from ssdq.data.source import DataOptions
+from ssdq.options import at_least
 
 NAME = "finetune"
 HELP = "fine-tune with a weight number format in the loop (simulated)"
@@ -30,7 +31,7 @@ def add_arguments(parser):
 
 def run(args, context):
     NumberFormat(args.number_format)  # a bad spec fails before any data is read
-    flags.at_least_one(args, "eval_images")
+    at_least(args, "eval_images")
     options = FinetuneOptions.from_args(args)
     data = DataOptions.from_args(args)
     train_set = data.open("train", context.progress)

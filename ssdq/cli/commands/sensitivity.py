@@ -3,6 +3,7 @@ label-free prediction SNR), from one calibration pass."""
 from ssdq.cli import flags
 from ssdq.data.source import DataOptions
 from ssdq.model.checkpoint import load_checkpoint
+from ssdq.options import at_least
 from ssdq.quant import sensitivity
 from ssdq.quant.calibrated import Calibrated
 from ssdq.quant.quantize import CalibOptions
@@ -31,7 +32,7 @@ def accuracy_arguments(parser, calib_skip=()):
 
 def calibrated(args, context, **calib_overrides):
     """The ``Calibrated`` fp32 model the flags describe (one calibration pass)."""
-    flags.at_least_one(args, "eval_images")
+    at_least(args, "eval_images")
     data, calib = DataOptions.from_args(args), CalibOptions.from_args(args, **calib_overrides)
     eval_set = data.open(args.split, context.progress)
     if args.eval_images:

@@ -34,7 +34,7 @@ from ssdq.data.source import DataOptions
 from ssdq.errors import SsdqError
 from ssdq.fileio import figure, markdown_table, read_json, write_artifacts
 from ssdq.model.checkpoint import CONVERTED_PREFIX, load_checkpoint, resolve_prefix
-from ssdq.options import Options, option
+from ssdq.options import Options, at_least, option
 from ssdq.quant.calibrated import calibrated_for
 from ssdq.quant.quantize import CalibOptions
 from ssdq.scaleout.engine import LocalEngine, ray_block, where_ran
@@ -60,11 +60,8 @@ class StudyOptions(Options):
     finetune_epochs: int = option(0, "fine-tune the failing format this many epochs")
 
     def check(self):
-        for flag in ("eval_images", "train_images"):
-            if getattr(self, flag) is not None and getattr(self, flag) < 1:
-                raise SsdqError("--%s must be at least 1" % flag.replace("_", "-"))
-        if self.finetune_epochs < 0:
-            raise SsdqError("--finetune-epochs must be 0 or more")
+        at_least(self, "eval_images", "train_images")
+        at_least(self, "finetune_epochs", minimum=0)
 
 
 @dataclasses.dataclass

@@ -21,7 +21,7 @@ from ssdq.model.convert import build_gluon_model, export_checkpoint
 from ssdq.model.graph import Graph
 from ssdq.model.ssd import feature_convs, reference_ssd
 from ssdq.model.weights import SPARSE_WEIGHTS
-from ssdq.options import Options, option
+from ssdq.options import Options, at_least, option
 from ssdq.train.loop import FINETUNE_BATCH_SIZE, FINETUNE_LR, fit
 
 PASS_THROUGH_OPS = ("Activation", "Pooling")  # keep channel i in channel i
@@ -345,10 +345,7 @@ class PruneOptions(Options):
     def check(self):
         """Refuse settings that cannot work, before any data or weights are read."""
         check_settings(self.percent, self.mode, self.criterion, self.params_share, self.min_keep)
-        if self.finetune_epochs < 0:
-            raise SsdqError("--finetune-epochs must be 0 or more")
-        if self.recalibrate_images < 0:
-            raise SsdqError("--recalibrate-images must be 0 or more")
+        at_least(self, "finetune_epochs", "recalibrate_images", minimum=0)
 
     @property
     def needs_train_set(self):

@@ -37,7 +37,7 @@ from ssdq.model.checkpoint import load_checkpoint
 from ssdq.model.convert import convert
 from ssdq.model.graph import conv_count, deployed_weights_mb
 from ssdq.model.weights import REFERENCE_WEIGHTS, SPARSE_WEIGHTS
-from ssdq.options import Options, option
+from ssdq.options import Options, at_least, option
 from ssdq.quant.quantize import CalibOptions, quantize
 from ssdq.scaleout.engine import LocalEngine, ray_block, where_ran
 from ssdq.train.loop import FINETUNE_LR
@@ -83,11 +83,8 @@ class PruneStudyOptions(Options):
     out_dir: str = option("reports", "where study-prune.{json,md,png} go")
 
     def check(self):
-        for flag in ("eval_images", "repeats"):
-            if getattr(self, flag) is not None and getattr(self, flag) < 1:
-                raise SsdqError("--%s must be at least 1" % flag.replace("_", "-"))
-        if self.finetune_epochs < 0:
-            raise SsdqError("--finetune-epochs must be 0 or more")
+        at_least(self, "eval_images", "repeats")
+        at_least(self, "finetune_epochs", minimum=0)
         self.pruning("normal").check()
         self.finetune_pruning().check()
         for path in (self.params or REFERENCE_WEIGHTS, self.sparse_params):
