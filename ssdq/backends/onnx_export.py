@@ -345,7 +345,6 @@ def _anchors(ckpt):
 
 
 def _metadata(ckpt, source, quantization, per_channel, info):
-
     tail = {k: v for k, v in graph_tail(source.symbol).items() if k not in ("nms_index", "cls",
                                                                            "box", "anchors")}
     anchors = _anchors(source)

@@ -533,7 +533,6 @@ def markdown(bench):
                           load["candidates_per_image"], load["score_threshold"],
                           load["into_nms_per_image_median"], load["nms_topk"])]
     if bench.get("profiles"):
-
         lines += ["", "## Where the time goes (MXNet profiler, slowest operators)",
                   profile_markdown(bench["profiles"])]
     return "\n".join(lines) + "\n"

@@ -66,7 +66,6 @@ def run(spec):
 
 
 def main(argv=None):
-
     argv = sys.argv[1:] if argv is None else argv
     with open(argv[0]) as f:
         spec = json.load(f)

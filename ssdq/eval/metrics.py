@@ -58,7 +58,6 @@ def _image_key(image_id):
 
 class COCOEvaluator:
     def __init__(self, dataset, match=None, input_size=INPUT_SIZE):
-
         self.dataset = dataset
         self.match = match if match is not None else match_classes(dataset, dataset.classes)
         self.input_size = input_size

@@ -101,7 +101,6 @@ def bind_memory(mode, nodes):
     """Apply ``--membind`` ``mode`` ("bind", "preferred", "none") to ``nodes`` for this thread
     and its future threads; return what was asked, what the kernel said and the read-back."""
     if mode not in MEMBIND_MODES:
-
         raise SsdqError("bad --membind %r: choose from %s" % (mode, ", ".join(MEMBIND_MODES)))
     nodes = sorted(set(nodes))
     target = nodes[:1] if mode == "preferred" else nodes

@@ -79,7 +79,6 @@ class Checkpoint:
 
     @property
     def input_format(self):
-
         return InputFormat(self.meta.get("input"))
 
     def require_fp32(self, action):
@@ -160,7 +159,6 @@ def load_checkpoint(prefix, classes=None, params_file=None):
 
 
 def _class_names(spec):
-
     return class_list(spec) if isinstance(spec, str) else tuple(spec)
 
 

@@ -86,7 +86,6 @@ class _Worker:
     """The body of a Ray actor: pin once, then run trials (``run``) until the driver is done."""
 
     def __init__(self, cpus_per_task, slot_dir=SLOT_DIR, cwd=None):
-
         if cwd and os.path.isdir(cwd):
             os.chdir(cwd)  # relative data paths resolve as on the driver (same path on every node)
         self.cores, self._lock = claim_core_slot(cpus_per_task, slot_dir)
