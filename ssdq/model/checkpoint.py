@@ -4,13 +4,20 @@ Every stage hands the next one a checkpoint prefix. The meta file records what t
 say about itself: classes, input shape and normalisation (kept outside the graph), the NMS
 settings baked into it, precision, and for int8 how it was calibrated. ``save_checkpoint`` writes
 all three files under temporary names and renames them, meta last, so a prefix with a meta file
-is always complete.
+is always complete; it holds ``PREFIX.lock`` while it writes, so two runs writing one prefix at
+once get a one-line error instead of a symbol from one beside params from the other, and the meta
+records the sha256 of the symbol and params it was written with, so a prefix torn some other way
+(a copy interrupted, one file replaced) is a one-line error when loaded.
 
 A prefix without a meta file (``net.export``, ``export_block``, the recipe's files, GluonCV's
 shipped int8 symbols with ``params_file``) loads too: ``model.meta.infer_meta`` reads the
 meta from the graph, the class names come from ``classes`` (``coco``, ``voc`` or a file), and the
 checkpoint says so (``meta_inferred``) wherever it is used. Nothing is written beside it.
 """
+import contextlib
+import errno
+import fcntl
+import hashlib
 import os
 from dataclasses import dataclass, field
 
@@ -145,6 +152,8 @@ def load_checkpoint(prefix, classes=None, params_file=None):
         arg_params, aux_params = bind_names(symbol, arg_params, aux_params, files["params"])
     if has_meta:
         meta = read_json(files["meta"], "checkpoint meta")
+        if params_file is None:
+            _check_hashes(prefix, files, meta)
         if classes is not None and tuple(meta.get("classes", ())) != _class_names(classes):
             raise SsdqError("--classes %s differs from the classes in %s; drop --classes"
                             % (classes, files["meta"]))
@@ -203,22 +212,84 @@ def _block_prefix(names):
     return head if count > len(names) / 2 else None
 
 
+_held = {}  # prefix -> (lock file, depth): this process's write locks (re-entrant)
+
+
+@contextlib.contextmanager
+def writing(prefix):
+    """Hold ``PREFIX.lock`` for the block: the one writer of ``prefix``. Another process holding
+    it is a one-line error; the same process may nest (quantize writes the ranges file, then the
+    checkpoint)."""
+    key = os.path.abspath(prefix)
+    if key in _held:
+        handle, depth = _held[key]
+        _held[key] = (handle, depth + 1)
+    else:
+        os.makedirs(os.path.dirname(key) or ".", exist_ok=True)
+        handle = open(key + ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.close()
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise SsdqError("another run is writing checkpoint %s (it holds %s.lock): wait for it "
+                            "to finish, or write to another prefix" % (prefix, prefix)) from None
+        _held[key] = (handle, 1)
+    try:
+        yield
+    finally:
+        handle, depth = _held[key]
+        if depth > 1:
+            _held[key] = (handle, depth - 1)
+        else:
+            del _held[key]
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+            with contextlib.suppress(OSError):
+                os.unlink(key + ".lock")
+
+
 def save_checkpoint(prefix, symbol, arg_params, aux_params, meta):
+    """Write the three files of ``prefix`` (meta last, with the others' sha256) under its lock."""
     import mxnet as mx
 
     files = checkpoint_files(prefix)
-    if os.path.exists(files["meta"]):
-        os.unlink(files["meta"])  # the prefix is incomplete until the new meta lands
-    saved = {"arg:%s" % k: v for k, v in arg_params.items()}
-    saved.update({"aux:%s" % k: v for k, v in aux_params.items()})
-    with atomic_path(files["params"]) as tmp:
-        mx.nd.save(tmp, saved)
-    with atomic_path(files["symbol"]) as tmp:
-        symbol.save(tmp)
-    meta = dict(meta, files={k: os.path.basename(v) for k, v in files.items()},
-                size_mb=round(checkpoint_size_mb(prefix), 3))
-    write_json(files["meta"], meta)
+    with writing(prefix):
+        # an old meta stays until the new one lands: if this run is killed halfway, its hashes
+        # no longer match, and the prefix loads as torn, not as a plain checkpoint
+        saved = {"arg:%s" % k: v for k, v in arg_params.items()}
+        saved.update({"aux:%s" % k: v for k, v in aux_params.items()})
+        with atomic_path(files["params"]) as tmp:
+            mx.nd.save(tmp, saved)
+        with atomic_path(files["symbol"]) as tmp:
+            symbol.save(tmp)
+        meta = dict(meta, files={k: os.path.basename(v) for k, v in files.items()},
+                    sha256={k: sha256(files[k]) for k in ("symbol", "params")},
+                    size_mb=round(checkpoint_size_mb(prefix), 3))
+        write_json(files["meta"], meta)
     return prefix
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_hashes(prefix, files, meta):
+    """A one-line error if the symbol or params are not the files the meta was written with
+    (checkpoints written before ssdq recorded hashes carry none: nothing to check)."""
+    torn = [key for key, digest in (meta.get("sha256") or {}).items()
+            if key in ("symbol", "params") and sha256(files[key]) != digest]
+    if torn:
+        raise SsdqError("checkpoint %s is torn: its %s %s not the file%s its -meta.json was "
+                        "written with (two runs wrote it, or a copy was interrupted); write it "
+                        "again" % (prefix, " and ".join(os.path.basename(files[k]) for k in torn),
+                                   "are" if len(torn) > 1 else "is",
+                                   "s" if len(torn) > 1 else ""))
 
 
 def checkpoint_size_mb(prefix, params_file=None):

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ssdq.data.loader import DEFAULT_BATCH_SIZE, iterate_batches
 from ssdq.errors import SsdqError
 from ssdq.fileio import read_json, utc_now, write_json
-from ssdq.model.checkpoint import load_checkpoint, save_checkpoint
+from ssdq.model.checkpoint import load_checkpoint, save_checkpoint, writing
 from ssdq.model.graph import Graph, quantized_conv_nodes
 from ssdq.options import Options, option
 
@@ -310,9 +310,10 @@ def save_int8(out_prefix, fp32_ckpt, graph, thresholds, quantization):
                          "thresholds_file": os.path.basename("%s-calib.json" % out_prefix)},
         "created": utc_now(),
     })
-    write_json("%s-calib.json" % out_prefix,
-               {name: [float(lo), float(hi)] for name, (lo, hi) in sorted(thresholds.items())})
-    save_checkpoint(out_prefix, qsym, qarg_params, aux_params, meta)
+    with writing(out_prefix):  # the ranges and the graph they belong to, from one run
+        write_json("%s-calib.json" % out_prefix,
+                   {name: [float(lo), float(hi)] for name, (lo, hi) in sorted(thresholds.items())})
+        save_checkpoint(out_prefix, qsym, qarg_params, aux_params, meta)
     return out_prefix
 
 

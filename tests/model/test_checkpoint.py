@@ -1,4 +1,7 @@
-"""ssdq's checkpoints load in plain MXNet; weights from another process bind by block name."""
+"""ssdq's checkpoints load in plain MXNet; weights from another process bind by block name; a
+prefix two runs wrote is refused."""
+import os
+
 import mxnet as mx
 import numpy as np
 import pytest
@@ -8,6 +11,8 @@ from ssdq.data.loader import iterate_batches
 from ssdq.errors import SsdqError
 from ssdq.model.checkpoint import bind_names, checkpoint_files, load_checkpoint
 from ssdq.model.predictor import Predictor
+
+from helpers import REPO
 
 
 @pytest.mark.parametrize("which", ["fp32", "int8"])
@@ -57,3 +62,58 @@ def test_classes_flag_cannot_contradict_a_meta_file(fp32_prefix):
     with pytest.raises(SsdqError, match="differs from the classes in"):
         load_checkpoint(fp32_prefix, classes="voc")
     assert not load_checkpoint(fp32_prefix).inferred
+
+
+def test_a_torn_prefix_is_a_one_line_error_not_a_plain_checkpoint(fp32_prefix, tmp_path):
+    """params of one run beside the symbol and meta of another (a run killed halfway, a copy
+    interrupted): the meta's sha256 tells, and the loader says so."""
+    import shutil
+
+    from ssdq.model.convert import convert
+    from ssdq.model.weights import SPARSE_WEIGHTS
+
+    other = convert(str(tmp_path / "other"), model="reference", params_file=SPARSE_WEIGHTS)
+    torn = str(tmp_path / "torn")
+    for suffix in ("-symbol.json", "-meta.json"):
+        shutil.copy(fp32_prefix + suffix, torn + suffix)
+    shutil.copy(other + "-0000.params", torn + "-0000.params")
+    with pytest.raises(SsdqError, match="torn: its torn-0000.params is not the file"):
+        load_checkpoint(torn)
+    os.unlink(torn + "-meta.json")  # without a meta: a plain MXNet checkpoint, meta inferred
+    assert load_checkpoint(torn, classes=str(_classes_file(tmp_path, fp32_prefix))).inferred
+
+
+def _classes_file(tmp_path, prefix):
+    path = tmp_path / "classes.txt"
+    path.write_text("\n".join(load_checkpoint(prefix).classes) + "\n")
+    return path
+
+
+def test_a_prefix_another_run_writes_is_refused(fp32_prefix, tmp_path):
+    """Two runs writing one prefix at once: the second gets a one-line error, and nothing it
+    would have written lands."""
+    import subprocess
+    import sys
+
+    from ssdq.model.checkpoint import save_checkpoint, writing
+
+    prefix = str(tmp_path / "busy")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from ssdq.model.checkpoint import writing\n"
+         "with writing(sys.argv[1]):\n    print('held', flush=True); sys.stdin.readline()",
+         prefix], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=REPO))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        ckpt = load_checkpoint(fp32_prefix)
+        with pytest.raises(SsdqError, match="another run is writing checkpoint .*busy"):
+            save_checkpoint(prefix, ckpt.symbol, ckpt.arg_params, ckpt.aux_params,
+                            {"precision": "fp32"})
+        assert not os.path.exists(prefix + "-0000.params")
+    finally:
+        holder.communicate("done\n", timeout=30)
+    with writing(prefix):  # free again, and re-entrant within one run
+        save_checkpoint(prefix, ckpt.symbol, ckpt.arg_params, ckpt.aux_params,
+                        dict(ckpt.meta, files=None))
+    assert load_checkpoint(prefix).meta["sha256"]["params"]
+    assert not os.path.exists(prefix + ".lock")
