@@ -142,3 +142,15 @@ def test_one_class_coco_file_with_a_png_for_a_model_of_many_classes(voc_zoo_pref
     assert result["classes_scored"] == ["car"] and list(result["per_class"]) == ["car"]
     assert result["images"] == 2 and result["model_classes_not_scored"] == 19
     assert "detections of the model's other 19 classes dropped" in format_result(result)
+
+
+def test_a_one_image_set_costs_one_image(fp32_prefix, tiny_data):
+    """At the default batch size of 64 a one-image set binds and times one image: the speed
+    line names the batch it timed (once it timed a padded 64 and called it batch 1)."""
+    one = open_dataset(tiny_data, "val").subset(1)
+    result = evaluate_checkpoint(fp32_prefix, one, batch_size=64, progress=False,
+                                 speed_repeats=2)
+    assert result["speed"]["batch_size"] == 1 and result["eval_loop"]["images"] == 1
+    assert result["speed"]["seconds"] > 0
+    assert "batch 1, median of 2" in format_result(result)
+    assert "speed" not in evaluate_checkpoint(fp32_prefix, one, progress=False, speed_repeats=0)

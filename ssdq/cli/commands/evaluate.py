@@ -26,6 +26,8 @@ def add_arguments(parser):
     parser.add_argument("--shards", type=int, default=1,
                         help="split the images into N shards (Ray tasks with --ray), merge, "
                         "score once")
+    parser.add_argument("--no-speed", action="store_true",
+                        help="skip timing the forward pass after scoring (the speed line)")
     parser.add_argument("--out", help="also write the result as JSON here")
 
 
@@ -38,8 +40,8 @@ def run(args, context):
     engine = scaleout.engine() if scaleout.ray or args.shards > 1 else None
     try:
         result = evaluate_checkpoint(ckpt, dataset, args.batch_size, args.num_workers,
-                                     context.progress, shards=args.shards, engine=engine,
-                                     backend=args.backend)
+                                     context.progress, speed_repeats=0 if args.no_speed else 5,
+                                     shards=args.shards, engine=engine, backend=args.backend)
     finally:
         if engine is not None:
             engine.close()
