@@ -29,6 +29,10 @@ class Runner(OnnxRunner):
     name = "onnxruntime"
 
     def __init__(self, checkpoint, precision, batch_size, scope, **options):
+        with pinned_affinity():  # its import and its pools start threads: on every pinned core
+            self._setup(checkpoint, precision, batch_size, scope, **options)
+
+    def _setup(self, checkpoint, precision, batch_size, scope, **options):
         ort = require("onnxruntime", "the onnxruntime backend")
         if precision == "bf16":
             raise SsdqError("ONNX Runtime's CPU execution provider has no bf16 path for this "
@@ -40,9 +44,7 @@ class Runner(OnnxRunner):
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        with pinned_affinity():  # the intra-op pool's threads start here
-            self.session = ort.InferenceSession(self.path, opts,
-                                                providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.graph += ", CPUExecutionProvider, %d threads" % self.threads
 

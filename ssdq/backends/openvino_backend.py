@@ -34,6 +34,10 @@ class Runner(OnnxRunner):
     name = "openvino"
 
     def __init__(self, checkpoint, precision, batch_size, scope, **options):
+        with pinned_affinity():  # its import and its pools start threads: on every pinned core
+            self._setup(checkpoint, precision, batch_size, scope, **options)
+
+    def _setup(self, checkpoint, precision, batch_size, scope, **options):
         self._ov = require("openvino", "the openvino backend")
         super().__init__(checkpoint, precision, batch_size, scope, **options)
         self._core = self._ov.Core()

@@ -23,6 +23,9 @@ preprocessing baked in gets the resized 0..255 images, NHWC), cut from one pool 
 import dataclasses
 import gc
 import os
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -33,7 +36,8 @@ from ssdq.bench.profile import profile_ops
 from ssdq.data.loader import iterate_batches
 from ssdq.data.transforms import resize
 from ssdq.errors import SsdqError, first_line
-from ssdq.fileio import atomic_path, utc_now, write_json, write_text
+from ssdq.fileio import figure, markdown_table, read_json, utc_now, write_artifacts, write_json
+from ssdq.host.cpus import THREAD_VARS, pinning, read_thread_placement
 from ssdq.host.environment import environment_report, format_environment
 from ssdq.model.checkpoint import (
     checkpoint_files,
@@ -117,14 +121,18 @@ class Case:
     record: dict
     checkpoint: object
     precision: str
+    runner: object = None  # set while it is timed
+    inputs: object = None
 
 
-def time_in_turns(cases, images, warmup=2, repeats=5, eval_set=None, num_workers=1, bar=None):
+def time_in_turns(cases, images, warmup=2, repeats=5, eval_set=None, num_workers=1, bar=None,
+                  standalone=False):
     """Time ``cases`` (of one scope and batch size) side by side, in turns: every case once per
     round, ``repeats`` rounds, so a slow spell on a shared machine hits them all alike; fill each
     case's record with the median img/s, its spread and latency percentiles, or the error that
     kept the graph from running. ``images``: resized RGB images the batch is cut from; the eval
-    loop scope runs over ``eval_set`` instead."""
+    loop scope runs over ``eval_set`` instead. ``standalone``: each non-MXNet case is also timed
+    alone in a fresh process (``time_standalone``), right after the in-process rounds."""
     live = []  # (record, one timed unit, timings)
     for case in cases:
         record, ckpt = case.record, case.checkpoint
@@ -134,6 +142,7 @@ def time_in_turns(cases, images, warmup=2, repeats=5, eval_set=None, num_workers
         if ckpt is None:
             record["error"] = "no int8 checkpoint given"
             continue
+        before = {t["tid"] for t in read_thread_placement()}
         try:
             with PeakRss() as rss:
                 runner = prepare(record["backend"], ckpt, case.precision, batch_size,
@@ -147,8 +156,12 @@ def time_in_turns(cases, images, warmup=2, repeats=5, eval_set=None, num_workers
         except (SsdqError, RuntimeError) as exc:  # MXNetError is a RuntimeError
             record["error"] = first_line(exc)
             continue
+        started = [t for t in read_thread_placement() if t["tid"] not in before]
         record.update(graph=runner.graph, peak_rss_mb=round(rss.peak_mb, 1),
-                      rss_increase_mb=round(rss.peak_mb - rss.start_mb, 1))
+                      rss_increase_mb=round(rss.peak_mb - rss.start_mb, 1),
+                      threads_started={"count": len(started), "cpus": sorted(
+                          {c for t in started for c in t["cpus"] or ()})})
+        case.runner, case.inputs = runner, inputs
         if scope == "eval_loop":
             unit = (lambda r, t, b: lambda: eval_loop_pass(r, eval_set, b, num_workers, t))(
                 runner, ckpt.input_format, batch_size)
@@ -168,9 +181,54 @@ def time_in_turns(cases, images, warmup=2, repeats=5, eval_set=None, num_workers
                           batch_size=batch_size, images=len(eval_set))
         else:
             record.update(summarize(record["batch_size"], timings, warmup))
+    if standalone:
+        for case in cases:
+            if case.runner is not None and case.record["backend"] != "mxnet" and \
+                    case.record["scope"] != "eval_loop":
+                case.record.update(time_standalone(case, warmup, repeats))
+    for case in cases:
+        case.runner = case.inputs = None
     live = runner = inputs = None  # free these executors before the next group binds its own
     gc.collect()
     return [case.record for case in cases]
+
+
+STANDALONE_TOLERANCE = 0.05
+
+
+def time_standalone(case, warmup, repeats):
+    """The case's ONNX model timed alone in a fresh process (``bench.standalone``: no MXNet in
+    it) on the same cores with the same threads, batch and repeats; -> the record's fields."""
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(os.path.join(tmp, "input.npy"), np.asarray(case.inputs))
+        spec = {"backend": case.record["backend"], "model": case.runner.path,
+                "precision": case.precision, "scope": runner_scope(case.record["scope"]),
+                "batch_size": case.record["batch_size"], "threads": case.runner.threads,
+                "cores": (pinning() or {}).get("cores"), "warmup": warmup, "repeats": repeats,
+                "input": os.path.join(tmp, "input.npy"), "result": os.path.join(tmp, "out.json")}
+        write_json(os.path.join(tmp, "spec.json"), spec)
+        env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+        proc = subprocess.run([sys.executable, "-m", "ssdq.bench.standalone",
+                               os.path.join(tmp, "spec.json")], capture_output=True, text=True,
+                              env=env)
+        if proc.returncode != 0 or not os.path.isfile(spec["result"]):
+            return {"standalone_error": first_line(proc.stderr.strip().splitlines()[-1]
+                                                   if proc.stderr.strip() else "exit %d"
+                                                   % proc.returncode)}
+        alone = read_json(spec["result"], "standalone bench result")
+    ratio = case.record["images_per_sec"] / alone["images_per_sec"]
+    out = {"standalone_images_per_sec": alone["images_per_sec"],
+           "standalone_images_per_sec_min": alone["images_per_sec_min"],
+           "standalone_images_per_sec_max": alone["images_per_sec_max"],
+           "in_process_vs_standalone": round(ratio, 3),
+           "standalone_threads_cpus": alone["threads_cpus"]}
+    if ratio < 1 - STANDALONE_TOLERANCE:
+        out["warning"] = ("%s %s %s at batch %d runs at %.0f%% of its speed in a fresh process "
+                          "(%.2f vs %.2f img/s)" % (
+                              case.record["backend"], case.record["precision"],
+                              case.record["scope"], case.record["batch_size"], 100 * ratio,
+                              case.record["images_per_sec"], alone["images_per_sec"]))
+    return out
 
 
 def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scopes=SCOPES,
@@ -202,7 +260,10 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
     bar = tqdm(total=sum(len(cases) for cases in groups), desc="bench %s" % name,
                disable=not progress, unit="case")
     for cases in groups:
-        records += time_in_turns(cases, images, warmup, repeats, eval_set, num_workers, bar)
+        standalone = bool(cases) and cases[0].record["batch_size"] == _nearest(
+            batch_sizes, SPEEDUP_BATCH_SIZE)
+        records += time_in_turns(cases, images, warmup, repeats, eval_set, num_workers, bar,
+                                 standalone)
     bar.close()
     return records
 
@@ -374,6 +435,13 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
         "speedup_by_model": by_model, "speedup_batch_size": batch,
         "environment": dict(environment_report(), runtimes=runtime_info(backends)),
     }
+    bench["runtime_threads"] = runtime_threads(records)
+    bench["runtime_threads"]["mxnet_openmp"] = {
+        "threads": next((lib["num_threads"] for lib in bench["environment"]["openmp_runtimes"]),
+                        None), "cores": bench["environment"]["cores_used"]}
+    warnings = [r["warning"] for r in records if "warning" in r]
+    if warnings:
+        bench["warnings"] = warnings
     fastest = fastest_int8(records, batch)
     if fastest:
         bench["fastest_int8"] = fastest
@@ -427,13 +495,11 @@ def extra_description(ckpt):
 
 def write_bench(bench, out_json):
     """``out_json`` plus the Markdown table and the plot beside it; return the three paths."""
-
-    stem = os.path.splitext(out_json)[0]
-    write_text(stem + ".md", "# ssdq bench\n\n%s\n## Environment\n\n```\n%s\n```\n" % (
-        markdown(bench), format_environment(bench["environment"])))
-    plot(bench, stem + ".png")
-    write_json(out_json, bench)
-    return out_json, stem + ".md", stem + ".png"
+    return tuple(write_artifacts(
+        os.path.splitext(out_json)[0], bench,
+        "# ssdq bench\n\n%s\n## Environment\n\n```\n%s\n```\n" % (
+            markdown(bench), format_environment(bench["environment"])),
+        lambda path: plot(bench, path)))
 
 
 def speedups(records, batch_size=SPEEDUP_BATCH_SIZE):
@@ -479,20 +545,46 @@ def speedups(records, batch_size=SPEEDUP_BATCH_SIZE):
             if r["model"] == model and (model, "fp32", r["scope"]) in rate:
                 figures["%s_%s_%s_vs_mxnet_fp32" % (r["scope"], r["backend"], r["precision"])] = \
                     round(r["images_per_sec"] / rate[model, "fp32", r["scope"]], 3)
+            if r["model"] == model and r["precision"] == "int8" and \
+                    (model, "int8", r["scope"]) in rate:  # MXNet's int8 against theirs
+                figures["%s_mxnet_int8_vs_%s_int8" % (r["scope"], r["backend"])] = \
+                    round(rate[model, "int8", r["scope"]] / r["images_per_sec"], 3)
         out[model] = figures
     return out, batch
 
 
 def fastest_int8(records, batch):
-    """Per model and scope, the backend whose int8 ran fastest at ``batch`` (the speed-up batch)."""
-    best = {}
+    """Per model and scope, the backend whose int8 ran fastest at ``batch`` (the speed-up batch),
+    and whether the same one is fastest when the other runtimes' standalone figures stand in
+    for their in-process ones."""
+    best, alone = {}, {}
     for r in records:
         if r["precision"] == "int8" and r["batch_size"] == batch and "images_per_sec" in r:
             key = "%s/%s" % (r["model"], r["scope"])
+            backend = r.get("backend", "mxnet")
             if key not in best or r["images_per_sec"] > best[key]["images_per_sec"]:
-                best[key] = {"backend": r.get("backend", "mxnet"),
-                             "images_per_sec": r["images_per_sec"], "batch_size": batch}
+                best[key] = {"backend": backend, "images_per_sec": r["images_per_sec"],
+                             "batch_size": batch}
+            rate = r.get("standalone_images_per_sec", r["images_per_sec"])
+            if key not in alone or rate > alone[key][1]:
+                alone[key] = (backend, rate)
+    for key, entry in best.items():
+        entry["fastest_standalone"] = alone[key][0]
+        entry["agrees_with_standalone"] = alone[key][0] == entry["backend"]
     return best
+
+
+def runtime_threads(records):
+    """Per backend, the threads its runners started and the cores they may run on (read back
+    from /proc), over every record that ran."""
+    out = {}
+    for r in records:
+        started = r.get("threads_started")
+        if started:
+            entry = out.setdefault(r["backend"], {"threads_started_max": 0, "cpus": set()})
+            entry["threads_started_max"] = max(entry["threads_started_max"], started["count"])
+            entry["cpus"].update(started["cpus"])
+    return {k: dict(v, cpus=sorted(v["cpus"])) for k, v in out.items()}
 
 
 def _nearest(batch_sizes, batch_size):
@@ -501,29 +593,38 @@ def _nearest(batch_sizes, batch_size):
 
 def markdown(bench):
     """The records and speed-ups as Markdown tables."""
-    lines = ["| model | backend | precision | scope | batch | img/s (median) | min-max | latency ms p50 / p90 / p99 | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     for r in bench["records"]:
+        head = [r["model"], r.get("backend", "mxnet"), r["precision"], r["scope"],
+                str(r["batch_size"])]
         if "images_per_sec" in r:
             lat = r["latency_ms"]
-            lines.append("| %s | %s | %s | %s | %d | %.2f | %.2f-%.2f | %.0f / %.0f / %.0f | %.0f |" % (
-                r["model"], r.get("backend", "mxnet"), r["precision"], r["scope"], r["batch_size"],
-                r["images_per_sec"],
-                r["images_per_sec_min"], r["images_per_sec_max"], lat["p50"], lat["p90"],
-                lat["p99"], r["peak_rss_mb"]))
+            alone = r.get("standalone_images_per_sec")
+            rows.append(head + ["%.2f" % r["images_per_sec"],
+                                "%.2f-%.2f" % (r["images_per_sec_min"], r["images_per_sec_max"]),
+                                "%.2f (%.2fx)" % (alone, r["in_process_vs_standalone"])
+                                if alone else "-",
+                                "%.0f / %.0f / %.0f" % (lat["p50"], lat["p90"], lat["p99"]),
+                                "%.0f" % r["peak_rss_mb"]])
         else:
-            lines.append("| %s | %s | %s | %s | %d | - | - | - | %s |" % (
-                r["model"], r.get("backend", "mxnet"), r["precision"], r["scope"], r["batch_size"],
-                "error: " + r["error"].replace("|", "/")[:80]))
-    lines += ["", "Speed-ups at batch %s (ratios of median img/s within this run):" %
-              bench["speedup_batch_size"], "", "| model | figure | ratio |", "|---|---|---|"]
-    for model, figures in bench["speedup_by_model"].items():
-        lines += ["| %s | %s | %.2fx |" % (model, k, v) for k, v in figures.items()]
+            rows.append(head + ["-", "-", "-", "-", "error: " + r["error"][:80]])
+    lines = [markdown_table(("model", "backend", "precision", "scope", "batch", "img/s (median)",
+                             "min-max", "standalone img/s (in-process ratio)",
+                             "latency ms p50 / p90 / p99", "peak RSS MB"), rows),
+             "", "Speed-ups at batch %s (ratios of median img/s within this run):"
+             % bench["speedup_batch_size"], "",
+             markdown_table(("model", "figure", "ratio"), [
+                 (model, k, "%.2fx" % v) for model, figures in bench["speedup_by_model"].items()
+                 for k, v in figures.items()])]
     if len(bench.get("settings", {}).get("backends", ["mxnet"])) > 1:
         lines += ["", runtime_table(bench)]
     for key, best in sorted(bench.get("fastest_int8", {}).items()):
-        lines += ["", "Fastest int8 (%s, batch %d): **%s**, %.2f img/s." % (
-            key, best["batch_size"], best["backend"], best["images_per_sec"])]
+        lines += ["", "Fastest int8 (%s, batch %d): **%s**, %.2f img/s%s." % (
+            key, best["batch_size"], best["backend"], best["images_per_sec"],
+            "" if best.get("agrees_with_standalone", True) else
+            " (standalone, %s is faster)" % best["fastest_standalone"])]
+    for warning in bench.get("warnings", ()):
+        lines += ["", "**Warning:** %s." % warning]
     for model, info in bench["models"].items():
         load = info.get("nms_load")
         if load:
@@ -548,8 +649,7 @@ def runtime_table(bench):
             rate[r["model"], r["scope"], r.get("backend", "mxnet"), r["precision"]] = \
                 r.get("images_per_sec")
     precisions = [p for p in ("fp32", "bf16", "int8") if any(k[3] == p for k in rate)]
-    lines = ["| model | scope | backend | %s |" % " | ".join(
-        "%s img/s (vs MXNet fp32)" % p for p in precisions), "|---|---|---|" + "---|" * len(precisions)]
+    rows = []
     for model, scope, backend in sorted({k[:3] for k in rate}, key=lambda k: (
             k[0], SCOPES.index(k[1]), k[2] != "mxnet", k[2])):
         base = rate.get((model, scope, "mxnet", "fp32"))
@@ -558,37 +658,31 @@ def runtime_table(bench):
             value = rate.get((model, scope, backend, p))
             cells.append("" if value is None else "%.2f (%.2fx)" % (value, value / base)
                          if base else "%.2f" % value)
-        lines.append("| %s | %s | %s | %s |" % (model, scope, backend, " | ".join(cells)))
+        rows.append([model, scope, backend] + cells)
+    table = markdown_table(["model", "scope", "backend"] + [
+        "%s img/s (vs MXNet fp32)" % p for p in precisions], rows)
     return "Batch %s, img/s (median) and the ratio to MXNet's fused fp32 timed in turns in " \
-           "this run:\n\n%s" % (batch, "\n".join(lines))
+           "this run:\n\n%s" % (batch, table)
 
 
 def plot(bench, path):
-    """img/s against batch size, one line per (model, precision, scope)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """img/s against batch size, one line per (model, backend, precision, scope)."""
     lines = {}
     for r in bench["records"]:
         if "images_per_sec" in r:
-            lines.setdefault((r["model"], r.get("backend", "mxnet"), r["precision"], r["scope"]), []).append(
-                (r["batch_size"], r["images_per_sec"]))
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for (model, backend, precision, scope), points in sorted(lines.items()):
-        points.sort()
-        label = "%s%s %s %s" % ("" if backend == "mxnet" else backend + " ", precision, scope,
-                                "" if len(bench["models"]) == 1 else model)
-        ax.plot([b for b, _ in points], [v for _, v in points], marker="o",
-                linestyle="-" if precision.startswith("int8") else "--", label=label.strip())
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("images/s (median)")
-    ax.set_title("ssdq bench")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+            lines.setdefault((r["model"], r.get("backend", "mxnet"), r["precision"], r["scope"]),
+                             []).append((r["batch_size"], r["images_per_sec"]))
+    with figure(path) as (_, ax):
+        for (model, backend, precision, scope), points in sorted(lines.items()):
+            points.sort()
+            label = "%s%s %s %s" % ("" if backend == "mxnet" else backend + " ", precision,
+                                    scope, "" if len(bench["models"]) == 1 else model)
+            ax.plot([b for b, _ in points], [v for _, v in points], marker="o",
+                    linestyle="-" if precision.startswith("int8") else "--", label=label.strip())
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("images/s (median)")
+        ax.set_title("ssdq bench")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    return path

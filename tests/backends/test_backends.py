@@ -117,6 +117,20 @@ def test_bench_times_every_backend_in_one_run(fp32_prefix, int8_prefix, tiny_dat
     assert "CPUExecutionProvider" in runtimes["onnxruntime"]["providers"]
     assert "INT8" in runtimes["openvino"]["optimization_capabilities"]
     assert "| network | openvino |" in markdown(bench)
+    # every other runtime is also timed alone, in a fresh process without MXNet, beside it
+    for backend in ("onnxruntime", "openvino"):
+        for precision in ("fp32", "int8"):
+            r = records[backend, precision, "network"]
+            assert r["standalone_images_per_sec"] > 0, r
+            assert r["in_process_vs_standalone"] == pytest.approx(
+                r["images_per_sec"] / r["standalone_images_per_sec"], rel=1e-2)
+        cores = set(bench["environment"]["cores_used"])
+        started = set(bench["runtime_threads"].get(backend, {}).get("cpus", []))
+        assert started <= cores and (started == cores or len(cores) == 1)  # one core: no pool
+    assert "standalone_images_per_sec" not in records["mxnet", "int8", "network"]
+    assert figures["network_mxnet_int8_vs_openvino_int8"] == pytest.approx(
+        records["mxnet", "int8", "network"]["images_per_sec"]
+        / records["openvino", "int8", "network"]["images_per_sec"], rel=1e-3)
 
 
 def test_cli_eval_on_a_backend_and_a_missing_runtime(int8_prefix, tiny_data, tmp_path):
