@@ -50,7 +50,7 @@ from ssdq.model.graph import deployed_weights_mb, quantized_conv_nodes
 from ssdq.model.ssd import feature_convs, keep_ratios, pruned_zoo_ssd, random_zoo_ssd
 from ssdq.model.tail import graph_tail
 from ssdq.optional import MissingRuntimeError
-from ssdq.quant.quantize import quantize
+from ssdq.quant.quantize import CalibOptions, quantize
 from ssdq.timing import PeakRss, latency_percentiles, summarize, timed
 
 PRECISIONS = ("fp32", "fp32_unfused", "bf16", "int8")
@@ -333,7 +333,7 @@ def zoo_checkpoints(name, sample_set, model_dir="model", progress=True, widths_f
                                     "so %.1f%% of anchors score a class above 0.01" % (100 * share)),
                           fp32_prefix)
     if rebuilt or not os.path.isfile(checkpoint_files(int8_prefix)["meta"]):
-        quantize(fp32_prefix, int8_prefix, sample, num_calib_batches=1, batch_size=8,
+        quantize(fp32_prefix, int8_prefix, sample, CalibOptions(num_calib_batches=1), batch_size=8,
                  progress=progress)
     return fp32_prefix, int8_prefix
 

@@ -215,3 +215,20 @@ def test_cached_zoo_checkpoint_is_rebuilt_when_its_widths_differ(tmp_path):
         json.dump(dict(source, weights="random", precision="fp32"), f)
     assert _cached_matches(prefix, source)
     assert not _cached_matches(prefix, dict(source, widths=[56, 40, 512]))
+
+
+def test_zoo_checkpoints_are_made_once_and_run(tiny_data, tmp_path):
+    """``bench --zoo`` (what CI's informational bench runs): the full-size architecture with
+    random weights, converted and calibrated once, then reused."""
+    from ssdq.bench.harness import zoo_checkpoints
+    from ssdq.model.checkpoint import load_checkpoint
+    from ssdq.model.graph import quantized_conv_nodes
+
+    images = open_dataset(tiny_data, "val")
+    fp32, int8 = zoo_checkpoints("ssd_300_vgg16_atrous_voc", images, model_dir=str(tmp_path),
+                                 progress=False)
+    made = os.path.getmtime(int8 + "-meta.json")
+    assert zoo_checkpoints("ssd_300_vgg16_atrous_voc", images, model_dir=str(tmp_path),
+                           progress=False) == (fp32, int8)
+    assert os.path.getmtime(int8 + "-meta.json") == made  # cached, not made again
+    assert len(quantized_conv_nodes(load_checkpoint(int8).symbol)) >= 30
