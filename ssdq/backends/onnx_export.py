@@ -180,7 +180,9 @@ def int8_quantization(ckpt):
         while source["op"] in _RANGE_PRESERVING:
             source = nodes[source["inputs"][0][0]]
         if source["op"] == "_contrib_quantize_v2":
-            return node_range(source, nodes[source["inputs"][0][0]]["name"] + "_output")
+            quantized = nodes[source["inputs"][0][0]]  # a graph input's range is keyed by its name
+            return node_range(source, quantized["name"] + ("" if quantized["op"] == "null"
+                                                           else "_output"))
         if source["op"] == "_sg_mkldnn_conv" and source.get("attrs", {}).get("quantized") == "true":
             return node_range(source, _calib_name(source["name"]) + "_output")
         raise SsdqError("cannot tell the input range of %s: it reads %s (%s)" % (

@@ -69,6 +69,42 @@ class Graph:
         return [self.nodes[j]["name"] for j, _, _ in self.nodes[i]["inputs"]
                 if self.nodes[j]["op"] == "null"]
 
+    def reads_shape_only(self, j, slot):
+        """Whether node ``j`` reads its input ``slot`` for its shape only (the SSD anchor
+        generators: ``slice_like`` of the anchors to a feature map, through ``_mul_scalar``)."""
+        op = self.op(j)
+        if op == "slice_like" and slot == 1:
+            return True
+        if op in ("_mul_scalar", "zeros_like"):
+            return all(self.reads_shape_only(k, s) for k, s in self.readers[j])
+        return False
+
+    def compact(self, dropped=(), redirect=None, new_params=None):
+        """Rebuild the node list without the ``dropped`` nodes: inputs that pointed at a node
+        of ``redirect`` ({index: index}) point at its target; ``new_params`` ({node index:
+        name}) appends a new parameter input to that node. Returns a new ``Graph``."""
+        redirect, new_params = redirect or {}, new_params or {}
+
+        def target(i):
+            while i in redirect:
+                i = redirect[i]
+            return i
+
+        nodes, index = [], {}
+        for i, node in enumerate(self.nodes):
+            if i in dropped:
+                continue
+            node = dict(node, inputs=[[index[target(src)], out, version]
+                                      for src, out, version in node["inputs"]])
+            if i in new_params:
+                nodes.append({"op": "null", "name": new_params[i], "inputs": []})
+                node["inputs"].append([len(nodes) - 1, 0, 0])
+            index[i] = len(nodes)
+            nodes.append(node)
+        return Graph(dict(self.json, nodes=nodes,
+                          heads=[[index[target(src)], out, version]
+                                 for src, out, version in self.heads]))
+
     def histogram(self):
         """{op: number of nodes}."""
         return dict(collections.Counter(node["op"] for node in self.nodes))

@@ -13,10 +13,18 @@ from ssdq.model.convert import build_gluon_model, convert
 
 
 def test_batchnorm_is_folded_and_outputs_unchanged(fp32_prefix, tiny_data):
+    """Export folds the BatchNorms, the anchor tables and L2Norm's channel scale away
+    (model.fold), keeps the input's ``init_scale`` multiply, and the raw predictions stay the
+    Gluon network's."""
     ckpt = load_checkpoint(fp32_prefix)
     ops = [n["op"] for n in json.loads(ckpt.symbol.tojson())["nodes"]]
     assert "BatchNorm" not in ops and ops.count("Convolution") == 35
-    assert ckpt.meta["batchnorm_folded"] == 23
+    assert ops.count("broadcast_mul") == 1 and "slice_like" not in ops
+    assert ckpt.meta["batchnorm_folded"] == 23 and ckpt.meta["folded"]["anchor_slices"] == 6
+    scales = [f["scale"] for f in ckpt.meta["folded"]["channel_scales"]]
+    assert len(scales) == 1 and scales[0].endswith("normalize_scale")
+    assert not any(k.endswith("normalize_scale") for k in ckpt.arg_params)
+    assert any(k.endswith("init_scale") for k in ckpt.arg_params)
     net, _ = build_gluon_model("reference")
     batch, _ = next(iterate_batches(open_dataset(tiny_data, "val").subset(4), 4))
     # Compare the raw class and box predictions (before decoding and NMS) of both graphs.
@@ -112,3 +120,17 @@ def test_wrong_or_missing_params_file(tmp_path):
     with pytest.raises(SsdqError, match="cannot load weights"):
         convert(str(tmp_path / "x"), model="reference", params_file=str(bogus))
     assert sorted(os.listdir(tmp_path)) == ["bogus.params"]
+
+
+def test_the_folded_checkpoint_goes_back_into_the_gluon_network(fp32_prefix, tiny_data):
+    """What fine-tuning (and QAT) start from: the BN-free Gluon network holding the folded
+    weights gives the checkpoint's detections, the folded scales back as ones."""
+    from ssdq.compress.formats.finetune import bn_free_reference
+    from ssdq.model.predictor import Predictor
+
+    ckpt = load_checkpoint(fp32_prefix)
+    batch, _ = next(iterate_batches(open_dataset(tiny_data, "val").subset(2), 2))
+    ids, scores, boxes = bn_free_reference(ckpt)(mx.nd.array(batch))
+    want = Predictor(ckpt, 2, tail="graph")(batch)
+    np.testing.assert_allclose(scores.asnumpy(), want[1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(boxes.asnumpy(), want[2], rtol=1e-4, atol=1e-3)

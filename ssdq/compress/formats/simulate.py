@@ -63,6 +63,8 @@ def layer_ranges(symbol, layers, calibrated, mode="naive"):
         node = graph.nodes[graph.producer(i)]
         if node["op"] == "Convolution" and node["name"] in calibrated.fused_names:
             key = calibrated.fused_names[node["name"]] + "_output"
+        elif node["op"] == "null":  # the network input: its statistics go by its name
+            key = node["name"]
         else:
             key = node["name"] + "_output"
         return ranges.get(key)

@@ -241,14 +241,15 @@ def plan_for_params_share(net, share, mode="normal", criterion="gamma", min_keep
 
 def deployed_params(net):
     """Parameters of the Gluon BatchNorm model once exported (BatchNorms folded into the
-    convolutions' weights and biases; anchors not counted), as ``pruning.study.count_params``
-    counts a checkpoint's."""
+    convolutions' weights and biases, L2Norm's scale into the heads', ``model.fold``; anchors
+    not counted), as ``pruning.study.count_params`` counts a checkpoint's."""
     from mxnet.gluon import nn
 
     batchnorm = {p.name for b in _blocks_by_node(net).values() if isinstance(b, nn.BatchNorm)
                  for p in b.params.values()}
     return int(sum(p.data().size for p in net.collect_params().values()
-                   if p.name not in batchnorm and "anchor" not in p.name))
+                   if p.name not in batchnorm and "anchor" not in p.name
+                   and not p.name.endswith("normalize_scale")))
 
 
 def recipe_params(net, recipe):
