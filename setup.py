@@ -33,6 +33,10 @@ setup(
     long_description_content_type="text/markdown",
     python_requires="==3.11.*",
     packages=find_packages(include=["ssdq", "ssdq.*"]),
+    # the shipped weights, their cards and training logs (ssdq.model.weights finds them)
+    package_data={"ssdq.model": ["weights/*.params", "weights/*.json", "weights/*.jsonl"]},
+    include_package_data=False,  # package_data above is the whole list; MANIFEST.in: the sdist
+    zip_safe=False,  # MXNet loads the weights by file name
     install_requires=["%s==%s" % (name, PINS[name]) for name in RUNTIME],
     extras_require={
         "runtimes": ["%s==%s" % (name, PINS[name]) for name in RUNTIMES],

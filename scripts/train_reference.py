@@ -1,15 +1,19 @@
 """Train the embedded reference model on the synthetic train split (kept epoch chosen on dev).
 
-    python scripts/train_reference.py                      # writes model/reference-ssd300-vgg16-atrous.params
+    W=ssdq/model/weights                       # the shipped weights, cards and logs
+    python scripts/train_reference.py          # writes $W/reference-ssd300-vgg16-atrous.params
     python scripts/train_reference.py --epochs 2 --out /tmp/try.params
     # a second stage from earlier weights (the reference card lists every stage's command):
-    python scripts/train_reference.py --init model/reference-ssd300-vgg16-atrous.params \
+    python scripts/train_reference.py --init $W/reference-ssd300-vgg16-atrous.params \
         --epochs 30 --batch-size 16 --warmup 100 --eval-every 2 --out STAGE.params --stage 3
     # network slimming: sparsity training from the reference weights, in stages
-    # (model/sparse-ssd300-vgg16-atrous.json has every command); the first:
-    python scripts/train_reference.py --init model/reference-ssd300-vgg16-atrous.params \
+    # ($W/sparse-ssd300-vgg16-atrous.json has every command); the first:
+    python scripts/train_reference.py --init $W/reference-ssd300-vgg16-atrous.params \
         --sparsity 5e-3 --gamma-lr-mult 15 --epochs 1 --batch-size 16 --warmup 20 --eval-every 1 \
-        --out STAGE1.params --log-file model/sparse-train-log.jsonl
+        --out STAGE1.params --log-file $W/sparse-train-log.jsonl
+
+The defaults (--out, --log-file) write the shipped weights and log in the package data of the
+ssdq this script imports: the checkout's (it puts the checkout first on sys.path).
 """
 import argparse
 import logging
@@ -21,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from ssdq.compress.pruning.sparsity import WEIGHTINGS, SparsityHook  # noqa: E402
 from ssdq.data.synthetic import DEFAULT_ROOT, ensure_synthetic  # noqa: E402
 from ssdq.host import cpus  # noqa: E402
-from ssdq.model.weights import REFERENCE_WEIGHTS  # noqa: E402
+from ssdq.model.weights import REFERENCE_TRAIN_LOG, REFERENCE_WEIGHTS  # noqa: E402
 from ssdq.train.reference import train_reference  # noqa: E402
 
 
@@ -34,7 +38,7 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=4)
-    parser.add_argument("--log-file", default="model/reference-train-log.jsonl")
+    parser.add_argument("--log-file", default=REFERENCE_TRAIN_LOG)
     parser.add_argument("--stage", type=int, help="recorded in every log line of this run")
     parser.add_argument("--init", help="start from these weights (a second training stage)")
     parser.add_argument("--warmup", type=int, default=300, help="linear warm-up iterations")

@@ -7,6 +7,8 @@ An interrupted run leaves at most a ``*.tmp-*`` file, never a truncated file und
 A result is written as artifacts (``write_artifacts``): ``STEM.json`` (what CI and scripts read),
 ``STEM.md`` (the same figures for people, tables made by ``markdown_table``) and optionally a
 plot ``STEM.png`` (``figure``), the JSON last, so a JSON file always has its Markdown beside it.
+Each such JSON names the ssdq version that wrote it (``ssdq_version``, at its top level or in its
+``environment`` record).
 """
 import contextlib
 import datetime
@@ -15,6 +17,7 @@ import os
 import shutil
 import tempfile
 
+from ssdq import __version__
 from ssdq.errors import SsdqError
 
 
@@ -123,8 +126,17 @@ def write_artifacts(stem, data, markdown, plot=None, extra=None):
     for suffix, text in (extra or {}).items():
         write_text(stem + suffix, text)
         paths.append(stem + suffix)
-    write_json(stem + ".json", data)
+    write_json(stem + ".json", versioned(data))
     return paths
+
+
+def versioned(data):
+    """``data`` with the ssdq version that made it, unless it already names one (at its top
+    level, or in its ``environment`` record as reports and benches carry it)."""
+    if not isinstance(data, dict) or "ssdq_version" in data or \
+            "ssdq_version" in (data.get("environment") or {}):
+        return data
+    return dict(data, ssdq_version=__version__)
 
 
 def _umask():

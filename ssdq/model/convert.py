@@ -29,7 +29,7 @@ def build_gluon_model(model=DEFAULT_ZOO_MODEL, params_file=None):
         if not os.path.isfile(path):
             raise SsdqError("weights file not found: %s" % path)
         load_params(net, path)
-        return net, {"model": REFERENCE_NAME, "weights": os.path.relpath(path),
+        return net, {"model": REFERENCE_NAME, "weights": weights.describe(path),
                      "width_divisor": card["width_divisor"], "trained_on": card.get("trained_on")}
     if params_file is not None and not os.path.isfile(params_file):
         raise SsdqError("weights file not found: %s" % params_file)
