@@ -49,6 +49,9 @@ def main():
                         "costs over the mean (MorphNet's parameter regulariser)")
     parser.add_argument("--gamma-lr-mult", type=float, default=1.0,
                         help="learning-rate multiplier of the prunable gammas")
+    parser.add_argument("--keep", choices=("best", "last"),
+                        help="the epoch saved: best dev mAP, or the last (default: best; last "
+                        "with --sparsity, whose later epochs are the sparser)")
     args = parser.parse_args()
     cpus.pin_threads()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -58,7 +61,8 @@ def main():
     train_reference(args.data_root, args.out, epochs=args.epochs, batch_size=args.batch_size,
                     lr=args.lr, seed=args.seed, eval_every=args.eval_every,
                     log_file=args.log_file, init_params=args.init, warmup=args.warmup,
-                    hooks=hooks, log_extra={"stage": args.stage} if args.stage else None)
+                    hooks=hooks, keep=args.keep or ("last" if args.sparsity else "best"),
+                    log_extra={"stage": args.stage} if args.stage else None)
 
 
 if __name__ == "__main__":

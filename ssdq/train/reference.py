@@ -18,11 +18,14 @@ SELECTION_SPLIT = "dev"
 
 def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, seed=0,
                     dev_images=500, eval_every=4, log_every=20, log_file=None, num_workers=1,
-                    init_params=None, warmup=300, hooks=(), log_extra=None, progress=False):
-    """Train and save the best-by-dev-mAP weights to ``out_params``; return the history.
+                    init_params=None, warmup=300, hooks=(), log_extra=None, keep="best",
+                    progress=False):
+    """Train and save the best-by-dev-mAP weights (``keep="last"``: the last epoch's) to
+    ``out_params``; return the history.
 
     ``init_params`` starts from earlier weights (a second stage) instead of from scratch;
-    ``hooks``: more training hooks (``compress.pruning.sparsity.SparsityHook``)."""
+    ``hooks``: more training hooks (``compress.pruning.sparsity.SparsityHook``; a sparsity
+    stage keeps its last epoch, the sparsest, not its best)."""
     import mxnet as mx
 
     mx.random.seed(seed)  # the initialisation of a run from scratch
@@ -32,10 +35,10 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
     net.initialize()
     if init_params:
         net.load_parameters(init_params)
-    keep = EvalHook(dev_set, every=eval_every, keep="best", key=SELECTION_SPLIT,
+    selection = EvalHook(dev_set, every=eval_every, keep=keep, key=SELECTION_SPLIT,
                     save_to=out_params)
     trainer = fit(net, train_set, epochs, batch_size=batch_size, lr=lr, warmup=warmup, wd=5e-5,
-                  seed=seed, hooks=[keep] + list(hooks), num_workers=num_workers,
+                  seed=seed, hooks=[selection] + list(hooks), num_workers=num_workers,
                   log_every=log_every, log_file=log_file, log_extra=log_extra,
                   nonfinite_file=os.path.join(os.path.dirname(os.path.abspath(out_params)),
                                               "nonfinite-batch.nd"),
