@@ -40,6 +40,9 @@ log = logging.getLogger("ssdq.train")
 # at 1e-3 they pass fp32 in 3 epochs
 FINETUNE_LR = 1e-3
 FINETUNE_BATCH_SIZE = 16
+# the split every choice made during training is made on (the kept epoch, early stopping); the
+# tables report val, which no training step looks at
+SELECTION_SPLIT = "dev"
 
 
 class HookBase:
@@ -229,9 +232,10 @@ def _fields(trainer):
 
 class EvalHook(HookBase):
     """Score the weights on ``dataset`` every ``every`` epochs and after the last (``at_start``:
-    before training too), as ``KEY_map``/``KEY_ap50`` in the epoch entry. ``keep="best"``
-    restores the best epoch's weights when training ends (and saves them to ``save_to`` each
-    time they improve); ``"last"`` keeps the last epoch's."""
+    before training too, and the starting weights are then a candidate), as ``KEY_map``/
+    ``KEY_ap50`` in the epoch entry. ``keep="best"`` restores the best epoch's weights when
+    training ends (and saves them to ``save_to`` each time they improve); ``"last"`` keeps the
+    last epoch's (saved to ``save_to`` when training ends)."""
 
     def __init__(self, dataset, every=1, keep="last", key="dev", at_start=False, save_to=None,
                  match=None, batch_size=32):
@@ -248,7 +252,9 @@ class EvalHook(HookBase):
 
     def before_train(self):
         if self.at_start:
-            entry, _ = self._score()
+            entry, value = self._score()
+            if self._keep_if_best(value, 0):
+                entry["saved"] = self.save_to
             self.trainer.record(dict(entry, epoch=0))
 
     def after_epoch(self):
@@ -257,15 +263,28 @@ class EvalHook(HookBase):
             return
         entry, value = self._score()
         t.epoch_entry.update(entry)
-        if self.keep == "best" and value > self.best_map:
-            self.best_map, self.best_epoch = value, t.epoch
-            self._best = {name: p.data().copy() for name, p in t.net.collect_params().items()}
-            if self.save_to:
-                with atomic_path(self.save_to) as tmp:
-                    t.net.save_parameters(tmp)
-                t.epoch_entry["saved"] = self.save_to
+        if self._keep_if_best(value, t.epoch):
+            t.epoch_entry["saved"] = self.save_to
+
+    def _keep_if_best(self, value, epoch):
+        """Remember (and save) the weights if ``value`` beats the best so far; -> whether saved
+        to ``save_to``."""
+        if self.keep != "best" or value <= self.best_map:
+            return False
+        t = self.trainer
+        self.best_map, self.best_epoch = value, epoch
+        self._best = {name: p.data().copy() for name, p in t.net.collect_params().items()}
+        if not self.save_to:
+            return False
+        with atomic_path(self.save_to) as tmp:
+            t.net.save_parameters(tmp)
+        return True
 
     def after_train(self):
+        if self.keep == "last" and self.save_to:
+            with atomic_path(self.save_to) as tmp:
+                self.trainer.net.save_parameters(tmp)
+            self.trainer.record({"kept_epoch": self.trainer.epoch, "saved": self.save_to})
         if self.keep == "best" and self._best is not None:
             for name, param in self.trainer.net.collect_params().items():
                 param.set_data(self._best[name])

@@ -11,9 +11,7 @@ import os
 
 from ssdq.data.dataset import open_dataset
 from ssdq.model.ssd import reference_ssd
-from ssdq.train.loop import EvalHook, fit
-
-SELECTION_SPLIT = "dev"
+from ssdq.train.loop import SELECTION_SPLIT, EvalHook, fit
 
 
 def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, seed=0,
