@@ -15,7 +15,7 @@ from ssdq.data.transforms import INPUT_SIZE, MEAN, STD
 from ssdq.errors import SsdqError
 from ssdq.fileio import utc_now
 from ssdq.model import weights
-from ssdq.model.checkpoint import save_checkpoint
+from ssdq.model.checkpoint import save_checkpoint, sha256
 from ssdq.model.fold import fold
 from ssdq.model.ssd import DEFAULT_ZOO_MODEL, REFERENCE_NAME, load_params, reference_ssd, zoo_ssd
 
@@ -30,7 +30,8 @@ def build_gluon_model(model=DEFAULT_ZOO_MODEL, params_file=None):
             raise SsdqError("weights file not found: %s" % path)
         load_params(net, path)
         return net, {"model": REFERENCE_NAME, "weights": weights.describe(path),
-                     "width_divisor": card["width_divisor"], "trained_on": card.get("trained_on")}
+                     "weights_sha256": sha256(path), "width_divisor": card["width_divisor"],
+                     "trained_on": card.get("trained_on")}
     if params_file is not None and not os.path.isfile(params_file):
         raise SsdqError("weights file not found: %s" % params_file)
     net = zoo_ssd(model, params_file=params_file)

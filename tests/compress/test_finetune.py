@@ -17,7 +17,8 @@ def pow2_run(fp32_prefix, tiny_data, tmp_path_factory):
     run = finetune_and_save(fp32_prefix, out, open_dataset(tiny_data, "train"),
                             open_dataset(tiny_data, "val").subset(4), "pow2:-10:5",
                             FinetuneOptions(epochs=1, lq_lambda=1e-3, train_images=16,
-                                            train_batch_size=16), progress=False)
+                                            train_batch_size=16),
+                            select_set=open_dataset(tiny_data, "dev").subset(4), progress=False)
     return out, run
 
 
@@ -46,10 +47,35 @@ def test_run_record_says_how_it_was_made(pow2_run, fp32_prefix):
     assert record["format"] == "pow2:-10:5" and record["epochs"] == 1
     assert record["lq_lambda"] == 1e-3 and record["train_images"] == 16 and record["seed"] == 0
     assert record["source_checkpoint"] == fp32_prefix
-    assert [h["epoch"] for h in record["history"]] == [0, 1]
+    assert [h["epoch"] for h in record["history"] if "epoch" in h] == [0, 1]
     assert record["history"][1]["iter"] == 1 and record["history"][1]["lq"] > 0
-    assert "val_map" in record["history"][0] and "val_map" in record["history"][1]
     assert os.path.exists(prefix + "-finetune.log.jsonl")
+
+
+def test_the_kept_epoch_is_chosen_on_dev_and_scored_once_on_val(pow2_run, fp32_prefix):
+    """Every epoch (and the start) is scored on dev, the best is kept, and val, which the
+    tables report, is scored once, on the kept weights: the exported ones."""
+
+    prefix, run = pow2_run
+    scored = [h for h in run["history"] if "dev_map" in h and "epoch" in h]
+    assert [h["epoch"] for h in scored] == [0, 1]
+    assert not any("val_map" in h for h in run["history"])
+    best = max(scored, key=lambda h: h["dev_map"])
+    assert run["kept_epoch"] == best["epoch"] and run["select_split"] == "dev"
+    assert run["eval_split"] == "val" and run["val_map"] >= 0
+    assert run["source_sha256"] == json.load(open(fp32_prefix + "-meta.json"))["sha256"]
+
+
+def test_selection_on_the_reported_split_is_refused(fp32_prefix, tiny_data, tmp_path):
+    from ssdq.compress.formats.finetune import FinetuneOptions, finetune
+    from ssdq.data.dataset import open_dataset
+    from ssdq.errors import SsdqError
+
+    val = open_dataset(tiny_data, "val").subset(4)
+    with pytest.raises(SsdqError, match="chosen on 'val', the split it is scored on"):
+        finetune(fp32_prefix, str(tmp_path / "x"), open_dataset(tiny_data, "train"), val,
+                 "dfp:8", FinetuneOptions(epochs=1, train_images=16), select_set=val,
+                 progress=False)
 
 
 def test_straight_through_step_moves_the_fp32_weights(fp32_prefix):

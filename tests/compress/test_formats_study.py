@@ -13,8 +13,9 @@ from helpers import assert_clean_error, run_cli
 
 
 def _run(kind, options_class, tiny_data, fp32_prefix, out_dir, **extra):
+    extra.setdefault("finetune_epochs", 0)
     options = options_class(model_prefix=fp32_prefix, eval_images=4, out_dir=str(out_dir),
-                            model_dir=str(out_dir), finetune_epochs=0, **extra)
+                            model_dir=str(out_dir), **extra)
     return run_study(kind, options, DataOptions(tiny_data), CalibOptions(num_calib_batches=2),
                      batch_size=16, progress=False)
 
@@ -64,6 +65,31 @@ def test_pow2_and_clip_studies_rows(tiny_data, fp32_prefix, tmp_path):
     with open(tmp_path / "study-clip.json") as f:
         assert json.load(f)["baseline"]["map"] == clip["baseline"]["map"]
     assert "simulated (fake-quant in fp32)" in (tmp_path / "study-pow2.md").read_text()
+
+
+def test_finetuned_rows_carry_their_control(tiny_data, fp32_prefix, tmp_path):
+    """A fine-tuned row names the fp32 model fine-tuned the same way (made once, reused by
+    every row of that schedule), and is read against the better of it and the baseline."""
+    from ssdq.compress.formats.study import read_against
+
+    pow2 = _run("pow2", Pow2Options, tiny_data, fp32_prefix, tmp_path, formats=("pow2:-10:5",),
+                finetune_epochs=1, train_images=16)
+    tuned = [r for r in pow2["rows"] if r["finetune_epochs"]]
+    assert len(tuned) == 2 and len({r["control_map"] for r in tuned}) == 1
+    control = pow2["finetune"]["control"]
+    assert control["format"] == "dfp:32" and control["epochs"] == 1
+    assert tuned[0]["control_map"] == control["map"] and tuned[0]["select_split"] == "dev"
+    record = json.load(open(control["checkpoint"] + "-finetune.json"))
+    assert (record["epochs"], record["lr"], record["seed"], record["train_images"]) == (
+        1, tuned[0]["lr"], tuned[0]["seed"], tuned[0]["train_images"])
+    base = pow2["baseline"]["map"]
+    assert read_against(base, tuned[0]) == max(base, control["map"])
+    assert read_against(base, pow2["rows"][0]) == base
+    assert "fp32 control" in (tmp_path / "study-pow2.md").read_text()
+    made = os.path.getmtime(control["checkpoint"] + "-finetune.json")
+    _run("pow2", Pow2Options, tiny_data, fp32_prefix, tmp_path, formats=("pow2:-10:5",),
+         finetune_epochs=1, train_images=16)
+    assert os.path.getmtime(control["checkpoint"] + "-finetune.json") == made  # reused
 
 
 def test_study_rejects_bad_eval_images():

@@ -11,7 +11,7 @@ from ssdq.model.weights import REFERENCE_WEIGHTS
 from ssdq.quant.quantize import CalibOptions
 
 HEADER = ("| model | params | size MB | compression | latency ms (batch 1) | img/s (batch 8) "
-          "| mAP | layers |")
+          "| mAP | fp32 control | layers |")
 
 
 def test_study_rows_and_report(tiny_data, tmp_path):
@@ -31,7 +31,9 @@ def test_study_rows_and_report(tiny_data, tmp_path):
     assert (out / "study-prune.png").read_bytes()[:4] == b"\x89PNG"
     names = [(r["name"], r["precision"]) for r in saved["rows"]]
     assert names == [(n, p) for n in ("baseline", "normal", "normal + low-rank",
-                                      "normal (max) + fine-tuning") for p in ("fp32", "int8")]
+                                      "normal (max) + fine-tuning",
+                                      "baseline + fine-tuning (control)")
+                     for p in ("fp32", "int8")]
     table = [line for line in (out / "study-prune.md").read_text().splitlines()
              if line.startswith("|")]
     assert table[0] == HEADER and len(table) == 2 + len(names)
@@ -63,7 +65,40 @@ def test_study_rows_and_report(tiny_data, tmp_path):
     assert tuned["params_share"] <= 0.4 and tuned["pruning"]["params_share"] <= 0.4
     assert "pruned to 40% of the parameters by gamma-per-param" in (out / "study-prune.md").read_text()
     assert saved["settings"]["fine_tuning"]["epochs"] == 1
-    assert json.load(open(tuned["checkpoint"] + "-meta.json"))["pruning"]["finetune"]["epochs"] == 1
+    made = json.load(open(tuned["checkpoint"] + "-meta.json"))["pruning"]["finetune"]
+    assert made["epochs"] == 1 and made["select_split"] == "dev"
+    assert made["kept_epoch"] == max((h for h in made["history"] if "epoch" in h and "dev_map" in h),
+                                     key=lambda h: h["dev_map"])["epoch"]
+    # the control: the dense weights, nothing pruned, through the same fine-tuning
+    control = rows[("baseline + fine-tuning (control)", "fp32")]
+    assert control["params"] == base["params"] and control["pruning"]["percent"] == 0
+    control_made = json.load(open(control["checkpoint"] + "-meta.json"))["pruning"]["finetune"]
+    assert {k: control_made[k] for k in ("epochs", "lr", "seed", "batch_size", "train_dataset",
+                                         "select_split")} == {
+        k: made[k] for k in ("epochs", "lr", "seed", "batch_size", "train_dataset",
+                             "select_split")}
+    for precision in ("fp32", "int8"):
+        row = rows[("normal (max) + fine-tuning", precision)]
+        assert row["control_map"] == control["map"]
+        assert row["read_against_map"] == max(base["map"], control["map"])
+    assert "control_map" not in rows[("normal", "fp32")]
+    # a second run reuses the control: same settings, same weights, same data
+    stamp = os.path.getmtime(control["checkpoint"] + "-meta.json")
+    make_variants(options.model_dir, options, _train(tiny_data), ["baseline + fine-tuning (control)"],
+                  select_set=_dev(tiny_data))
+    assert os.path.getmtime(control["checkpoint"] + "-meta.json") == stamp
+
+
+def _train(root):
+    from ssdq.data.dataset import open_dataset
+
+    return open_dataset(root, "train")
+
+
+def _dev(root):
+    from ssdq.data.dataset import open_dataset
+
+    return open_dataset(root, "dev")
 
 
 def test_fine_tuned_row_without_epochs_is_refused(tmp_path):

@@ -1,5 +1,6 @@
 """ssdq finetune: fine-tune an fp32 checkpoint with a weight number format in the loop
-(simulated: straight-through estimator), scored on the eval split after every epoch."""
+(simulated: straight-through estimator), the kept epoch chosen on the dev split and scored once
+on the eval split."""
 import json
 
 from ssdq.cli import flags
@@ -23,8 +24,9 @@ def add_arguments(parser):
                         help="dfp:BITS, int:BITS, pow2:LO:HI, pow2clip:BITS[:J], clip:J "
                         "(dfp:32: the fp32 control, the same schedule without a format)")
     flags.add_options(parser, FinetuneOptions, "fine-tuning")
-    flags.add(parser, "--split", help="split scored after every epoch")
-    flags.add(parser, "--eval-images", default=500, help="images of --split scored")
+    flags.add(parser, "--split", help="split the kept epoch is scored on")
+    flags.add(parser, "--eval-images", default=500,
+              help="images of --split scored (and of --select-split)")
     flags.add(parser, "--model-prefix")
     parser.add_argument("--out", help="checkpoint prefix (default model/finetuned-FORMAT[-lqL])")
 
@@ -36,10 +38,16 @@ def run(args, context):
     data = DataOptions.from_args(args)
     train_set = data.open("train", context.progress)
     eval_set = data.open(args.split, context.progress).subset(args.eval_images)
+    select_set = data.open(options.select_split, context.progress).subset(args.eval_images) \
+        if options.selects() else None
     out = args.out or default_out(args.number_format, options.lq_lambda)
     run_record = finetune_and_save(args.model_prefix, out, train_set, eval_set,
-                                   args.number_format, options, num_workers=args.num_workers,
-                                   eval_batch_size=args.batch_size, progress=context.progress)
+                                   args.number_format, options, select_set=select_set,
+                                   num_workers=args.num_workers, eval_batch_size=args.batch_size,
+                                   progress=context.progress)
     for entry in run_record["history"]:
         print(json.dumps(entry))
+    split = run_record["eval_split"]
+    print("kept epoch %d: %s mAP %.2f" % (run_record["kept_epoch"], split,
+                                          run_record["%s_map" % split]))
     print("wrote %s (and %s-finetune.json)" % (out, out))

@@ -19,9 +19,12 @@ def add_arguments(parser):
 def run(args, context):
     options = PruneOptions.from_args(args)
     options.check()
-    train_set = DataOptions.from_args(args).open("train", context.progress) \
-        if options.needs_train_set else None
-    prefix, recipe = prune(args.out, options, train_set, progress=context.progress)
+    data = DataOptions.from_args(args)
+    train_set = data.open("train", context.progress) if options.needs_train_set else None
+    select_set = data.open(options.select_split, context.progress) \
+        if options.finetune_epochs and options.select_split != "none" else None
+    prefix, recipe = prune(args.out, options, train_set, progress=context.progress,
+                           select_set=select_set)
     print("kept %d of %d prunable channels (%.1f%% pruned), %d scales, conv layers %+d; "
           "wrote %s" % (recipe["channels"]["after"], recipe["channels"]["before"],
                         recipe["percent"], recipe["num_scales"],

@@ -10,8 +10,11 @@ DeepShift and Ristretto's fine-tuning do). ``lq_lambda`` adds ``lambda * sum((w 
 the clipping paper's ``Lq`` term, whose gradient ``2 * lambda * (w - C(w))`` pulls weights toward
 their rounded values. Evaluation and export see the rounded weights.
 
-The exported checkpoint holds the rounded weights, so its layers are exactly in the format.
-``dfp:32`` (no rounding to speak of) is the fp32 control: the same schedule without a format.
+The kept epoch is the best by mAP on the selection split (dev; epoch 0, the rounded weights
+before training, is a candidate too), and only the kept weights are scored on the eval split
+(val), which no choice looks at. The exported checkpoint holds the rounded weights, so its layers
+are exactly in the format. ``dfp:32`` (no rounding to speak of) is the fp32 control: the same
+schedule without a format (``CONTROL_FORMAT``).
 """
 import contextlib
 import dataclasses
@@ -29,7 +32,17 @@ from ssdq.model.checkpoint import load_checkpoint
 from ssdq.model.convert import export_checkpoint
 from ssdq.model.ssd import REFERENCE_WIDTH_DIVISOR, reference_ssd
 from ssdq.options import Options, option
-from ssdq.train.loop import FINETUNE_BATCH_SIZE, FINETUNE_LR, EvalHook, HookBase, fit, warmup_for
+from ssdq.train.loop import (
+    FINETUNE_BATCH_SIZE,
+    FINETUNE_LR,
+    SELECTION_SPLIT,
+    EvalHook,
+    HookBase,
+    fit,
+    warmup_for,
+)
+
+CONTROL_FORMAT = "dfp:32"
 
 
 @dataclasses.dataclass
@@ -45,6 +58,12 @@ class FinetuneOptions(Options):
                            nargs="+")
     fc_layers: tuple = option((), "convolutions to treat as FC (fc6 fc7)", nargs="*")
     train_batch_size: int = option(FINETUNE_BATCH_SIZE, "training batch size")
+    select_split: str = option(SELECTION_SPLIT, "split whose mAP picks the kept epoch ('none': "
+                               "keep the last epoch)")
+
+    def selects(self):
+        """Whether an epoch is chosen on a selection split (else the last is kept)."""
+        return self.select_split not in (None, "none")
 
 
 def bn_free_reference(ckpt):
@@ -166,10 +185,12 @@ class FormatInTheLoop(HookBase):
 
 
 def finetune(fp32_prefix, out_prefix, train_set, eval_set, fmt_spec, options=None,
-             num_workers=1, eval_batch_size=32, log_file=None, progress=True):
+             select_set=None, num_workers=1, eval_batch_size=32, log_file=None, progress=True):
     """Train with ``fmt_spec`` on the weights (``options``: ``FinetuneOptions``), scoring the
-    rounded weights on ``eval_set`` before training and after every epoch; save the rounded
-    result at ``out_prefix``. Returns the run record (per-epoch loss and mAP, timings)."""
+    rounded weights on ``select_set`` (the dev split) before training and after every epoch and
+    keeping the best epoch (the last, without a ``select_set``); score the kept weights on
+    ``eval_set`` and save them at ``out_prefix``. Returns the run record (per-epoch loss and
+    selection mAP, the kept epoch, its eval mAP, timings)."""
     options = options or FinetuneOptions()
     if options.epochs < 0:
         raise SsdqError("--epochs must be 0 or more")
@@ -180,6 +201,10 @@ def finetune(fp32_prefix, out_prefix, train_set, eval_set, fmt_spec, options=Non
         raise SsdqError("fine-tuning learns the train set's class indices: its classes must be "
                         "the model's, in the model's order")
     match = match_classes(eval_set, ckpt.require_classes())
+    if select_set is not None and select_set.split == eval_set.split:
+        raise SsdqError("the kept epoch would be chosen on %r, the split it is scored on: select "
+                        "on another (dev) or keep the last epoch (--select-split none)"
+                        % eval_set.split)
     if options.train_images:
         train_set = train_set.subset(min(options.train_images, len(train_set)))
     batch_size = options.train_batch_size
@@ -189,23 +214,34 @@ def finetune(fp32_prefix, out_prefix, train_set, eval_set, fmt_spec, options=Non
     layers = select_layers(list_layers(ckpt.symbol, options.fc_layers), options.layers)
     net = bn_free_reference(ckpt)
     in_loop = FormatInTheLoop(net, layers, fmt, options.lq_lambda)
-    scoring = EvalHook(eval_set, every=1, keep="last", key=eval_set.split, at_start=True,
-                       match=match, batch_size=eval_batch_size)
+    hooks = [in_loop]
+    if select_set is not None:
+        selection = EvalHook(select_set, every=1, keep="best", key=select_set.split,
+                             at_start=True, match=match_classes(select_set, ckpt.require_classes()),
+                             batch_size=eval_batch_size)
+        hooks.append(selection)
     if log_file:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
     start = time.time()
     trainer = fit(net, train_set, options.epochs, batch_size=batch_size, lr=options.lr,
                   warmup=warmup_for(options.epochs, len(train_set), batch_size),
-                  seed=options.seed, hooks=[in_loop, scoring], num_workers=num_workers,
+                  seed=options.seed, hooks=hooks, num_workers=num_workers,
                   log_every=0, log_file=log_file, progress=progress,
                   desc="finetune %s" % fmt.spec)
+    final = trainer.evaluate(eval_set, match, eval_batch_size)
     rounded = in_loop.swap_in()  # export exactly the rounded weights
     run = {"format": fmt.spec, "epochs": options.epochs, "lq_lambda": options.lq_lambda,
            "seed": options.seed, "lr": options.lr, "batch_size": batch_size,
            "train_images": len(train_set), "train_dataset": train_set.describe(),
+           "select_split": select_set.split if select_set is not None else "none",
+           "select_images": len(select_set) if select_set is not None else 0,
+           "kept_epoch": selection.best_epoch if select_set is not None else options.epochs,
            "eval_images": len(eval_set), "eval_split": eval_set.split,
+           "%s_map" % eval_set.split: round(final["map"], 3),
+           "%s_ap50" % eval_set.split: round(final["ap50"], 3),
            "layers": [l.name for l in layers], "rounded_params": sorted(rounded),
-           "source_checkpoint": ckpt.prefix, "history": trainer.history,
+           "source_checkpoint": ckpt.prefix, "source_sha256": ckpt.meta.get("sha256"),
+           "history": trainer.history,
            "minutes": round((time.time() - start) / 60, 2)}
     source = {k: v for k, v in ckpt.meta.items()
               if k in ("model", "weights", "width_divisor", "trained_on")}

@@ -26,7 +26,12 @@ import dataclasses
 import os
 import time
 
-from ssdq.compress.formats.finetune import FinetuneOptions, default_out, finetune_and_save
+from ssdq.compress.formats.finetune import (
+    CONTROL_FORMAT,
+    FinetuneOptions,
+    default_out,
+    finetune_and_save,
+)
 from ssdq.compress.formats.simulate import Simulator, Variant
 from ssdq.compress.layers import list_layers, select_layers
 from ssdq.data.loader import DEFAULT_BATCH_SIZE
@@ -39,7 +44,7 @@ from ssdq.quant.calibrated import calibrated_for
 from ssdq.quant.quantize import CalibOptions
 from ssdq.scaleout.engine import LocalEngine, ray_block, where_ran
 from ssdq.scaleout.sweep import run_sweeps
-from ssdq.train.loop import FINETUNE_LR
+from ssdq.train.loop import FINETUNE_LR, SELECTION_SPLIT
 
 SIMULATED = "simulated (fake-quant in fp32)"
 METRIC = "mAP@[.5:.95], percent"
@@ -58,6 +63,8 @@ class StudyOptions(Options):
     train_images: int = option(None, "fine-tuning: first N train images")
     model_dir: str = option("model", "where fine-tuned checkpoints are cached")
     finetune_epochs: int = option(0, "fine-tune the failing format this many epochs")
+    select_split: str = option(SELECTION_SPLIT, "fine-tuning: split whose mAP picks the kept "
+                               "epoch ('none': the last)")
 
     def check(self):
         at_least(self, "eval_images", "train_images")
@@ -139,6 +146,7 @@ class StudyContext:
         # fine-tuning learns the model's class indices: the root's own split, not a user file
         self.train_set = DataOptions(data.data_root, data.dataset_format).open(calib.calib_split)
         self.simulator = self._simulator(resolve_prefix(options.model_prefix))
+        self._data, self._select_set = data, None
         self._finetuned = {}
         self.engine = engine or LocalEngine()
         self.trials, self.trials_wall_s = [], 0.0  # every trial run (for the ray block)
@@ -192,6 +200,13 @@ class StudyContext:
         self.trials_wall_s += time.perf_counter() - start
         return out
 
+    def select_set(self):
+        """The split fine-tunings pick their kept epoch on (the data root's dev), or None."""
+        if self._select_set is None and self.options.select_split not in (None, "none"):
+            self._select_set = DataOptions(self._data.data_root, self._data.dataset_format) \
+                .open(self.options.select_split, self.progress)
+        return self._select_set
+
     def finetuned(self, fmt_spec, epochs, lq_lambda=0.0):
         """A Simulator of ``fmt_spec`` fine-tuned for ``epochs`` (cached on disk by settings)."""
         key = (fmt_spec, epochs, lq_lambda)
@@ -201,20 +216,37 @@ class StudyContext:
         prefix = default_out(fmt_spec, lq_lambda, o.model_dir)
         settings = FinetuneOptions(epochs=epochs, lq_lambda=lq_lambda, fc_layers=o.fc_layers,
                                    train_images=min(o.train_images or len(self.train_set),
-                                                    len(self.train_set)))
+                                                    len(self.train_set)),
+                                   select_split=o.select_split)
+        select_set = self.select_set()
         wanted = {"format": fmt_spec, "epochs": epochs, "lq_lambda": lq_lambda,
-                  "seed": settings.seed, "lr": settings.lr,
+                  "seed": settings.seed, "lr": settings.lr, "batch_size": settings.train_batch_size,
                   "source_checkpoint": self.simulator.ckpt.prefix,
-                  "train_images": settings.train_images}
+                  "source_sha256": self.simulator.ckpt.meta.get("sha256"),
+                  "train_images": settings.train_images,
+                  "select_split": select_set.split if select_set is not None else "none"}
         record = _read_record("%s-finetune.json" % prefix)
         if not (record and all(record.get(k) == v for k, v in wanted.items())
                 and os.path.exists("%s-meta.json" % prefix)):
             record = finetune_and_save(self.simulator.ckpt.prefix, prefix, self.train_set,
-                                       self.eval_set, fmt_spec, settings,
+                                       self.eval_set, fmt_spec, settings, select_set=select_set,
                                        num_workers=self.num_workers, progress=self.progress)
         sim = self._simulator(prefix)
         self._finetuned[key] = (sim, record)
         return sim, record
+
+    def control(self, epochs):
+        """The fp32 control of every row fine-tuned ``epochs``: the same schedule (epochs, lr,
+        data, seed, selection) with no format in the loop, made once and reused; -> {"map",
+        "format", "epochs", "kept_epoch", "checkpoint"}."""
+        key = ("control", epochs)
+        if key not in self._finetuned:
+            sim, record = self.finetuned(CONTROL_FORMAT, epochs)
+            m, _ = self.evaluate(Variant(), "fp32 control (%d epochs)" % epochs, sim)
+            self._finetuned[key] = {"map": m, "format": CONTROL_FORMAT, "epochs": epochs,
+                                    "kept_epoch": record.get("kept_epoch"),
+                                    "checkpoint": record.get("checkpoint")}
+        return self._finetuned[key]
 
 
 def variant_trial(context, item):
@@ -237,13 +269,23 @@ def _read_record(path):
         return None
 
 
-def _row(fmt, activations, epochs, lq_lambda, map_, **extra):
+def _row(fmt, activations, epochs, lq_lambda, map_, control=None, record=None, **extra):
+    """A table row; a fine-tuned one (``epochs``) names its fp32 ``control`` (``ctx.control``)
+    and its fine-tuning ``record``."""
     row = {"format": fmt or "fp32", "activations": activations or "fp32",
            "finetune_epochs": epochs, "lq_lambda": lq_lambda, "map": map_, "layers": "all",
            **extra}
     if epochs:
-        row.update(seed=0, lr=FINETUNE_LR)
+        row.update(seed=0, lr=FINETUNE_LR, control_map=control["map"],
+                   train_images=record["train_images"], kept_epoch=record.get("kept_epoch"),
+                   select_split=record.get("select_split"))
     return row
+
+
+def read_against(baseline, row):
+    """What a row's target is read against: the fp32 baseline, or for a fine-tuned row the
+    better of it and the control trained the same way."""
+    return max(baseline, row.get("control_map") or baseline)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,7 +363,10 @@ def bitwidth_study(ctx, options):
         before = next(r["map"] for r in sweeps["conv_weights"] if r["bits"] == failing[0])
         report["finetuned"] = {"format": spec, "layers": "conv", "finetune_epochs": epochs,
                                "train_images": record["train_images"], "map_before": before,
-                               "map": after, "history": record["history"],
+                               "map": after, "control_map": ctx.control(epochs)["map"],
+                               "kept_epoch": record.get("kept_epoch"),
+                               "select_split": record.get("select_split"),
+                               "history": record["history"],
                                "checkpoint": record.get("checkpoint")}
     return report
 
@@ -400,9 +445,12 @@ def bitwidth_markdown(report):
     if "finetuned" in report:
         f = report["finetuned"]
         lines += ["", "Fine-tuned %s conv weights (%d epochs on %d train images, straight-through "
-                  "estimator): %.2f -> **%.2f** (%+.2f vs fp32)." % (
-                      f["format"], f["finetune_epochs"], f["train_images"], f["map_before"],
-                      f["map"], f["map"] - report["baseline"]["map"])]
+                  "estimator, epoch kept on %s): %.2f -> **%.2f** (%+.2f vs fp32; the fp32 "
+                  "control fine-tuned the same way: %.2f, %+.2f vs it)." % (
+                      f["format"], f["finetune_epochs"], f["train_images"],
+                      f.get("select_split"), f["map_before"], f["map"],
+                      f["map"] - report["baseline"]["map"], f["control_map"],
+                      f["map"] - f["control_map"])]
     lines += ["", "## Simulator check", "",
               markdown_table(("", "mAP"), [
                   ("int8 %s" % SIMULATED, "%.2f" % chk["simulated_int8_map"]),
@@ -443,12 +491,14 @@ def pow2_study(ctx, options):
         results = ctx.evaluate_all([("%s fine-tuned %s" % (ft_spec, activations),
                                      Variant.of(ft_spec, activations), ft_sim)
                                     for activations in (None, act)])
+        control = ctx.control(epochs)
         for activations, (m, _) in zip((None, act), results):
-            rows.append(_row(ft_spec, activations, epochs, 0.0, m,
-                             train_images=record["train_images"]))
+            rows.append(_row(ft_spec, activations, epochs, 0.0, m, control, record))
         finetune = {"format": ft_spec, "train_images": record["train_images"],
                     "history": record["history"], "checkpoint": record.get("checkpoint"),
-                    "minutes": record.get("minutes")}
+                    "kept_epoch": record.get("kept_epoch"),
+                    "select_split": record.get("select_split"),
+                    "minutes": record.get("minutes"), "control": control}
     return {"baseline": {"map": round(baseline, 3)}, "activation_format": act, "rows": rows,
             "finetune": finetune}
 
@@ -456,7 +506,8 @@ def pow2_study(ctx, options):
 def rows_markdown(report, title, note="", table_column=False):
     base = report["baseline"]["map"]
     header = (["table"] if table_column else []) + [
-        "weights", "activations", "fine-tuning epochs", "Lq lambda", "mAP", "vs fp32"]
+        "weights", "activations", "fine-tuning epochs", "Lq lambda", "mAP", "vs fp32",
+        "fp32 control", "vs max(fp32, control)"]
     rows = []
     for r in report["rows"]:
         table = []
@@ -464,11 +515,16 @@ def rows_markdown(report, title, note="", table_column=False):
             table = ["%s%s%s" % (r.get("table", ""), " (mse)" if r.get("calib_mode") == "mse"
                                  else "", " (wider than the paper's)"
                                  if r.get("paper_clip") is False else "")]
+        control = r.get("control_map")
         rows.append(table + [r["format"], r["activations"], r["finetune_epochs"] or "-",
-                             r["lq_lambda"] or "-", "%.2f" % r["map"], "%+.2f" % (r["map"] - base)])
+                             r["lq_lambda"] or "-", "%.2f" % r["map"], "%+.2f" % (r["map"] - base),
+                             "-" if control is None else "%.2f" % control,
+                             "%+.2f" % (r["map"] - read_against(base, r))])
     return ["# %s, %s" % (title, SIMULATED), "",
-            "%s on %d images; fp32 baseline %.2f.%s" % (METRIC, report["eval_images"], base,
-                                                        note), "",
+            "%s on %d images; fp32 baseline %.2f. A fine-tuned row's control is the fp32 "
+            "model fine-tuned with the same schedule (epochs, learning rate, data, seed, epoch "
+            "kept on dev): the row is read against the better of the two.%s"
+            % (METRIC, report["eval_images"], base, note), "",
             markdown_table(header, rows)]
 
 
@@ -478,11 +534,12 @@ def pow2_markdown(report):
                           "biases fp32 (DeepShift keeps them in fixed point).")
     f = report.get("finetune")
     if f:
-        lines += ["", "Fine-tuning %s (straight-through estimator, %d train images), val mAP of "
-                  "the rounded weights per epoch: %s" % (
-                      f["format"], f["train_images"],
-                      ", ".join("%d: %.2f" % (h["epoch"], h["val_map"]) for h in f["history"]
-                                if "val_map" in h))]
+        key = "%s_map" % f.get("select_split")
+        lines += ["", "Fine-tuning %s (straight-through estimator, %d train images), %s mAP of "
+                  "the rounded weights per epoch: %s; kept epoch %s." % (
+                      f["format"], f["train_images"], f.get("select_split"),
+                      ", ".join("%d: %.2f" % (h["epoch"], h[key]) for h in f["history"]
+                                if key in h and "epoch" in h), f.get("kept_epoch"))]
     return "\n".join(lines) + "\n"
 
 
@@ -545,12 +602,13 @@ def clip_study(ctx, options):
         results = ctx.evaluate_all([("%s fine-tuned lq %g" % (wspec, lam),
                                      Variant.of(wspec, "pow2clip:8:%d" % j), ft_sim)
                                     for lam, ft_sim, _ in tuned])
+        control = ctx.control(epochs)
         for (lam, _, record), (m, _) in zip(tuned, results):
-            rows.append(_row(wspec, "pow2clip:8:%d" % j, epochs, lam, m,
-                             table="fine-tuned in chosen clips",
-                             train_images=record["train_images"]))
+            rows.append(_row(wspec, "pow2clip:8:%d" % j, epochs, lam, m, control, record,
+                             table="fine-tuned in chosen clips"))
             finetunes.append({"format": wspec, "lq_lambda": lam, "history": record["history"],
-                              "train_images": record["train_images"]})
+                              "train_images": record["train_images"],
+                              "kept_epoch": record.get("kept_epoch"), "control": control})
     return {"baseline": {"map": round(baseline, 3)}, "error_margin": margin, "chosen": chosen,
             "rows": rows, "finetune": finetunes}
 
@@ -610,6 +668,10 @@ def plot_study(report, path):
             ax.set_yticklabels(labels, fontsize=7)
             ax.set_xlabel("mAP@[.5:.95] (%)")
             ax.axvline(base, color="k", ls="--", label="fp32 %.2f" % base)
+            for control in sorted({(r["finetune_epochs"], r["control_map"]) for r in rows
+                                   if r.get("control_map") is not None}):
+                ax.axvline(control[1], color="tab:red", ls=":",
+                           label="fp32 control, %d epochs: %.2f" % control)
             ax.legend(fontsize=8, loc="lower right")
         ax.set_title("study %s: %s" % (report["study"], SIMULATED))
     return path

@@ -22,7 +22,7 @@ from ssdq.model.graph import Graph
 from ssdq.model.ssd import feature_convs, reference_ssd
 from ssdq.model.weights import SPARSE_WEIGHTS
 from ssdq.options import Options, at_least, option
-from ssdq.train.loop import FINETUNE_BATCH_SIZE, FINETUNE_LR, fit
+from ssdq.train.loop import FINETUNE_BATCH_SIZE, FINETUNE_LR, SELECTION_SPLIT, EvalHook, fit
 
 PASS_THROUGH_OPS = ("Activation", "Pooling")  # keep channel i in channel i
 MODES = ("normal", "regular", "max", "regular-max")
@@ -342,6 +342,8 @@ class PruneOptions(Options):
     finetune_epochs: int = option(0, "train the pruned network this many epochs on the train "
                                   "split (Adam, cosine decay) before BatchNorm folding")
     finetune_lr: float = option(FINETUNE_LR, "the fine-tuning's peak learning rate")
+    select_split: str = option(SELECTION_SPLIT, "the fine-tuning keeps the epoch best on this "
+                               "split ('none': the last)")
 
     def check(self):
         """Refuse settings that cannot work, before any data or weights are read."""
@@ -354,7 +356,7 @@ class PruneOptions(Options):
 
 
 def prune(out_prefix, options=None, train_set=None, batch_size=FINETUNE_BATCH_SIZE, seed=0,
-          progress=False):
+          progress=False, select_set=None):
     """Prune the reference model as ``options`` (``PruneOptions``) say and write the pruned,
     BN-folded checkpoint at ``out_prefix`` (meta: widths and the recipe); return (prefix,
     recipe). ``criterion`` and ``min_keep``: see ``plan_pruning``; ``params_share`` replaces
@@ -362,7 +364,8 @@ def prune(out_prefix, options=None, train_set=None, batch_size=FINETUNE_BATCH_SI
     ``recalibrate_images``, the BatchNorm statistics are re-estimated on that many images of
     ``train_set`` first (``recalibrate_batchnorm``). ``finetune_epochs`` then trains the pruned
     network (BatchNorms still unfolded) on ``train_set`` with ``train.loop.fit`` (Adam, cosine
-    decay from ``finetune_lr``, the last epoch's weights), as network slimming does."""
+    decay from ``finetune_lr``), as network slimming does, keeping the epoch best on
+    ``select_set`` (the dev split; without one, the last)."""
     options = options or PruneOptions()
     options.check()
     net, source = build_gluon_model("reference", options.params)
@@ -381,7 +384,8 @@ def prune(out_prefix, options=None, train_set=None, batch_size=FINETUNE_BATCH_SI
         recipe["batchnorm_recalibrated_on"] = subset.describe()
     if options.finetune_epochs:
         recipe["finetune"] = finetune_pruned(pruned, train_set, options.finetune_epochs,
-                                             options.finetune_lr, batch_size, seed, progress)
+                                             options.finetune_lr, batch_size, seed, progress,
+                                             select_set)
     layers_before, layers_after = len(_convs(net)), len(_convs(pruned))
     recipe["conv_layers"] = {"before": layers_before, "after": layers_after,
                              "delta": layers_after - layers_before}
@@ -389,20 +393,27 @@ def prune(out_prefix, options=None, train_set=None, batch_size=FINETUNE_BATCH_SI
     return export_checkpoint(pruned, source, out_prefix), recipe
 
 
-def finetune_pruned(net, train_set, epochs, lr, batch_size, seed=0, progress=False):
-    """Train the pruned Gluon network in place (``train.loop.fit``, the last epoch's weights);
+def finetune_pruned(net, train_set, epochs, lr, batch_size, seed=0, progress=False,
+                    select_set=None):
+    """Train the pruned Gluon network in place (``train.loop.fit``), keeping the epoch best on
+    ``select_set`` (the weights before training compete too; without one, the last epoch);
     returns what the meta records of it."""
     import time
 
     if train_set is None or len(train_set) < batch_size:
         raise SsdqError("fine-tuning after pruning needs at least one batch of %d train images"
                         % batch_size)
+    hooks = [] if select_set is None else [
+        EvalHook(select_set, keep="best", key=select_set.split, at_start=True)]
     start = time.time()
     trainer = fit(net, train_set, epochs, batch_size=batch_size, lr=lr, seed=seed,
                   warmup=min(20, epochs * len(train_set) // batch_size // 10 + 1),
-                  progress=progress, desc="fine-tune pruned")
+                  hooks=hooks, progress=progress, desc="fine-tune pruned")
     return {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
-            "train_dataset": train_set.describe(), "minutes": round((time.time() - start) / 60, 2),
+            "train_dataset": train_set.describe(),
+            "select_split": "none" if select_set is None else select_set.split,
+            "kept_epoch": hooks[0].best_epoch if hooks else epochs,
+            "minutes": round((time.time() - start) / 60, 2),
             "history": [h for h in trainer.history if "lr" not in h]}
 
 

@@ -33,14 +33,14 @@ from ssdq.eval.metrics import relative_drop_pct
 from ssdq.fileio import figure, utc_now, write_artifacts
 from ssdq.fileio import markdown_table as table
 from ssdq.host.environment import environment_report
-from ssdq.model.checkpoint import load_checkpoint
+from ssdq.model.checkpoint import load_checkpoint, sha256
 from ssdq.model.convert import convert
 from ssdq.model.graph import conv_count, deployed_weights_mb
 from ssdq.model.weights import REFERENCE_WEIGHTS, SPARSE_WEIGHTS
 from ssdq.options import Options, at_least, option
 from ssdq.quant.quantize import CalibOptions, quantize
 from ssdq.scaleout.engine import LocalEngine, ray_block, where_ran
-from ssdq.train.loop import FINETUNE_LR
+from ssdq.train.loop import FINETUNE_LR, SELECTION_SPLIT
 
 TARGET_PARAMS_SHARE = 0.25
 TARGET_RELATIVE_DROP_PCT = 1.0
@@ -50,8 +50,11 @@ VARIANTS = (("baseline", ("dense",)), ("sparse-trained", ("sparse",)),
             ("normal (regular)", ("prune", "regular")),
             ("normal (regular\\max)", ("prune", "regular-max")),
             ("low-rank", ("lowrank", "baseline")), ("normal + low-rank", ("lowrank", "normal")),
-            ("normal (max) + fine-tuning", ("prune-finetune", "max")))
+            ("normal (max) + fine-tuning", ("prune-finetune", "max")),
+            ("baseline + fine-tuning (control)", ("control",)))
 FINETUNED_ROWS = tuple(name for name, how in VARIANTS if how[0] == "prune-finetune")
+# the dense fp32 model fine-tuned with the fine-tuned rows' schedule: what they are read against
+CONTROL_ROW = next(name for name, how in VARIANTS if how[0] == "control")
 
 
 @dataclasses.dataclass
@@ -79,6 +82,8 @@ class PruneStudyOptions(Options):
                                       "this share of its channels")
     finetune_epochs: int = option(2, "the fine-tuned row's epochs on the train split (0: leave "
                                   "the row out)")
+    select_split: str = option(SELECTION_SPLIT, "the fine-tunings keep the epoch best on this "
+                               "split ('none': the last)")
     model_dir: str = option(os.path.join("model", "study-prune"), "where the rows' checkpoints go")
     out_dir: str = option("reports", "where study-prune.{json,md,png} go")
 
@@ -107,6 +112,14 @@ class PruneStudyOptions(Options):
                             recalibrate_images=self.recalibrate_images,
                             finetune_epochs=self.finetune_epochs, finetune_lr=FINETUNE_LR)
 
+    def control_pruning(self):
+        """The fine-tuned rows' control: the dense weights through the same pipeline (BatchNorm
+        statistics re-estimated, fine-tuned the same epochs at the same rate and seed, the
+        epoch kept on the same split), nothing pruned."""
+        return PruneOptions(params=self.params or REFERENCE_WEIGHTS, percent=0.0,
+                            recalibrate_images=self.recalibrate_images,
+                            finetune_epochs=self.finetune_epochs, finetune_lr=FINETUNE_LR)
+
 
 def count_params(ckpt):
     """Learned parameters of a checkpoint (quantized weights count once; anchors not at all)."""
@@ -119,19 +132,23 @@ def weights_mb(ckpt):
     return deployed_weights_mb(ckpt.symbol, ckpt.arg_params, skip=("anchor",))
 
 
-def make_variants(work_dir, options, train_set=None, names=None, progress=False):
+def make_variants(work_dir, options, train_set=None, names=None, progress=False,
+                  select_set=None):
     """fp32 checkpoints of the rows ``names`` (default: all; the baseline and what a row is made
     from always come too) under ``work_dir``; -> {name: prefix}. Pruned rows re-estimate their
     BatchNorm statistics on ``train_set``; the fine-tuned row is pruned as
-    ``options.finetune_pruning()`` says and trained ``finetune_epochs`` on it (with 0 epochs it
-    is left out)."""
+    ``options.finetune_pruning()`` says and trained ``finetune_epochs`` on it, keeping the
+    epoch best on ``select_set`` (with 0 epochs it is left out), and brings its control (the
+    dense model trained the same way: made once, reused while its settings hold)."""
     epochs = options.finetune_epochs
     wanted = set(names or [name for name, _ in VARIANTS
-                           if epochs or name not in FINETUNED_ROWS]) | {"baseline"}
+                           if epochs or name not in FINETUNED_ROWS + (CONTROL_ROW,)]) | {"baseline"}
+    if wanted & set(FINETUNED_ROWS):
+        wanted.add(CONTROL_ROW)
     unknown = wanted - {name for name, _ in VARIANTS}
     if unknown:
         raise SsdqError("unknown study rows: %s" % ", ".join(sorted(unknown)))
-    untuned = [name for name in FINETUNED_ROWS if name in wanted and not epochs]
+    untuned = [name for name in FINETUNED_ROWS + (CONTROL_ROW,) if name in wanted and not epochs]
     if untuned:
         raise SsdqError("row %r needs --finetune-epochs of 1 or more" % untuned[0])
     wanted |= {how[1] for name, how in VARIANTS if name in wanted and how[0] == "lowrank"}
@@ -148,11 +165,34 @@ def make_variants(work_dir, options, train_set=None, names=None, progress=False)
         elif how[0] == "prune":
             prune(prefix, options.pruning(how[1]), train_set)
         elif how[0] == "prune-finetune":
-            prune(prefix, options.finetune_pruning(), train_set, progress=progress)
+            prune(prefix, options.finetune_pruning(), train_set, progress=progress,
+                  select_set=select_set)
+        elif how[0] == "control":
+            if not _made_with(prefix, options.control_pruning(), train_set, select_set):
+                prune(prefix, options.control_pruning(), train_set, progress=progress,
+                      select_set=select_set)
         else:
             lowrank(made[how[1]], prefix, ("fc7", "fc6"), energy=options.energy)
         made[name] = prefix
     return made
+
+
+def _made_with(prefix, pruning, train_set, select_set):
+    """Whether ``prefix`` is a checkpoint ``prune`` made with these settings from these weights
+    and data (a control is the same for every run of one schedule)."""
+    try:
+        meta = load_checkpoint(prefix).meta
+    except SsdqError:
+        return False
+    recipe, tuned = meta.get("pruning") or {}, (meta.get("pruning") or {}).get("finetune") or {}
+    return (meta.get("weights_sha256") == sha256(pruning.params)
+            and recipe.get("percent") == pruning.percent
+            and (recipe.get("batchnorm_recalibrated_on") or {}).get("images")
+            == pruning.recalibrate_images
+            and tuned.get("epochs") == pruning.finetune_epochs
+            and tuned.get("lr") == pruning.finetune_lr
+            and tuned.get("train_dataset") == train_set.describe()
+            and tuned.get("select_split") == (select_set.split if select_set else "none"))
 
 
 def run_study(options=None, data=None, calib=None, batch_size=DEFAULT_BATCH_SIZE,
@@ -170,12 +210,15 @@ def run_study(options=None, data=None, calib=None, batch_size=DEFAULT_BATCH_SIZE
     if options.eval_images:
         eval_set = eval_set.subset(options.eval_images)
     calib_set = calib.open(data, progress)
-    train_set = DataOptions(data.data_root, data.dataset_format).open(calib.calib_split)
+    root = DataOptions(data.data_root, data.dataset_format)
+    train_set = root.open(calib.calib_split)
+    select_set = root.open(options.select_split, progress) \
+        if options.finetune_epochs and options.select_split != "none" else None
     images = np.concatenate([b for b, _ in iterate_batches(eval_set.subset(min(8, len(eval_set))),
                                                            8, transform=resize)])
     echo("[1/3] fp32 variants (prune at %g%%, low-rank at %g energy) -> %s"
          % (options.percent, options.energy, options.model_dir))
-    prefixes = make_variants(options.model_dir, options, train_set, names, progress)
+    prefixes = make_variants(options.model_dir, options, train_set, names, progress, select_set)
     engine = engine or LocalEngine()
     echo("[2/3] quantize %d variants, time every row in turns, then score them" % len(prefixes))
     rows, checkpoints = [], []
@@ -203,11 +246,18 @@ def run_study(options=None, data=None, calib=None, batch_size=DEFAULT_BATCH_SIZE
         echo("  %-24s %s  mAP %.2f  params %d" % (row["name"], row["precision"],
                                                   score["value"]["map"], row["params"]))
     base = next(r for r in rows if r["name"] == "baseline" and r["precision"] == "fp32")
+    control = next((r["map"] for r in rows if r["name"] == CONTROL_ROW
+                    and r["precision"] == "fp32"), None)
     for row in rows:
         row["layers_delta"] = row["layers"] - base["layers"]
         row["compression_pct"] = round(100 * (1 - row["size_mb"] / base["size_mb"]), 1)
         row["params_share"] = round(row["params"] / base["params"], 4)
-        row["relative_map_drop_pct"] = round(relative_drop_pct(base["map"], row["map"]), 2)
+        against = base["map"]
+        if row["name"] in FINETUNED_ROWS:  # read against the dense model trained the same way
+            row["control_map"] = control
+            against = max(base["map"], control)
+        row["read_against_map"] = against
+        row["relative_map_drop_pct"] = round(relative_drop_pct(against, row["map"]), 2)
         row["meets_target"] = bool(row["params_share"] <= TARGET_PARAMS_SHARE
                                    and row["relative_map_drop_pct"] <= TARGET_RELATIVE_DROP_PCT)
     finetune = options.finetune_pruning()
@@ -223,7 +273,9 @@ def run_study(options=None, data=None, calib=None, batch_size=DEFAULT_BATCH_SIZE
                                      "criterion": finetune.criterion,
                                      "min_keep": finetune.min_keep,
                                      "epochs": options.finetune_epochs, "lr": FINETUNE_LR,
-                                     "split": calib.calib_split}
+                                     "split": calib.calib_split, "control_row": CONTROL_ROW,
+                                     "control_map": control,
+                                     "select_split": options.select_split}
                      if options.finetune_epochs else "none",
                      "batchnorm_recalibration_images": options.recalibrate_images},
         "target": {"params_share_at_most": TARGET_PARAMS_SHARE,
@@ -308,11 +360,13 @@ def best_row(rows):
 
 def markdown_table(rows):
     return table(("model", "params", "size MB", "compression", "latency ms (batch 1)",
-                  "img/s (batch 8)", "mAP", "layers"),
+                  "img/s (batch 8)", "mAP", "fp32 control", "layers"),
                  [(r["name"] + (" W8A8" if r["precision"] == "int8" else ""),
                    "%.2fM" % (r["params"] / 1e6), "%.2f" % r["size_mb"],
                    "%.1f%%" % r["compression_pct"], "%.2f" % r["latency_ms"],
-                   "%.1f" % r["images_per_sec"], "%.2f" % r["map"], "%+d" % r["layers_delta"])
+                   "%.1f" % r["images_per_sec"], "%.2f" % r["map"],
+                   "-" if r.get("control_map") is None else "%.2f" % r["control_map"],
+                   "%+d" % r["layers_delta"])
                   for r in rows])
 
 
@@ -334,7 +388,9 @@ def markdown(report):
                        timing["largest_latency_spread_pct"]), "",
         markdown_table(report["rows"]), "",
         "Target: at most %d%% of the baseline's parameters within %g%% relative mAP of dense "
-        "fp32. Best row: **%s %s**, %.1f%% of the parameters, %.2f%% relative mAP drop (%s)."
+        "fp32 (a fine-tuned row: of the better of dense fp32 and its control, the dense model "
+        "fine-tuned the same way). Best row: **%s %s**, %.1f%% of the parameters, %.2f%% "
+        "relative mAP drop (%s)."
         % (100 * TARGET_PARAMS_SHARE, TARGET_RELATIVE_DROP_PCT, best["name"], best["precision"],
            100 * best["params_share"], best["relative_map_drop_pct"],
            "meets the target" if best["meets_target"] else "does not meet the target"), "",
@@ -354,9 +410,11 @@ def _finetune_note(fine_tuning):
     if fine_tuning["min_keep"]:
         how += ", every layer keeping at least %g%% of its channels" % (100 * fine_tuning["min_keep"])
     return ("; except %s: %s, then fine-tuned %d epochs on the %s split (Adam, lr %g, cosine "
-            "decay), as network slimming does" % (", ".join(fine_tuning["rows"]), how,
-                                                    fine_tuning["epochs"], fine_tuning["split"],
-                                                    fine_tuning["lr"]))
+            "decay, the epoch kept on %s), as network slimming does; its control (%s) is the "
+            "dense model through the same steps" % (
+                ", ".join(fine_tuning["rows"]), how, fine_tuning["epochs"],
+                fine_tuning["split"], fine_tuning["lr"], fine_tuning.get("select_split"),
+                fine_tuning.get("control_row")))
 
 
 def _describe(dataset):
