@@ -28,9 +28,7 @@ from ssdq.timing import timed
 
 
 def run(spec):
-    import psutil
-
-    psutil.Process().cpu_affinity(spec["allowed_cpus"])
+    cpus.set_process_affinity(spec["allowed_cpus"])
     try:
         mempolicy.set_mempolicy(mempolicy.MPOL_DEFAULT)  # not the driver's, inherited
     except OSError:

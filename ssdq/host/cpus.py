@@ -130,6 +130,18 @@ def _openmp_libraries_mapped():
     return sorted(found)
 
 
+def set_process_affinity(cpus):
+    """Restrict every thread of this process to ``cpus``. sched_setaffinity on the pid moves
+    only the main thread; threads already running (numpy's OpenBLAS pool starts at import)
+    keep the old mask unless each is moved too."""
+    cpus = list(cpus)
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except (ProcessLookupError, FileNotFoundError):
+            pass  # the thread ended meanwhile
+
+
 def pin_threads(cores=None, threads=None, numa_node=None, membind="bind", strict=False,
                 sysfs_root="/sys"):
     """Pin this process to ``cores``, bind its memory, export OpenMP settings; call before
@@ -240,7 +252,7 @@ def pin_threads(cores=None, threads=None, numa_node=None, membind="bind", strict
         warnings.append(line)
         print("ssdq: warning: %s" % line, file=sys.stderr)
     if set_affinity:
-        proc.cpu_affinity(chosen)
+        set_process_affinity(chosen)
     for name, entry in env.items():
         if entry["value"] is not None:
             os.environ[name] = entry["value"]
