@@ -130,8 +130,8 @@ def test_the_wheel_installs_and_runs_the_main_job_from_an_empty_folder(tmp_path)
     assert pruned["weights"] == "ssdq/model/weights/sparse-ssd300-vgg16-atrous.params"
 
     # every output in the folder the commands ran in, and nothing anywhere else
-    assert sorted(os.listdir(work)) == ["d", "model", "pruned-0000.params", "pruned-meta.json",
-                                        "pruned-symbol.json", "reports"]
+    assert sorted(os.listdir(work)) == ["d", "model", "pruned-0000.params", "pruned-bn.params",
+                                        "pruned-meta.json", "pruned-symbol.json", "reports"]
     assert _tree(venv) == venv_before, "the installed package was written to"
     assert _run(["git", "status", "--porcelain", "--ignored"], cwd=REPO).stdout == \
         checkout_before, "the checkout was written to"

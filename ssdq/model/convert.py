@@ -13,11 +13,18 @@ import tempfile
 
 from ssdq.data.transforms import INPUT_SIZE, MEAN, STD
 from ssdq.errors import SsdqError
-from ssdq.fileio import utc_now
+from ssdq.fileio import atomic_path, utc_now
 from ssdq.model import weights
-from ssdq.model.checkpoint import save_checkpoint, sha256
+from ssdq.model.checkpoint import load_checkpoint, save_checkpoint, sha256
 from ssdq.model.fold import fold
-from ssdq.model.ssd import DEFAULT_ZOO_MODEL, REFERENCE_NAME, load_params, reference_ssd, zoo_ssd
+from ssdq.model.ssd import (
+    DEFAULT_ZOO_MODEL,
+    REFERENCE_NAME,
+    feature_convs,
+    load_params,
+    reference_ssd,
+    zoo_ssd,
+)
 
 
 def build_gluon_model(model=DEFAULT_ZOO_MODEL, params_file=None):
@@ -44,10 +51,38 @@ def convert(out_prefix, model=DEFAULT_ZOO_MODEL, params_file=None):
     return export_checkpoint(net, source, out_prefix)
 
 
-def export_checkpoint(net, source, out_prefix):
-    """Export a Gluon SSD with weights as a checkpoint; ``source`` goes into its meta."""
+def network_from(source):
+    """The reference-topology BatchNorm network to train further, with its weights: from a
+    weights file, or from the prefix of a checkpoint exported with its BatchNorm weights
+    (``ssdq prune``, ``ssdq qat``: a pruned architecture comes with it). -> (net, source meta)."""
+    if os.path.isfile(source):
+        return build_gluon_model("reference", source)
+    meta = load_checkpoint(source).meta
+    if not meta.get("bn_params"):
+        raise SsdqError("%s holds no BatchNorm weights to train (a weights file, or a checkpoint "
+                        "written by ssdq prune or ssdq qat)" % source)
+    net = reference_ssd(meta["classes"], meta.get("width_divisor", weights.card()["width_divisor"]),
+                        widths=meta.get("widths"), num_scales=meta.get("num_scales", 6))
+    load_params(net, os.path.join(os.path.dirname(source), meta["bn_params"]))
+    kept = ("model", "weights", "weights_sha256", "width_divisor", "trained_on", "widths",
+            "num_scales", "pruning", "qat")
+    return net, dict({k: meta[k] for k in kept if k in meta}, bn_source=source)
+
+
+def export_checkpoint(net, source, out_prefix, with_batchnorm=False):
+    """Export a Gluon SSD with weights as a checkpoint; ``source`` goes into its meta.
+    ``with_batchnorm``: keep the weights before folding too (``PREFIX-bn.params``, for
+    ``network_from``), and the architecture (``widths``, ``num_scales``) in the meta."""
     import mxnet as mx
 
+    extra = {}
+    if with_batchnorm:
+        os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
+        with atomic_path(out_prefix + "-bn.params") as path:
+            net.save_parameters(path)
+        extra = {"bn_params": os.path.basename(out_prefix) + "-bn.params",
+                 "widths": [c._channels for c in feature_convs(net)],  # pylint: disable=protected-access
+                 "num_scales": len(net.class_predictors)}
     net.hybridize()
     net(mx.nd.zeros((1, 3, INPUT_SIZE, INPUT_SIZE)))
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,6 +105,7 @@ def export_checkpoint(net, source, out_prefix):
         "folded": {k: v for k, v in folded.items() if k != "batchnorm"},
         "created": utc_now(),
         "versions": {"mxnet": mx.__version__, "gluoncv": _version("gluoncv")},
+        **extra,
     }
     return save_checkpoint(out_prefix, symbol, arg_params, aux_params, meta)
 

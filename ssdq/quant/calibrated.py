@@ -22,6 +22,7 @@ from ssdq.data.classmap import match_classes
 from ssdq.data.loader import DEFAULT_BATCH_SIZE, iterate_batches
 from ssdq.eval.loop import score
 from ssdq.model.checkpoint import Checkpoint, load_checkpoint
+from ssdq.model.graph import Graph
 from ssdq.quant.quantize import (
     CalibOptions,
     build_int8,
@@ -104,6 +105,28 @@ class Calibrated:
                                         self.proxy_batch, dict(self.layers))
             _ORIGINALS[self._spec.key] = self
         return self._spec
+
+
+def range_keys(symbol, layers, fused_names):
+    """{layer name: (key of its input's range, key of its output's range)} in a calibration's
+    statistics (``Calibrated.thresholds``): a convolution's output goes by its fused node
+    (``fused_names``: conv -> fused node), the network input by its name, any other tensor by
+    its node; an input is followed back through max-pooling and ReLU to its producer."""
+    graph = Graph(symbol)
+
+    def key(i):
+        node = graph.nodes[graph.producer(i)]
+        if node["op"] == "Convolution" and node["name"] in fused_names:
+            return fused_names[node["name"]] + "_output"
+        if node["op"] == "null":
+            return node["name"]
+        return node["name"] + "_output"
+
+    out = {}
+    for layer in layers:
+        i = graph.index[layer.name]
+        out[layer.name] = (key(graph.input(i)), key(i))
+    return out
 
 
 def agreement(reference, test):

@@ -23,8 +23,8 @@ def pow2_run(fp32_prefix, tiny_data, tmp_path_factory):
 
 
 def test_pow2_checkpoint_weights_are_powers_of_two_in_range(pow2_run):
-    from ssdq.compress.layers import list_layers
     from ssdq.model.checkpoint import load_checkpoint
+    from ssdq.model.layers import list_layers
 
     prefix, run = pow2_run
     ckpt = load_checkpoint(prefix)
@@ -84,8 +84,8 @@ def test_straight_through_step_moves_the_fp32_weights(fp32_prefix):
 
     from ssdq.compress.formats.finetune import FormatInTheLoop, bn_free_reference
     from ssdq.compress.formats.number_format import NumberFormat
-    from ssdq.compress.layers import list_layers
     from ssdq.model.checkpoint import load_checkpoint
+    from ssdq.model.layers import list_layers
 
     ckpt = load_checkpoint(fp32_prefix)
     net = bn_free_reference(ckpt)

@@ -24,12 +24,12 @@ import time
 import numpy as np
 
 from ssdq.compress.formats.number_format import NumberFormat
-from ssdq.compress.layers import list_layers, select_layers
 from ssdq.data.classmap import match_classes
 from ssdq.errors import SsdqError
 from ssdq.fileio import write_json
 from ssdq.model.checkpoint import load_checkpoint
 from ssdq.model.convert import export_checkpoint
+from ssdq.model.layers import list_layers, select_layers
 from ssdq.model.ssd import REFERENCE_WIDTH_DIVISOR, reference_ssd
 from ssdq.options import Options, option
 from ssdq.train.loop import (

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ssdq.compress.formats.number_format import Grid, parse
-from ssdq.compress.layers import list_layers, select_layers
 from ssdq.errors import SsdqError
 from ssdq.model.checkpoint import Checkpoint
 from ssdq.model.graph import Graph
-from ssdq.quant.calibrated import Calibrated
+from ssdq.model.layers import list_layers, select_layers
+from ssdq.quant.calibrated import Calibrated, range_keys
 
 EVAL_BATCH_SIZE = 16
 
@@ -57,23 +57,8 @@ def layer_ranges(symbol, layers, calibrated, mode="naive"):
     """{layer name: ((in_lo, in_hi) or None, (out_lo, out_hi) or None)} from the statistics of
     a ``Calibrated`` model, in calibration ``mode``."""
     ranges = calibrated.thresholds(mode)
-    graph = Graph(symbol)
-
-    def output_range(i):
-        node = graph.nodes[graph.producer(i)]
-        if node["op"] == "Convolution" and node["name"] in calibrated.fused_names:
-            key = calibrated.fused_names[node["name"]] + "_output"
-        elif node["op"] == "null":  # the network input: its statistics go by its name
-            key = node["name"]
-        else:
-            key = node["name"] + "_output"
-        return ranges.get(key)
-
-    out = {}
-    for layer in layers:
-        i = graph.index[layer.name]
-        out[layer.name] = (output_range(graph.input(i)), output_range(i))
-    return out
+    return {name: (ranges.get(k_in), ranges.get(k_out)) for name, (k_in, k_out)
+            in range_keys(symbol, layers, calibrated.fused_names).items()}
 
 
 @dataclass

@@ -33,12 +33,12 @@ from ssdq.compress.formats.finetune import (
     finetune_and_save,
 )
 from ssdq.compress.formats.simulate import Simulator, Variant
-from ssdq.compress.layers import list_layers, select_layers
 from ssdq.data.loader import DEFAULT_BATCH_SIZE
 from ssdq.data.source import DataOptions
 from ssdq.errors import SsdqError
 from ssdq.fileio import figure, markdown_table, read_json, write_artifacts
 from ssdq.model.checkpoint import CONVERTED_PREFIX, load_checkpoint, resolve_prefix
+from ssdq.model.layers import list_layers, select_layers
 from ssdq.options import Options, at_least, option
 from ssdq.quant.calibrated import calibrated_for
 from ssdq.quant.quantize import CalibOptions

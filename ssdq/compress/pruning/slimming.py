@@ -17,7 +17,7 @@ import numpy as np
 
 from ssdq.data.loader import iterate_batches
 from ssdq.errors import SsdqError
-from ssdq.model.convert import build_gluon_model, export_checkpoint
+from ssdq.model.convert import export_checkpoint, network_from
 from ssdq.model.graph import Graph
 from ssdq.model.ssd import feature_convs, reference_ssd
 from ssdq.model.weights import SPARSE_WEIGHTS
@@ -325,8 +325,9 @@ def recalibrate_batchnorm(net, batches):
 class PruneOptions(Options):
     """How ``ssdq prune`` thins the reference model: which weights, how many channels, how."""
 
-    params: str = option(SPARSE_WEIGHTS, "reference-model weights to prune (default: the "
-                         "committed sparse-trained ones)", metavar="FILE")
+    params: str = option(SPARSE_WEIGHTS, "weights to prune: a file of the reference model's "
+                         "(default: the shipped sparse-trained ones) or the prefix of a "
+                         "checkpoint ssdq prune or ssdq qat wrote", metavar="FILE|PREFIX")
     percent: float = option(30.0, "share of all prunable gammas under the global threshold")
     params_share: float = option(None, "instead of --percent: prune the fewest channels that "
                                  "leave at most this share of the parameters (e.g. 0.25)")
@@ -368,7 +369,7 @@ def prune(out_prefix, options=None, train_set=None, batch_size=FINETUNE_BATCH_SI
     ``select_set`` (the dev split; without one, the last)."""
     options = options or PruneOptions()
     options.check()
-    net, source = build_gluon_model("reference", options.params)
+    net, source = network_from(options.params)
     if options.params_share is None:
         recipe = plan_pruning(net, options.percent, options.mode, options.criterion,
                               options.min_keep)
@@ -390,7 +391,7 @@ def prune(out_prefix, options=None, train_set=None, batch_size=FINETUNE_BATCH_SI
     recipe["conv_layers"] = {"before": layers_before, "after": layers_after,
                              "delta": layers_after - layers_before}
     source = dict(source, widths=recipe["widths"], pruning=recipe)
-    return export_checkpoint(pruned, source, out_prefix), recipe
+    return export_checkpoint(pruned, source, out_prefix, with_batchnorm=True), recipe
 
 
 def finetune_pruned(net, train_set, epochs, lr, batch_size, seed=0, progress=False,
