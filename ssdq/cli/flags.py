@@ -53,7 +53,13 @@ FLAGS = {
 }
 
 
-HELP_FORMAT = argparse.ArgumentDefaultsHelpFormatter
+class HELP_FORMAT(argparse.ArgumentDefaultsHelpFormatter):  # pylint: disable=invalid-name
+    """argparse's defaults in the help, except where the help already says its default."""
+
+    def _get_help_string(self, action):
+        if "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def add(parser, *names, **settings):

@@ -11,6 +11,7 @@ from ssdq.cli.commands import (
                                finetune,
                                lowrank,
                                prune,
+                               qat,
                                quantize,
                                reproduce,
                                sensitivity,
@@ -19,4 +20,4 @@ from ssdq.cli.commands import (
 )
 
 COMMANDS = (reproduce, data, convert, quantize, evaluate, bench, compare, sensitivity, tune,
-            export, finetune, study, prune, lowrank)
+            export, finetune, qat, study, prune, lowrank)
