@@ -24,21 +24,25 @@ def test_study_rows_and_report(tiny_data, tmp_path):
                                 finetune_criterion="gamma-per-param")
     report = run_study(options, DataOptions(tiny_data), CalibOptions(num_calib_batches=1),
                        batch_size=16, progress=False,
-                       names=["normal + low-rank", "normal (max) + fine-tuning"],
+                       names=["normal + low-rank", "normal (max) + fine-tuning",
+                              "normal (max) + QAT",
+                              "sparse-trained + QAT, then normal (max) + QAT"],
                        echo=lambda *_: None)
     saved = json.loads((out / "study-prune.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(report["rows"]))
     assert (out / "study-prune.png").read_bytes()[:4] == b"\x89PNG"
     names = [(r["name"], r["precision"]) for r in saved["rows"]]
     assert names == [(n, p) for n in ("baseline", "normal", "normal + low-rank",
-                                      "normal (max) + fine-tuning",
+                                      "normal (max) + fine-tuning", "normal (max) + QAT",
+                                      "sparse-trained + QAT",
+                                      "sparse-trained + QAT, then normal (max) + QAT",
                                       "baseline + fine-tuning (control)")
                      for p in ("fp32", "int8")]
     table = [line for line in (out / "study-prune.md").read_text().splitlines()
              if line.startswith("|")]
     assert table[0] == HEADER and len(table) == 2 + len(names)
     assert [line.split(" | ")[0].lstrip("| ") for line in table[2:]] == [
-        n + (" W8A8" if p == "int8" else "") for n, p in names]
+        n + ("" if p == "fp32" else " W8A8 (QAT)" if "QAT" in n else " W8A8") for n, p in names]
     rows = {(r["name"], r["precision"]): r for r in saved["rows"]}
     for row in saved["rows"]:
         for key in ("name", "precision", "params", "size_mb", "latency_ms", "images_per_sec",
@@ -82,11 +86,42 @@ def test_study_rows_and_report(tiny_data, tmp_path):
         assert row["control_map"] == control["map"]
         assert row["read_against_map"] == max(base["map"], control["map"])
     assert "control_map" not in rows[("normal", "fp32")]
+    _check_both_orders(rows, base, control, options)
     # a second run reuses the control: same settings, same weights, same data
     stamp = os.path.getmtime(control["checkpoint"] + "-meta.json")
     make_variants(options.model_dir, options, _train(tiny_data), ["baseline + fine-tuning (control)"],
                   select_set=_dev(tiny_data))
     assert os.path.getmtime(control["checkpoint"] + "-meta.json") == stamp
+
+
+def _check_both_orders(rows, base, control, options):
+    """Prune then QAT, and QAT then prune by the gammas QAT trained: real int8 graphs, the
+    study's fields, read against the control."""
+    from ssdq.model.checkpoint import load_checkpoint
+    from ssdq.model.graph import quantized_conv_nodes
+
+    ptq = rows[("normal (max) + fine-tuning", "int8")]
+    assert (ptq["order"], ptq["quantization"]) == ("prune-quantize", "ptq")
+    assert rows[("normal (max) + fine-tuning", "fp32")]["quantization"] is None
+    assert rows[("baseline", "int8")]["order"] is None
+    for name, order in (("normal (max) + QAT", "prune-quantize"),
+                        ("sparse-trained + QAT, then normal (max) + QAT", "quantize-prune")):
+        row = rows[(name, "int8")]
+        assert (row["order"], row["quantization"]) == (order, "qat")
+        assert row["params_share"] <= 0.4 and row["control_map"] == control["map"]
+        assert row["read_against_map"] == max(base["map"], control["map"])
+        int8 = load_checkpoint(row["checkpoint"])
+        assert int8.meta["precision"] == "int8" and len(quantized_conv_nodes(int8.symbol)) >= 30
+        with open(row["checkpoint"] + "-qat.json") as f:
+            record = json.load(f)
+        assert record["check"]["onednn_int8_map"] == pytest.approx(row["map"], abs=0.01)
+    first = rows[("sparse-trained + QAT", "int8")]
+    assert first["quantization"] == "qat" and first["params_share"] == 1
+    assert "control_map" not in first
+    # quantize, then prune: the channels were chosen by the QAT model's gammas
+    pruned = load_checkpoint(os.path.join(options.model_dir,
+                                          "sparse-trained_plus_QAT_then_normal_max_plus_QAT-pruned"))
+    assert pruned.meta["bn_source"] == rows[("sparse-trained + QAT", "fp32")]["checkpoint"]
 
 
 def _train(root):

@@ -34,10 +34,11 @@ from ssdq.fileio import figure, utc_now, write_artifacts
 from ssdq.fileio import markdown_table as table
 from ssdq.host.environment import environment_report
 from ssdq.model.checkpoint import load_checkpoint, sha256
-from ssdq.model.convert import convert
+from ssdq.model.convert import convert, network_from
 from ssdq.model.graph import conv_count, deployed_weights_mb
 from ssdq.model.weights import REFERENCE_WEIGHTS, SPARSE_WEIGHTS
 from ssdq.options import Options, at_least, option
+from ssdq.quant.qat import QatOptions, qat
 from ssdq.quant.quantize import CalibOptions, quantize
 from ssdq.scaleout.engine import LocalEngine, ray_block, where_ran
 from ssdq.train.loop import FINETUNE_LR, SELECTION_SPLIT
@@ -51,10 +52,28 @@ VARIANTS = (("baseline", ("dense",)), ("sparse-trained", ("sparse",)),
             ("normal (regular\\max)", ("prune", "regular-max")),
             ("low-rank", ("lowrank", "baseline")), ("normal + low-rank", ("lowrank", "normal")),
             ("normal (max) + fine-tuning", ("prune-finetune", "max")),
+            ("normal (max) + QAT", ("prune-qat", "max")),
+            ("sparse-trained + QAT", ("qat", "sparse")),
+            ("sparse-trained + QAT, then normal (max) + QAT", ("qat-prune-qat", "max")),
             ("baseline + fine-tuning (control)", ("control",)))
-FINETUNED_ROWS = tuple(name for name, how in VARIANTS if how[0] == "prune-finetune")
+# the rows trained ``finetune_epochs`` in all after pruning or around it: read against the control
+FINETUNED_ROWS = tuple(name for name, how in VARIANTS
+                       if how[0] in ("prune-finetune", "prune-qat", "qat-prune-qat"))
+# rows whose int8 graph comes from quantization-aware training (``quant.qat``), not from PTQ
+QAT_ROWS = tuple(name for name, how in VARIANTS if "qat" in how[0])
+# the first step of quantize-then-prune, a row of its own: QAT of the sparse-trained model
+QAT_FIRST_STEP = next(name for name, how in VARIANTS if how[0] == "qat")
 # the dense fp32 model fine-tuned with the fine-tuned rows' schedule: what they are read against
 CONTROL_ROW = next(name for name, how in VARIANTS if how[0] == "control")
+
+
+def order_of(name, precision):
+    """``prune-quantize`` or ``quantize-prune`` for a row that is pruned and int8, else None."""
+    how = dict(VARIANTS)[name]
+    if precision != "int8" or not ("prune" in how[0] or how[0] == "lowrank"
+                                   and how[1] != "baseline"):
+        return None
+    return "quantize-prune" if how[0] == "qat-prune-qat" else "prune-quantize"
 
 
 @dataclasses.dataclass
@@ -84,6 +103,10 @@ class PruneStudyOptions(Options):
                                   "the row out)")
     select_split: str = option(SELECTION_SPLIT, "the fine-tunings keep the epoch best on this "
                                "split ('none': the last)")
+    qat_first_last_fp32: bool = option(False, "the QAT rows keep the first convolution and the "
+                                       "prediction heads in fp32 (the pruning study's rule; "
+                                       "default: int8 everywhere, as the post-training rows)",
+                                       action="store_true")
     model_dir: str = option(os.path.join("model", "study-prune"), "where the rows' checkpoints go")
     out_dir: str = option("reports", "where study-prune.{json,md,png} go")
 
@@ -101,16 +124,31 @@ class PruneStudyOptions(Options):
         return PruneOptions(params=self.sparse_params, percent=self.percent, mode=mode,
                             recalibrate_images=self.recalibrate_images)
 
-    def finetune_pruning(self):
-        """How the fine-tuned row is pruned (max mode): to ``finetune_params_share`` of the
-        parameters, or at ``finetune_percent`` of the channels when that is given."""
+    def finetune_pruning(self, finetune=True, params=None):
+        """How the fine-tuned rows are pruned (max mode): to ``finetune_params_share`` of the
+        parameters, or at ``finetune_percent`` of the channels when that is given; then
+        fine-tuned in fp32 unless ``finetune`` is False (the QAT rows train with int8 in the
+        loop instead). ``params``: prune these weights instead of the sparse-trained ones."""
         by_percent = self.finetune_percent is not None
-        return PruneOptions(params=self.sparse_params, mode="max",
+        return PruneOptions(params=params or self.sparse_params, mode="max",
                             percent=self.finetune_percent if by_percent else 0.0,
                             params_share=None if by_percent else self.finetune_params_share,
                             criterion=self.finetune_criterion, min_keep=self.finetune_min_keep,
                             recalibrate_images=self.recalibrate_images,
-                            finetune_epochs=self.finetune_epochs, finetune_lr=FINETUNE_LR)
+                            finetune_epochs=self.finetune_epochs if finetune else 0,
+                            finetune_lr=FINETUNE_LR)
+
+    def qat_options(self, params, epochs):
+        """QAT of a row: the fine-tuning's rate and seed, ``epochs`` on the train split."""
+        return QatOptions(params=params, epochs=epochs, lr=FINETUNE_LR,
+                          first_last_fp32=self.qat_first_last_fp32,
+                          select_split=self.select_split)
+
+    def qat_epochs(self):
+        """Quantize-then-prune's split of ``finetune_epochs``: (QAT of the sparse model, QAT of
+        the thinned one), the second at least one epoch."""
+        first = self.finetune_epochs // 2
+        return first, self.finetune_epochs - first
 
     def control_pruning(self):
         """The fine-tuned rows' control: the dense weights through the same pipeline (BatchNorm
@@ -133,31 +171,55 @@ def weights_mb(ckpt):
 
 
 def make_variants(work_dir, options, train_set=None, names=None, progress=False,
-                  select_set=None):
+                  select_set=None, qat_data=None):
     """fp32 checkpoints of the rows ``names`` (default: all; the baseline and what a row is made
     from always come too) under ``work_dir``; -> {name: prefix}. Pruned rows re-estimate their
-    BatchNorm statistics on ``train_set``; the fine-tuned row is pruned as
-    ``options.finetune_pruning()`` says and trained ``finetune_epochs`` on it, keeping the
-    epoch best on ``select_set`` (with 0 epochs it is left out), and brings its control (the
-    dense model trained the same way: made once, reused while its settings hold)."""
+    BatchNorm statistics on ``train_set``; the fine-tuned rows are pruned as
+    ``options.finetune_pruning()`` says and trained ``finetune_epochs`` in all, keeping the
+    epoch best on ``select_set`` (with 0 epochs they are left out), and bring their control
+    (the dense model trained the same way: made once, reused while its settings hold).
+
+    The QAT rows (``QAT_ROWS``) train with int8 in the loop (``quant.qat``; ``qat_data``:
+    (calib set, eval set, ``CalibOptions``, batch size)): prune-then-QAT trains the pruned
+    network ``finetune_epochs``; quantize-then-prune is QAT of the sparse-trained model, pruning
+    by the gammas that QAT trained, then QAT of the thinned network, the epochs split between
+    the two (``qat_epochs``). Their prefix is the fp32 export of the trained weights; the int8
+    graph beside it is ``qat_int8(prefix)``."""
     epochs = options.finetune_epochs
+    trained = FINETUNED_ROWS + (CONTROL_ROW, QAT_FIRST_STEP)
     wanted = set(names or [name for name, _ in VARIANTS
-                           if epochs or name not in FINETUNED_ROWS + (CONTROL_ROW,)]) | {"baseline"}
+                           if epochs or name not in trained]) | {"baseline"}
     if wanted & set(FINETUNED_ROWS):
         wanted.add(CONTROL_ROW)
+    if "sparse-trained + QAT, then normal (max) + QAT" in wanted:
+        wanted.add(QAT_FIRST_STEP)
     unknown = wanted - {name for name, _ in VARIANTS}
     if unknown:
         raise SsdqError("unknown study rows: %s" % ", ".join(sorted(unknown)))
-    untuned = [name for name in FINETUNED_ROWS + (CONTROL_ROW,) if name in wanted and not epochs]
+    untuned = [name for name in trained if name in wanted and not epochs]
     if untuned:
         raise SsdqError("row %r needs --finetune-epochs of 1 or more" % untuned[0])
+    if wanted & set(QAT_ROWS) and qat_data is None:
+        raise SsdqError("the QAT rows need calibration and evaluation images")
     wanted |= {how[1] for name, how in VARIANTS if name in wanted and how[0] == "lowrank"}
     made = {}
+
+    def train_qat(prefix, params, qat_epochs):
+        calib_set, eval_set, calib, batch_size = qat_data
+        net, source = network_from(params)
+        qat(prefix + QAT_SUFFIX, net, source, train_set, calib_set, eval_set,
+            options.qat_options(params, qat_epochs),
+            dataclasses.replace(calib, calib_mode="naive"), select_set=select_set,
+            batch_size=batch_size, progress=progress, log=lambda *_: None)
+        return prefix + QAT_SUFFIX + "-fp32"
+
+    first_qat, second_qat = options.qat_epochs()
     for name, how in VARIANTS:
         if name not in wanted:
             continue
         prefix = os.path.join(work_dir, name.replace(" ", "_").replace("\\", "-")
-                              .replace("(", "").replace(")", "").replace("+", "plus"))
+                              .replace("(", "").replace(")", "").replace("+", "plus")
+                              .replace(",", ""))
         if how[0] == "dense":
             convert(prefix, model="reference", params_file=options.params or REFERENCE_WEIGHTS)
         elif how[0] == "sparse":
@@ -167,6 +229,15 @@ def make_variants(work_dir, options, train_set=None, names=None, progress=False,
         elif how[0] == "prune-finetune":
             prune(prefix, options.finetune_pruning(), train_set, progress=progress,
                   select_set=select_set)
+        elif how[0] == "prune-qat":
+            prune(prefix + "-pruned", options.finetune_pruning(finetune=False), train_set)
+            prefix = train_qat(prefix, prefix + "-pruned", epochs)
+        elif how[0] == "qat":
+            prefix = train_qat(prefix, options.sparse_params, first_qat)
+        elif how[0] == "qat-prune-qat":
+            prune(prefix + "-pruned", options.finetune_pruning(
+                finetune=False, params=made[QAT_FIRST_STEP]), train_set)
+            prefix = train_qat(prefix, prefix + "-pruned", second_qat)
         elif how[0] == "control":
             if not _made_with(prefix, options.control_pruning(), train_set, select_set):
                 prune(prefix, options.control_pruning(), train_set, progress=progress,
@@ -175,6 +246,15 @@ def make_variants(work_dir, options, train_set=None, names=None, progress=False,
             lowrank(made[how[1]], prefix, ("fc7", "fc6"), energy=options.energy)
         made[name] = prefix
     return made
+
+
+# a QAT row writes its int8 graph at PREFIX-qat and the fp32 export of its weights beside it
+QAT_SUFFIX = "-qat"
+
+
+def qat_int8(fp32_prefix):
+    """The int8 graph QAT wrote beside the fp32 export ``fp32_prefix`` of a QAT row."""
+    return fp32_prefix[:-len("-fp32")]
 
 
 def _made_with(prefix, pruning, train_set, select_set):
@@ -218,17 +298,25 @@ def run_study(options=None, data=None, calib=None, batch_size=DEFAULT_BATCH_SIZE
                                                            8, transform=resize)])
     echo("[1/3] fp32 variants (prune at %g%%, low-rank at %g energy) -> %s"
          % (options.percent, options.energy, options.model_dir))
-    prefixes = make_variants(options.model_dir, options, train_set, names, progress, select_set)
+    prefixes = make_variants(options.model_dir, options, train_set, names, progress, select_set,
+                             qat_data=(calib_set, eval_set, calib, batch_size))
     engine = engine or LocalEngine()
     echo("[2/3] quantize %d variants, time every row in turns, then score them" % len(prefixes))
     rows, checkpoints = [], []
     for name, fp32_prefix in prefixes.items():
-        int8_prefix = quantize(fp32_prefix, fp32_prefix + "-int8", calib_set, calib,
-                               batch_size=batch_size, num_workers=num_workers, progress=progress)
+        if name in QAT_ROWS:
+            int8_prefix = qat_int8(fp32_prefix)
+        else:
+            int8_prefix = quantize(fp32_prefix, fp32_prefix + "-int8", calib_set, calib,
+                                   batch_size=batch_size, num_workers=num_workers,
+                                   progress=progress)
         fp32, int8 = load_checkpoint(fp32_prefix), load_checkpoint(int8_prefix)
         for precision, ckpt in (("fp32", fp32), ("int8", int8)):
             rows.append({
                 "name": name, "precision": precision, "params": count_params(fp32),
+                "order": order_of(name, precision),
+                "quantization": None if precision == "fp32" else (
+                    "qat" if name in QAT_ROWS else "ptq"),
                 "size_mb": round(weights_mb(ckpt), 3), "map": None, "ap50": None,
                 "layers": conv_count(fp32.symbol), "checkpoint": ckpt.prefix,
                 "pruning": _pruning_summary(fp32.meta),
@@ -276,6 +364,12 @@ def run_study(options=None, data=None, calib=None, batch_size=DEFAULT_BATCH_SIZE
                                      "split": calib.calib_split, "control_row": CONTROL_ROW,
                                      "control_map": control,
                                      "select_split": options.select_split}
+                     if options.finetune_epochs else "none",
+                     "qat": {"rows": list(QAT_ROWS), "lr": FINETUNE_LR,
+                             "prune_then_qat_epochs": options.finetune_epochs,
+                             "quantize_then_prune_epochs": list(options.qat_epochs()),
+                             "first_last_fp32": options.qat_first_last_fp32,
+                             "ranges": "trained (LSQ-style), from a naive calibration"}
                      if options.finetune_epochs else "none",
                      "batchnorm_recalibration_images": options.recalibrate_images},
         "target": {"params_share_at_most": TARGET_PARAMS_SHARE,
@@ -361,7 +455,8 @@ def best_row(rows):
 def markdown_table(rows):
     return table(("model", "params", "size MB", "compression", "latency ms (batch 1)",
                   "img/s (batch 8)", "mAP", "fp32 control", "layers"),
-                 [(r["name"] + (" W8A8" if r["precision"] == "int8" else ""),
+                 [(r["name"] + {None: "", "ptq": " W8A8", "qat": " W8A8 (QAT)"}[
+                     r.get("quantization")],
                    "%.2fM" % (r["params"] / 1e6), "%.2f" % r["size_mb"],
                    "%.1f%%" % r["compression_pct"], "%.2f" % r["latency_ms"],
                    "%.1f" % r["images_per_sec"], "%.2f" % r["map"],
@@ -387,6 +482,7 @@ def markdown(report):
                        s["calib_mode"], s["calib_images"], s["calib_split"], timing["rounds"],
                        timing["largest_latency_spread_pct"]), "",
         markdown_table(report["rows"]), "",
+        _qat_note(s.get("qat", "none")),
         "Target: at most %d%% of the baseline's parameters within %g%% relative mAP of dense "
         "fp32 (a fine-tuned row: of the better of dense fp32 and its control, the dense model "
         "fine-tuned the same way). Best row: **%s %s**, %.1f%% of the parameters, %.2f%% "
@@ -415,6 +511,22 @@ def _finetune_note(fine_tuning):
                 ", ".join(fine_tuning["rows"]), how, fine_tuning["epochs"],
                 fine_tuning["split"], fine_tuning["lr"], fine_tuning.get("select_split"),
                 fine_tuning.get("control_row")))
+
+
+def _qat_note(qat):
+    if qat == "none":
+        return ""
+    first, second = qat["quantize_then_prune_epochs"]
+    return ("W8A8 (QAT): quantization-aware training (`ssdq qat`: BatchNorm folded in the "
+            "forward pass, int8 weights per channel, trained activation ranges), the real "
+            "oneDNN int8 graph of the trained weights and ranges; %s. Prune, then quantize: "
+            "pruned as the fine-tuned row, then %d QAT epochs instead of fp32 fine-tuning. "
+            "Quantize, then prune: %d QAT epoch(s) of the sparse-trained model (its own row), "
+            "pruned by the gammas QAT trained, then %d QAT epoch(s) of the thinned network. Both "
+            "train %d epochs in all, as the control.\n" % (
+                "first convolution and heads in fp32" if qat["first_last_fp32"]
+                else "every convolution int8, as the post-training rows",
+                qat["prune_then_qat_epochs"], first, second, first + second))
 
 
 def _describe(dataset):
