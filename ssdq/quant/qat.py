@@ -114,6 +114,7 @@ def qat(out_prefix, net, source, train_set, calib_set, eval_set, options=None, c
         raise SsdqError("QAT needs at least one batch of %d train images (have %d)"
                         % (options.train_batch_size, len(train_set)))
     start = time.time()
+    os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ssdq-qat-") as tmp:  # the starting weights, folded
         first = export_checkpoint(net, source, os.path.join(tmp, "start"))
         calibrated = Calibrated(first, calib_set, eval_set, calib, batch_size, num_workers,

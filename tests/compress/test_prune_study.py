@@ -69,6 +69,9 @@ def test_study_rows_and_report(tiny_data, tmp_path):
     assert tuned["params_share"] <= 0.4 and tuned["pruning"]["params_share"] <= 0.4
     assert "pruned to 40% of the parameters by gamma-per-param" in (out / "study-prune.md").read_text()
     assert saved["settings"]["fine_tuning"]["epochs"] == 1
+    # the shipped weights by their place in the package, the same on every install
+    assert saved["settings"]["sparse_params"] == \
+        "ssdq/model/weights/reference-ssd300-vgg16-atrous.params"
     made = json.load(open(tuned["checkpoint"] + "-meta.json"))["pruning"]["finetune"]
     assert made["epochs"] == 1 and made["select_split"] == "dev"
     assert made["kept_epoch"] == max((h for h in made["history"] if "epoch" in h and "dev_map" in h),

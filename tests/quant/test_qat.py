@@ -15,7 +15,7 @@ def qat_run(tiny_data, tmp_path_factory):
     from ssdq.quant.qat import QatOptions, qat
     from ssdq.quant.quantize import CalibOptions
 
-    out = str(tmp_path_factory.mktemp("qat") / "qat")
+    out = str(tmp_path_factory.mktemp("qat") / "not-yet" / "qat")  # the folder is made
     net, source = network_from(REFERENCE_WEIGHTS)
     train = open_dataset(tiny_data, "train")
     run = qat(out, net, source, train, train, open_dataset(tiny_data, "val").subset(16),

@@ -36,7 +36,7 @@ from ssdq.host.environment import environment_report
 from ssdq.model.checkpoint import load_checkpoint, sha256
 from ssdq.model.convert import convert, network_from
 from ssdq.model.graph import conv_count, deployed_weights_mb
-from ssdq.model.weights import REFERENCE_WEIGHTS, SPARSE_WEIGHTS
+from ssdq.model.weights import REFERENCE_WEIGHTS, SPARSE_WEIGHTS, describe
 from ssdq.options import Options, at_least, option
 from ssdq.quant.qat import QatOptions, qat
 from ssdq.quant.quantize import CalibOptions, quantize
@@ -351,7 +351,8 @@ def run_study(options=None, data=None, calib=None, batch_size=DEFAULT_BATCH_SIZE
     finetune = options.finetune_pruning()
     report = {
         "created": utc_now(),
-        "settings": {**options.to_dict(), "dense_params": options.params or REFERENCE_WEIGHTS,
+        "settings": {**options.to_dict(), "sparse_params": describe(options.sparse_params),
+                     "dense_params": describe(options.params or REFERENCE_WEIGHTS),
                      "calibration": calib.to_dict(), "calib_mode": calib.calib_mode,
                      "calib_images": calib.num_calib_batches * batch_size,
                      "calib_split": calib.calib_split, "eval": eval_set.describe(),
