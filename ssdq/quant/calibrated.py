@@ -23,6 +23,7 @@ from ssdq.data.loader import DEFAULT_BATCH_SIZE, iterate_batches
 from ssdq.eval.loop import score
 from ssdq.model.checkpoint import Checkpoint, load_checkpoint
 from ssdq.model.graph import Graph
+from ssdq.model.layers import list_layers
 from ssdq.quant.quantize import (
     CalibOptions,
     build_int8,
@@ -71,11 +72,32 @@ class Calibrated:
             self._thresholds[mode] = self.calib.replace(calib_mode=mode).thresholds(self.stats)
         return self._thresholds[mode]
 
-    def build_int8(self, mode=None, fp32_layers=()):
-        """The real oneDNN int8 graph with these ranges and ``fp32_layers`` (fused names) left
-        in fp32 beside the default exclusions -> (in-memory Checkpoint, excluded layers)."""
+    def power_of_two_thresholds(self, clip_exponent=None):
+        """The naive ranges moved onto power-of-two scales: every range becomes the smallest
+        ``2^e`` at or above it (a convolution's output capped at ``2^clip_exponent``, the clip
+        it was trained in), written as the threshold that gives MXNet's int8 scale
+        ``127.5 / T = 2^(7-e)`` (uint8: ``255.5 / T = 2^(8-e)``). oneDNN takes such a scale like
+        any other, so the int8 graph runs on its real kernels; the weights keep their per-channel
+        scales."""
+        outputs = {out for _, out in range_keys(self.ckpt.symbol, list_layers(self.ckpt.symbol),
+                                                self.fused_names).values()}
+        out = {}
+        for key, (lo, hi) in self.thresholds("naive").items():
+            top = max(abs(lo), abs(hi)) or 1.0
+            e = int(np.ceil(np.log2(top)))
+            if clip_exponent is not None and key in outputs:
+                e = min(e, clip_exponent)
+            out[key] = ((-(2.0 ** e) * 127.5 / 128, 2.0 ** e * 127.5 / 128) if lo < 0
+                        else (0.0, 2.0 ** e * 255.5 / 256))
+        return out
+
+    def build_int8(self, mode=None, fp32_layers=(), thresholds=None):
+        """The real oneDNN int8 graph with these ranges (or ``thresholds``) and ``fp32_layers``
+        (fused names) left in fp32 beside the default exclusions -> (in-memory Checkpoint,
+        excluded layers)."""
         excluded = sorted(set(self.excluded) | set(fp32_layers))
-        qsym, qargs, auxs = build_int8(self.ckpt, self.fused, self.thresholds(mode), excluded)
+        qsym, qargs, auxs = build_int8(self.ckpt, self.fused, thresholds or self.thresholds(mode),
+                                       excluded)
         meta = dict(self.ckpt.meta, precision="int8")
         return Checkpoint(self.ckpt.prefix + "[int8]", qsym, qargs, auxs, meta), excluded
 

@@ -101,6 +101,8 @@ def _block_class():
                     self.out_threshold = self.params.get(
                         "out_threshold", shape=(1,), init=_constant(out_point.threshold))
                 self.out_threshold.initialize()
+                if out_point.kind == "clip":  # a fixed clip, not a trained range
+                    self.out_threshold.grad_req = "null"
 
         def hybrid_forward(self, F, x, weight, bias, **p):
             if self._in is not None:
@@ -224,6 +226,16 @@ def quantize_network(net, layers):
             put_back()
         net.hybridize(active=False)  # drop the traced graph of the rewritten network
     return thresholds, restore
+
+
+def clip_plan(layers, exponent):
+    """The clipping paper's training: every convolution's output clipped to [-2^J, 2^J] (after
+    a ReLU, [0, 2^J]) in the forward pass, weights and inputs left alone; ``layers``: the
+    checkpoint's (``model.layers.list_layers``). A plan for ``quantize_network``."""
+    clip = 2.0 ** exponent
+    return {layer.name.rsplit("_fwd", 1)[0]: {
+        "weights_int8": False, "in": None,
+        "out": ActPoint(layer.name, clip, signed=True, kind="clip")} for layer in layers}
 
 
 def copy_trained(source, target):

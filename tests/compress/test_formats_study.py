@@ -111,3 +111,30 @@ def test_cli_defaults_stay_per_command():
     assert parser.parse_args(["finetune", "--format", "dfp:4"]).train_batch_size == 16
     assert [parser.parse_args(["study", k]).finetune_epochs
             for k in ("bitwidth", "pow2", "clip")] == [0, 3, 1]
+
+
+def test_clip_study_trains_in_the_clips_and_runs_its_int8_on_onednn(tiny_data, fp32_prefix,
+                                                                    tmp_path):
+    """The clipping paper's method: trained with both clips in the forward pass (with and
+    without Lq), then int8 with power-of-two activation scales on the real kernels."""
+    from ssdq.model.checkpoint import load_checkpoint
+
+    clip = _run("clip", ClipOptions, tiny_data, fp32_prefix, tmp_path, finetune_epochs=1,
+                train_images=16, lq_lambda=1e-3)
+    j, k = clip["chosen"]["j"], clip["chosen"]["k"]
+    assert all({"trained_with_clips", "kernels"} <= set(r) for r in clip["rows"])
+    trained = [r for r in clip["rows"] if r["trained_with_clips"]]
+    assert [(r["lq_lambda"], r["kernels"]) for r in trained] == [
+        (lam, kernels) for lam in (0.0, 1e-3) for kernels in ("onednn", "simulated", "onednn")]
+    assert all(r["control_map"] is not None and r["activation_clip"] == j for r in trained)
+    assert not any(r["kernels"] == "onednn" for r in clip["rows"] if not r["trained_with_clips"])
+    for f in clip["finetune"]:
+        if f.get("activation_clip") is not None:
+            assert f["activation_clip"] == j
+    ckpt = load_checkpoint(str(tmp_path / ("finetuned-clip_%d-aclip%d" % (k, j))))
+    assert ckpt.meta["finetune"]["activation_clip"] == j
+    for name, value in ckpt.arg_params.items():
+        if name.endswith("_weight"):
+            assert float(value.abs().max().asscalar()) <= 2.0 ** k + 1e-6, name
+    md = (tmp_path / "study-clip.md").read_text()
+    assert "| kernels |" in md and "onednn" in md

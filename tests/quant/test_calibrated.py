@@ -1,5 +1,6 @@
 """quant.calibrated: one calibration pass, int8 variants built and scored from it."""
 import numpy as np
+import pytest
 
 from ssdq.data.dataset import open_dataset
 from ssdq.model.checkpoint import load_checkpoint
@@ -57,3 +58,25 @@ def test_a_spec_rebuilds_the_same_object_elsewhere(variants):
     assert rebuilt.thresholds() == variants.thresholds()
     int8, _ = rebuilt.build_int8()
     assert abs(rebuilt.score(int8)["map"] - variants.score(variants.build_int8()[0])["map"]) < 1e-9
+
+
+def test_power_of_two_thresholds_give_power_of_two_scales(variants):
+    import math
+
+    naive = variants.thresholds("naive")
+    pow2 = variants.power_of_two_thresholds(clip_exponent=2)
+    assert set(pow2) == set(naive)
+    capped = 0
+    for key, (lo, hi) in pow2.items():
+        signed = naive[key][0] < 0
+        scale = 127.5 / hi if signed else 255.5 / hi
+        assert math.log2(scale) == round(math.log2(scale)), key
+        assert lo == (-hi if signed else 0.0)
+        top = max(abs(x) for x in naive[key])
+        power = hi * (128 / 127.5 if signed else 256 / 255.5)  # the 2^e the scale comes from
+        if power < top:  # only a convolution's output is capped, at the clip it trained in
+            capped += 1
+            assert power == pytest.approx(4.0), key
+        else:
+            assert power < 2 * top, key  # the smallest power of two at or above the range
+    assert capped > 10

@@ -157,3 +157,31 @@ def test_qat_cli_refuses_bad_settings_cleanly(tmp_path):
     assert_clean_error(proc, "missing")
     proc = run_cli("qat", "--calib-mode", "entropy", "--quiet")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_a_clip_plan_bounds_every_convolution_output():
+    import mxnet as mx
+
+    from ssdq.compress.formats.finetune import bn_free_reference
+    from ssdq.model.checkpoint import load_checkpoint
+    from ssdq.model.convert import convert
+    from ssdq.model.layers import list_layers
+    from ssdq.quant.fakequant import clip_plan, quantize_network
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = load_checkpoint(convert(tmp + "/c", model="reference"))
+    net = bn_free_reference(ckpt)
+    x = mx.nd.array(np.random.RandomState(0).rand(1, 3, 300, 300) * 4 - 2)
+    with mx.autograd.predict_mode():
+        features = net.features(x)
+        before = max(float(f.abs().max().asscalar()) for f in features)
+        ranges, restore = quantize_network(net, clip_plan(list_layers(ckpt.symbol), -1))
+        clipped = net.features(x)
+        heads = [p(f) for p, f in zip(net.class_predictors, clipped)]
+    assert before > 0.5
+    assert all(float(f.abs().max().asscalar()) <= 0.5 + 1e-6 for f in clipped)
+    assert all(float(h.abs().max().asscalar()) <= 0.5 + 1e-6 for h in heads)
+    assert all(p.grad_req == "null" for p in ranges.values())  # fixed clips, not trained
+    restore()

@@ -40,7 +40,8 @@ def run(args, context):
     eval_set = data.open(args.split, context.progress).subset(args.eval_images)
     select_set = data.open(options.select_split, context.progress).subset(args.eval_images) \
         if options.selects() else None
-    out = args.out or default_out(args.number_format, options.lq_lambda)
+    out = args.out or default_out(args.number_format, options.lq_lambda,
+                                  activation_clip=options.activation_clip)
     run_record = finetune_and_save(args.model_prefix, out, train_set, eval_set,
                                    args.number_format, options, select_set=select_set,
                                    num_workers=args.num_workers, eval_batch_size=args.batch_size,

@@ -32,6 +32,7 @@ from ssdq.model.convert import export_checkpoint
 from ssdq.model.layers import list_layers, select_layers
 from ssdq.model.ssd import REFERENCE_WIDTH_DIVISOR, reference_ssd
 from ssdq.options import Options, option
+from ssdq.quant.fakequant import clip_plan, quantize_network
 from ssdq.train.loop import (
     FINETUNE_BATCH_SIZE,
     FINETUNE_LR,
@@ -60,6 +61,9 @@ class FinetuneOptions(Options):
     train_batch_size: int = option(FINETUNE_BATCH_SIZE, "training batch size")
     select_split: str = option(SELECTION_SPLIT, "split whose mAP picks the kept epoch ('none': "
                                "keep the last epoch)")
+    activation_clip: int = option(None, "clip every convolution's output to [-2^J, 2^J] in the "
+                                  "forward pass, as the clipping paper trains (default: no "
+                                  "clip)", metavar="J")
 
     def selects(self):
         """Whether an epoch is chosen on a selection split (else the last is kept)."""
@@ -213,6 +217,10 @@ def finetune(fp32_prefix, out_prefix, train_set, eval_set, fmt_spec, options=Non
                         % (batch_size, len(train_set)))
     layers = select_layers(list_layers(ckpt.symbol, options.fc_layers), options.layers)
     net = bn_free_reference(ckpt)
+    unclip = None
+    if options.activation_clip is not None:  # in the graph for training and every evaluation
+        _, unclip = quantize_network(net, clip_plan(list_layers(ckpt.symbol),
+                                                    options.activation_clip))
     in_loop = FormatInTheLoop(net, layers, fmt, options.lq_lambda)
     hooks = [in_loop]
     if select_set is not None:
@@ -230,7 +238,10 @@ def finetune(fp32_prefix, out_prefix, train_set, eval_set, fmt_spec, options=Non
                   desc="finetune %s" % fmt.spec)
     final = trainer.evaluate(eval_set, match, eval_batch_size)
     rounded = in_loop.swap_in()  # export exactly the rounded weights
+    if unclip is not None:
+        unclip()  # the exported graph is the plain one; int8 ranges put the clips back
     run = {"format": fmt.spec, "epochs": options.epochs, "lq_lambda": options.lq_lambda,
+           "activation_clip": options.activation_clip,
            "seed": options.seed, "lr": options.lr, "batch_size": batch_size,
            "train_images": len(train_set), "train_dataset": train_set.describe(),
            "select_split": select_set.split if select_set is not None else "none",
@@ -251,8 +262,10 @@ def finetune(fp32_prefix, out_prefix, train_set, eval_set, fmt_spec, options=Non
     return run
 
 
-def default_out(fmt_spec, lq_lambda=0.0, model_dir="model"):
+def default_out(fmt_spec, lq_lambda=0.0, model_dir="model", activation_clip=None):
     name = "finetuned-%s" % fmt_spec.replace(":", "_")
+    if activation_clip is not None:
+        name += "-aclip%d" % activation_clip
     if lq_lambda:
         name += "-lq%g" % lq_lambda
     return os.path.join(model_dir, name)

@@ -207,19 +207,22 @@ class StudyContext:
                 .open(self.options.select_split, self.progress)
         return self._select_set
 
-    def finetuned(self, fmt_spec, epochs, lq_lambda=0.0):
-        """A Simulator of ``fmt_spec`` fine-tuned for ``epochs`` (cached on disk by settings)."""
-        key = (fmt_spec, epochs, lq_lambda)
+    def finetuned(self, fmt_spec, epochs, lq_lambda=0.0, activation_clip=None):
+        """A Simulator of ``fmt_spec`` fine-tuned for ``epochs`` (cached on disk by settings),
+        every convolution's output clipped to [-2^J, 2^J] in training with ``activation_clip``
+        J."""
+        key = (fmt_spec, epochs, lq_lambda, activation_clip)
         if key in self._finetuned:
             return self._finetuned[key]
         o = self.options
-        prefix = default_out(fmt_spec, lq_lambda, o.model_dir)
+        prefix = default_out(fmt_spec, lq_lambda, o.model_dir, activation_clip)
         settings = FinetuneOptions(epochs=epochs, lq_lambda=lq_lambda, fc_layers=o.fc_layers,
                                    train_images=min(o.train_images or len(self.train_set),
                                                     len(self.train_set)),
-                                   select_split=o.select_split)
+                                   select_split=o.select_split, activation_clip=activation_clip)
         select_set = self.select_set()
         wanted = {"format": fmt_spec, "epochs": epochs, "lq_lambda": lq_lambda,
+                  "activation_clip": activation_clip,
                   "seed": settings.seed, "lr": settings.lr, "batch_size": settings.train_batch_size,
                   "source_checkpoint": self.simulator.ckpt.prefix,
                   "source_sha256": self.simulator.ckpt.meta.get("sha256"),
@@ -503,11 +506,11 @@ def pow2_study(ctx, options):
             "finetune": finetune}
 
 
-def rows_markdown(report, title, note="", table_column=False):
+def rows_markdown(report, title, note="", table_column=False, kernels_column=False):
     base = report["baseline"]["map"]
     header = (["table"] if table_column else []) + [
         "weights", "activations", "fine-tuning epochs", "Lq lambda", "mAP", "vs fp32",
-        "fp32 control", "vs max(fp32, control)"]
+        "fp32 control", "vs max(fp32, control)"] + (["kernels"] if kernels_column else [])
     rows = []
     for r in report["rows"]:
         table = []
@@ -519,8 +522,10 @@ def rows_markdown(report, title, note="", table_column=False):
         rows.append(table + [r["format"], r["activations"], r["finetune_epochs"] or "-",
                              r["lq_lambda"] or "-", "%.2f" % r["map"], "%+.2f" % (r["map"] - base),
                              "-" if control is None else "%.2f" % control,
-                             "%+.2f" % (r["map"] - read_against(base, r))])
-    return ["# %s, %s" % (title, SIMULATED), "",
+                             "%+.2f" % (r["map"] - read_against(base, r))]
+                    + ([r.get("kernels", "simulated")] if kernels_column else []))
+    return ["# %s, %s" % (title, "some rows on oneDNN's real kernels (see kernels)"
+                          if kernels_column else SIMULATED), "",
             "%s on %d images; fp32 baseline %.2f. A fine-tuned row's control is the fp32 "
             "model fine-tuned with the same schedule (epochs, learning rate, data, seed, epoch "
             "kept on dev): the row is read against the better of the two.%s"
@@ -609,8 +614,41 @@ def clip_study(ctx, options):
             finetunes.append({"format": wspec, "lq_lambda": lam, "history": record["history"],
                               "train_images": record["train_images"],
                               "kept_epoch": record.get("kept_epoch"), "control": control})
+        rows += clip_trained_rows(ctx, j, k, epochs, lq, control, finetunes)
+    for row in rows:  # every other row: a model trained without clips, scored in the simulator
+        row.setdefault("trained_with_clips", False)
+        row.setdefault("kernels", "simulated")
     return {"baseline": {"map": round(baseline, 3)}, "error_margin": margin, "chosen": chosen,
             "rows": rows, "finetune": finetunes}
+
+
+def clip_trained_rows(ctx, j, k, epochs, lq, control, finetunes):
+    """The clipping paper's method: fine-tune with every convolution's output clipped to
+    [-2^j, 2^j] and the weights to [-2^k, 2^k] in the forward pass (with and without ``Lq``),
+    then post-training int8 with power-of-two activation scales inside the trained clips, on
+    oneDNN's real kernels (``Calibrated.power_of_two_thresholds``)."""
+    wspec, aspec = "clip:%d" % k, "clip:%d" % j
+    rows = []
+    for lam in (0.0, lq):
+        sim, record = ctx.finetuned(wspec, epochs, lam, activation_clip=j)
+        (plain, _), (clipped, _) = ctx.evaluate_all([
+            ("clip-trained fp32 lq %g" % lam, Variant(), sim),
+            ("clip-trained fp32 in its clips lq %g" % lam, Variant.of(None, aspec), sim)])
+        int8, _ = sim.build_int8(thresholds=sim.power_of_two_thresholds(j))
+        real = round(sim.score(int8, desc="eval int8, power-of-two scales (oneDNN)")["map"], 3)
+        common = dict(table="trained with clips", trained_with_clips=True, activation_clip=j,
+                      weight_clip=k)
+        rows += [_row(wspec, "fp32", epochs, lam, plain, control, record, kernels="onednn",
+                      **common),
+                 _row(wspec, aspec, epochs, lam, clipped, control, record, kernels="simulated",
+                      **common),
+                 _row("int:8 per channel", "int8, power-of-two scales <= 2^%d" % j, epochs, lam,
+                      real, control, record, kernels="onednn", **dict(
+                          common, table="trained with clips, then int8"))]
+        finetunes.append({"format": wspec, "activation_clip": j, "lq_lambda": lam,
+                          "history": record["history"], "train_images": record["train_images"],
+                          "kept_epoch": record.get("kept_epoch"), "control": control})
+    return rows
 
 
 def clip_markdown(report):
@@ -626,8 +664,13 @@ def clip_markdown(report):
                               c["activation_clip"],
                               "" if c["activation_clip_within_margin"] else " (none within)",
                               c["weight_clip"], c["weight_clip"],
-                              "" if c["weight_clip_within_margin"] else " (none within)"),
-                          table_column=True)
+                              "" if c["weight_clip_within_margin"] else " (none within)")
+                          + " Trained with clips: fine-tuned with every convolution's output "
+                          "clipped to the chosen activation clip and the weights to the chosen "
+                          "weight clip in the forward pass; its int8 row is the oneDNN graph "
+                          "with power-of-two activation scales inside the trained clips "
+                          "(weights: oneDNN's per-channel scales).",
+                          table_column=True, kernels_column=True)
     return "\n".join(lines) + "\n"
 
 
