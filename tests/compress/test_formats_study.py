@@ -55,7 +55,8 @@ def test_pow2_and_clip_studies_rows(tiny_data, fp32_prefix, tmp_path):
         ("pow2:-10:5", "fp32"), ("pow2:-10:5", "dfp:8")]
     for r in pow2["rows"]:
         assert set(r) >= {"format", "activations", "finetune_epochs", "lq_lambda", "map"}
-    clip = _run("clip", ClipOptions, tiny_data, fp32_prefix, tmp_path)
+    clip = _run("clip", ClipOptions, tiny_data, fp32_prefix, tmp_path, finetune_epochs=1,
+                train_images=16, lq_lambda=1e-3)
     formats = [(r["format"], r["activations"]) for r in clip["rows"]]
     assert ("fp32", "clip:1") in formats and ("clip:-4", "fp32") in formats
     assert ("fp32", "clip:5") in formats and ("clip:1", "fp32") in formats
@@ -68,6 +69,28 @@ def test_pow2_and_clip_studies_rows(tiny_data, fp32_prefix, tmp_path):
     with open(tmp_path / "study-clip.json") as f:
         assert json.load(f)["baseline"]["map"] == clip["baseline"]["map"]
     assert "simulated (fake-quant in fp32)" in (tmp_path / "study-pow2.md").read_text()
+    _check_clip_trained_rows(clip, tmp_path)
+
+
+def _check_clip_trained_rows(clip, tmp_path):
+    """The clipping paper's method: trained with both clips in the forward pass (with and
+    without Lq), then int8 with power-of-two activation scales on the real kernels."""
+    from ssdq.model.checkpoint import load_checkpoint
+
+    j, k = clip["chosen"]["j"], clip["chosen"]["k"]
+    assert all({"trained_with_clips", "kernels"} <= set(r) for r in clip["rows"])
+    trained = [r for r in clip["rows"] if r["trained_with_clips"]]
+    assert [(r["lq_lambda"], r["kernels"]) for r in trained] == [
+        (lam, kernels) for lam in (0.0, 1e-3) for kernels in ("onednn", "simulated", "onednn")]
+    assert all(r["control_map"] is not None and r["activation_clip"] == j for r in trained)
+    assert not any(r["kernels"] == "onednn" for r in clip["rows"] if not r["trained_with_clips"])
+    ckpt = load_checkpoint(str(tmp_path / ("finetuned-clip_%d-aclip%d" % (k, j))))
+    assert ckpt.meta["finetune"]["activation_clip"] == j
+    for name, value in ckpt.arg_params.items():
+        if name.endswith("_weight"):
+            assert float(value.abs().max().asscalar()) <= 2.0 ** k + 1e-6, name
+    md = (tmp_path / "study-clip.md").read_text()
+    assert "| kernels |" in md and "onednn" in md
 
 
 def test_finetuned_rows_carry_their_control(tiny_data, fp32_prefix, tmp_path):
@@ -112,29 +135,3 @@ def test_cli_defaults_stay_per_command():
     assert [parser.parse_args(["study", k]).finetune_epochs
             for k in ("bitwidth", "pow2", "clip")] == [0, 3, 1]
 
-
-def test_clip_study_trains_in_the_clips_and_runs_its_int8_on_onednn(tiny_data, fp32_prefix,
-                                                                    tmp_path):
-    """The clipping paper's method: trained with both clips in the forward pass (with and
-    without Lq), then int8 with power-of-two activation scales on the real kernels."""
-    from ssdq.model.checkpoint import load_checkpoint
-
-    clip = _run("clip", ClipOptions, tiny_data, fp32_prefix, tmp_path, finetune_epochs=1,
-                train_images=16, lq_lambda=1e-3)
-    j, k = clip["chosen"]["j"], clip["chosen"]["k"]
-    assert all({"trained_with_clips", "kernels"} <= set(r) for r in clip["rows"])
-    trained = [r for r in clip["rows"] if r["trained_with_clips"]]
-    assert [(r["lq_lambda"], r["kernels"]) for r in trained] == [
-        (lam, kernels) for lam in (0.0, 1e-3) for kernels in ("onednn", "simulated", "onednn")]
-    assert all(r["control_map"] is not None and r["activation_clip"] == j for r in trained)
-    assert not any(r["kernels"] == "onednn" for r in clip["rows"] if not r["trained_with_clips"])
-    for f in clip["finetune"]:
-        if f.get("activation_clip") is not None:
-            assert f["activation_clip"] == j
-    ckpt = load_checkpoint(str(tmp_path / ("finetuned-clip_%d-aclip%d" % (k, j))))
-    assert ckpt.meta["finetune"]["activation_clip"] == j
-    for name, value in ckpt.arg_params.items():
-        if name.endswith("_weight"):
-            assert float(value.abs().max().asscalar()) <= 2.0 ** k + 1e-6, name
-    md = (tmp_path / "study-clip.md").read_text()
-    assert "| kernels |" in md and "onednn" in md
