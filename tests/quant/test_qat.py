@@ -160,6 +160,8 @@ def test_qat_cli_refuses_bad_settings_cleanly(tmp_path):
 
 
 def test_a_clip_plan_bounds_every_convolution_output():
+    import tempfile
+
     import mxnet as mx
 
     from ssdq.compress.formats.finetune import bn_free_reference
@@ -167,8 +169,6 @@ def test_a_clip_plan_bounds_every_convolution_output():
     from ssdq.model.convert import convert
     from ssdq.model.layers import list_layers
     from ssdq.quant.fakequant import clip_plan, quantize_network
-
-    import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = load_checkpoint(convert(tmp + "/c", model="reference"))
