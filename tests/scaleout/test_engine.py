@@ -151,7 +151,7 @@ def test_bitwidth_study_on_ray_gives_the_serial_report(fp32_prefix, tiny_data, r
     from ssdq.quant.quantize import CalibOptions
 
     def run(out, engine=None):
-        options = BitwidthOptions(model_prefix=fp32_prefix, eval_images=4,
+        options = BitwidthOptions(model_prefix=fp32_prefix, eval_images=16,
                                   out_dir=str(tmp_path / out), model_dir=str(tmp_path),
                                   finetune_epochs=0, bits=(16, 8, 2, 1))
         return run_study("bitwidth", options, DataOptions(tiny_data),
