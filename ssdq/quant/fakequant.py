@@ -23,14 +23,12 @@ The int32 bias is left unrounded (its step, ``1 / (s_w s_x)``, is about 1e-4 her
 rounding (the clipping paper's training). Layers whose weights stay fp32 (``--first-last-fp32``)
 still feed and read quantized tensors where the int8 graph does.
 
-The rewritten network shares every Parameter with the original blocks, so its weights load into
-and export from a plain reference network by name (``copy_trained``).
+The rewritten network shares every Parameter with the original blocks, so once ``restore()`` puts
+the plain blocks back they hold the trained weights, ready to export.
 """
 from dataclasses import dataclass
 
 from ssdq.errors import SsdqError
-
-KINDS = ("int8", "clip")
 
 
 @dataclass
@@ -237,11 +235,3 @@ def clip_plan(layers, exponent):
         "weights_int8": False, "in": None,
         "out": ActPoint(layer.name, clip, signed=True, kind="clip")} for layer in layers}
 
-
-def copy_trained(source, target):
-    """Load ``source``'s weights into ``target`` by parameter name (the QAT ranges, which a
-    plain network has no place for, stay behind)."""
-    params = target.collect_params()
-    for name, param in source.collect_params().items():
-        if name in params:
-            params[name].set_data(param.data())
