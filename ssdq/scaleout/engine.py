@@ -92,14 +92,6 @@ class _Worker:
         # Ray exports OMP_NUM_THREADS for its workers; ssdq's pinning sets it from the slot.
         os.environ.pop("OMP_NUM_THREADS", None)
         pinned = cpus.pin_threads(cores=self.cores, threads=cpus_per_task)
-        if self.cores is not None:
-            # Ray's own threads started before the pinning; move them too (the kernel sets the
-            # affinity of one thread at a time, and new threads inherit their creator's)
-            for task in os.listdir("/proc/self/task"):
-                try:
-                    os.sched_setaffinity(int(task), self.cores)
-                except OSError:
-                    pass  # the thread ended meanwhile
         self.where = _where(pinned["cores"], self.cores is not None)
 
     def run(self, fn, context, item):
