@@ -168,7 +168,7 @@ def collect_statistics(fused, ckpt, calib_set, batch_size, excluded=(), exclude_
     collector = _LayerHistogramCollector(include_layer=set(collector.include_layer))
     executor = fused.simple_bind(mx.cpu(), grad_req="null", data=ckpt.input_format.shape(batch_size))
     executor.copy_params_from(ckpt.arg_params, ckpt.aux_params, allow_extra_params=True)
-    executor.set_monitor_callback(collector.collect, monitor_all=True)
+    executor.set_monitor_callback(_freeing(collector), monitor_all=True)
     num_batches = len(calib_set) // batch_size
     for batch, _ in tqdm(iterate_batches(calib_set, batch_size, num_workers, ckpt.input_format),
                          total=num_batches,
@@ -176,6 +176,26 @@ def collect_statistics(fused, ckpt, calib_set, batch_size, excluded=(), exclude_
         executor.forward(is_train=False, data=mx.nd.array(batch))
         mx.nd.waitall()
     return collector.hist_dict
+
+
+def _freeing(collector):
+    """``collector.collect`` that frees what it skips. MXNet hands the monitor a copy of every
+    input and output of every node and leaves freeing it to the callback, but its collectors
+    return before wrapping the ones they do not collect: about 0.6 GB leaked per calibration
+    pass of the reference model, which a study that quantizes a dozen variants runs out of
+    memory on."""
+    import ctypes
+
+    from mxnet.base import NDArrayHandle, py_str
+    from mxnet.ndarray import NDArray
+
+    def collect(name, handle):
+        if py_str(name) in collector.include_layer:
+            collector.collect(name, handle)  # wraps the handle itself: freed with its NDArray
+        else:
+            NDArray(ctypes.cast(handle, NDArrayHandle), writable=False)  # freed right here
+
+    return collect
 
 
 def thresholds_for(stats, mode, quantized_dtype="auto", percentile=CalibOptions.percentile):
