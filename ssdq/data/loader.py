@@ -2,9 +2,10 @@
 
 A thread pool decodes the next batch while the current one runs (OpenCV releases the GIL); each
 batch carries its records (image ids, and the image size its boxes are mapped to: the decoded
-one, checked against the annotation), and the last partial batch is kept. The decoding threads
-start on every pinned core (``host.cpus.pinned_affinity``), not on the one core libgomp leaves
-the main thread once MXNet has run.
+one, checked against the annotation), and the last partial batch is kept. Each decoding thread
+puts itself on every pinned core as it starts (``host.cpus.take_pinned_cores``), not on the one
+core libgomp leaves the main thread once MXNet has run: the pool starts a thread only when no
+idle one is free, so some start long after the first batch.
 """
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from ssdq.data.dataset import read_record_image
 from ssdq.data.transforms import preprocess
-from ssdq.host.cpus import pinned_affinity
+from ssdq.host.cpus import take_pinned_cores
 
 # GluonCV's SSD eval script and the Intel recipe run batches of 64 images
 DEFAULT_BATCH_SIZE = 64
@@ -30,9 +31,8 @@ def iterate_batches(dataset, batch_size, num_workers=1, transform=preprocess):
 
     records = dataset.records
     chunks = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
-    with ThreadPoolExecutor(max(1, num_workers)) as pool:
-        with pinned_affinity():  # the pool's threads are created by the first submissions
-            pending = [pool.map(load, chunks[0])] if chunks else []
+    with ThreadPoolExecutor(max(1, num_workers), initializer=take_pinned_cores) as pool:
+        pending = [pool.map(load, chunks[0])] if chunks else []
         for i, chunk in enumerate(chunks):
             loaded = list(pending.pop())
             if i + 1 < len(chunks):

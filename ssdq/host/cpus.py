@@ -54,16 +54,24 @@ def pinned_affinity():
     to the first pinned core, and every thread created afterwards inherits that one core. Thread
     pools created inside this block (ONNX Runtime's, OpenVINO's, the image decoding threads)
     start on all the pinned cores instead. Without a pinning in this process it does nothing."""
-    cores = _pinned[1]["cores"] if _pinned and _pinned[1]["affinity_set"] else None
-    if not cores:
+    saved = os.sched_getaffinity(0)  # pid 0: the calling thread
+    if not take_pinned_cores():
         yield
         return
-    saved = os.sched_getaffinity(0)  # pid 0: the calling thread
-    os.sched_setaffinity(0, cores)
     try:
         yield
     finally:
         os.sched_setaffinity(0, saved)
+
+
+def take_pinned_cores():
+    """Put the calling thread on every core ``pin_threads`` pinned to (a thread pool's
+    ``initializer``: its workers start whenever the pool needs them, possibly after MXNet left
+    the creating thread on one core). Returns whether there was a pinning to take."""
+    cores = _pinned[1]["cores"] if _pinned and _pinned[1]["affinity_set"] else None
+    if cores:
+        os.sched_setaffinity(0, cores)
+    return bool(cores)
 
 
 def _parse_cpu_syntax(spec):
