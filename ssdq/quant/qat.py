@@ -96,11 +96,12 @@ def plan_layers(symbol, calibrated, first_last_fp32=False):
 
 
 def qat(out_prefix, net, source, train_set, calib_set, eval_set, options=None, calib=None,
-        select_set=None, batch_size=32, num_workers=1, progress=True, log=print):
+        select_set=None, batch_size=32, num_workers=1, progress=True, log=print, hooks=()):
     """Train ``net`` (a reference-topology BatchNorm network holding its weights; ``source``:
     what the checkpoints' meta says it is) with int8 in the loop and write ``out_prefix`` (the
     oneDNN int8 checkpoint), ``-fp32`` (and its ``-bn.params``), ``-calib.json`` and ``-qat.json``.
-    Returns the run record."""
+    ``hooks``: more ``train.loop`` hooks for the training (a regulariser such as network
+    slimming's sparsity penalty); the record lists them. Returns the run record."""
     options = options or QatOptions()
     calib = calib or CalibOptions()
     if calib.calib_mode != "naive":
@@ -123,9 +124,10 @@ def qat(out_prefix, net, source, train_set, calib_set, eval_set, options=None, c
     ranges, restore = quantize_network(net, plan)
     # the reported split is scored once, on the kept weights; only the selection split is
     # looked at during training
-    hooks = [] if select_set is None else [
-        EvalHook(select_set, keep="best", key=select_set.split, at_start=True,
-                 batch_size=batch_size)]
+    selection = None if select_set is None else EvalHook(
+        select_set, keep="best", key=select_set.split, at_start=True, batch_size=batch_size)
+    extra_hooks = list(hooks)
+    hooks = ([selection] if selection else []) + extra_hooks
     trainer = fit(net, train_set, options.epochs, batch_size=options.train_batch_size,
                   lr=options.lr, warmup=warmup_for(options.epochs, len(train_set),
                                                    options.train_batch_size),
@@ -147,13 +149,14 @@ def qat(out_prefix, net, source, train_set, calib_set, eval_set, options=None, c
                         "calibrated_untrained": untrained}, "qat": options.to_dict()})
     real = int8.score(load_checkpoint(out_prefix), desc="eval int8 (oneDNN)")
     split = eval_set.split
-    selection = hooks[0] if select_set is not None else None
     run = {
         "settings": dict(options.to_dict(), calibration=calib.to_dict()),
         "source": source, "train_images": len(train_set), "eval_images": len(eval_set),
         "eval_split": split, "select_split": select_set.split if select_set else "none",
         "kept_epoch": selection.best_epoch if selection else options.epochs,
         "fp32_layers": excluded, "trained_ranges": trained,
+        "regularizers": [hook.describe() if hasattr(hook, "describe") else type(hook).__name__
+                         for hook in extra_hooks],
         "starting_ranges": {p.key: p.threshold for step in plan.values()
                             for p in (step["in"], step["out"]) if p},
         "history": trainer.history,

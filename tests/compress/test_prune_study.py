@@ -5,6 +5,7 @@ import os
 import pytest
 
 from ssdq.compress.pruning.study import PruneStudyOptions, make_variants, run_study
+from ssdq.compress.pruning.study import qat_int8 as qat_int8_prefix
 from ssdq.data.source import DataOptions
 from ssdq.errors import SsdqError
 from ssdq.model.weights import REFERENCE_WEIGHTS
@@ -121,6 +122,11 @@ def _check_both_orders(rows, base, control, options):
     first = rows[("sparse-trained + QAT", "int8")]
     assert first["quantization"] == "qat" and first["params_share"] == 1
     assert "control_map" not in first
+    with open(qat_int8_prefix(rows[("sparse-trained + QAT", "fp32")]["checkpoint"])
+              + "-qat.json") as f:  # the first QAT kept the sparsity penalty on
+        assert json.load(f)["regularizers"] == [{
+            "regularizer": "L1 on the prunable BatchNorm gammas (network slimming)",
+            "sparsity": options.qat_sparsity, "weighting": "params", "gamma_lr_mult": 15.0}]
     # quantize, then prune: the channels were chosen by the QAT model's gammas
     pruned = load_checkpoint(os.path.join(options.model_dir,
                                           "sparse-trained_plus_QAT_then_normal_max_plus_QAT-pruned"))

@@ -62,6 +62,12 @@ class SparsityHook(HookBase):
         self.sparsity, self.weighting, self.gamma_lr_mult = sparsity, weighting, gamma_lr_mult
         self.gammas, self.penalties = [], []
 
+    def describe(self):
+        """For a run record: the penalty and how it is applied."""
+        return {"regularizer": "L1 on the prunable BatchNorm gammas (network slimming)",
+                "sparsity": self.sparsity, "weighting": self.weighting,
+                "gamma_lr_mult": self.gamma_lr_mult}
+
     def before_train(self):
         self.gammas = prunable_gammas(self.trainer.net)
         for gamma in self.gammas:

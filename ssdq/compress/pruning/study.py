@@ -24,6 +24,7 @@ import numpy as np
 from ssdq.bench.harness import Case, time_in_turns
 from ssdq.compress.pruning.lowrank import lowrank
 from ssdq.compress.pruning.slimming import CRITERIA, PruneOptions, prune
+from ssdq.compress.pruning.sparsity import SparsityHook
 from ssdq.data.loader import DEFAULT_BATCH_SIZE, iterate_batches
 from ssdq.data.source import DataOptions
 from ssdq.data.transforms import resize
@@ -107,12 +108,17 @@ class PruneStudyOptions(Options):
                                        "prediction heads in fp32 (the pruning study's rule; "
                                        "default: int8 everywhere, as the post-training rows)",
                                        action="store_true")
+    qat_sparsity: float = option(0.2, "quantize-then-prune: the L1 penalty on the prunable "
+                                 "gammas kept on during the first QAT, as in the sparse "
+                                 "model's last stage (params weighting, gammas at 15x the "
+                                 "rate), so pruning by the QAT model's gammas finds the "
+                                 "channels it learnt to do without (0: off)")
     model_dir: str = option(os.path.join("model", "study-prune"), "where the rows' checkpoints go")
     out_dir: str = option("reports", "where study-prune.{json,md,png} go")
 
     def check(self):
         at_least(self, "eval_images", "repeats")
-        at_least(self, "finetune_epochs", minimum=0)
+        at_least(self, "finetune_epochs", "qat_sparsity", minimum=0)
         self.pruning("normal").check()
         self.finetune_pruning().check()
         for path in (self.params or REFERENCE_WEIGHTS, self.sparse_params):
@@ -204,13 +210,13 @@ def make_variants(work_dir, options, train_set=None, names=None, progress=False,
     wanted |= {how[1] for name, how in VARIANTS if name in wanted and how[0] == "lowrank"}
     made = {}
 
-    def train_qat(prefix, params, qat_epochs):
+    def train_qat(prefix, params, qat_epochs, hooks=()):
         calib_set, eval_set, calib, batch_size = qat_data
         net, source = network_from(params)
         qat(prefix + QAT_SUFFIX, net, source, train_set, calib_set, eval_set,
             options.qat_options(params, qat_epochs),
             dataclasses.replace(calib, calib_mode="naive"), select_set=select_set,
-            batch_size=batch_size, progress=progress, log=lambda *_: None)
+            batch_size=batch_size, progress=progress, log=lambda *_: None, hooks=hooks)
         return prefix + QAT_SUFFIX + "-fp32"
 
     first_qat, second_qat = options.qat_epochs()
@@ -233,7 +239,9 @@ def make_variants(work_dir, options, train_set=None, names=None, progress=False,
             prune(prefix + "-pruned", options.finetune_pruning(finetune=False), train_set)
             prefix = train_qat(prefix, prefix + "-pruned", epochs)
         elif how[0] == "qat":
-            prefix = train_qat(prefix, options.sparse_params, first_qat)
+            prefix = train_qat(prefix, options.sparse_params, first_qat,
+                               hooks=[SparsityHook(options.qat_sparsity, *QAT_SPARSITY)]
+                               if options.qat_sparsity else [])
         elif how[0] == "qat-prune-qat":
             prune(prefix + "-pruned", options.finetune_pruning(
                 finetune=False, params=made[QAT_FIRST_STEP]), train_set)
@@ -248,6 +256,9 @@ def make_variants(work_dir, options, train_set=None, names=None, progress=False,
     return made
 
 
+# the penalty's weighting and gamma learning-rate factor during quantize-then-prune's first QAT:
+# the sparse-trained model's last stage (its card)
+QAT_SPARSITY = ("params", 15.0)
 # a QAT row writes its int8 graph at PREFIX-qat and the fp32 export of its weights beside it
 QAT_SUFFIX = "-qat"
 
@@ -370,6 +381,11 @@ def run_study(options=None, data=None, calib=None, batch_size=DEFAULT_BATCH_SIZE
                              "prune_then_qat_epochs": options.finetune_epochs,
                              "quantize_then_prune_epochs": list(options.qat_epochs()),
                              "first_last_fp32": options.qat_first_last_fp32,
+                             "quantize_then_prune_sparsity": {
+                                 "sparsity": options.qat_sparsity,
+                                 "weighting": QAT_SPARSITY[0],
+                                 "gamma_lr_mult": QAT_SPARSITY[1]}
+                             if options.qat_sparsity else "none",
                              "ranges": "trained (LSQ-style), from a naive calibration"}
                      if options.finetune_epochs else "none",
                      "batchnorm_recalibration_images": options.recalibrate_images},
