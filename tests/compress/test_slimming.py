@@ -115,6 +115,8 @@ def test_params_share_plan_is_the_smallest_pruning_within_the_budget(net):
         plan_for_params_share(net, 0.01, "normal", min_keep=0.5)
     whole = plan_for_params_share(net, 1.0, "normal")  # the dense network fits: nothing goes
     assert whole["percent"] == 0 and whole["channels"]["after"] == total
+    # counted on a network with the short anchor grid: what the network pruning makes holds
+    assert recipe_params(net, recipe) == deployed_params(apply_recipe(net, recipe))
 
 
 def test_pruned_equals_zeroed_gammas_when_removed_channels_are_silent(net):

@@ -19,7 +19,7 @@ from ssdq.data.loader import iterate_batches
 from ssdq.errors import SsdqError
 from ssdq.model.convert import export_checkpoint, network_from
 from ssdq.model.graph import Graph
-from ssdq.model.ssd import feature_convs, reference_ssd
+from ssdq.model.ssd import SHAPE_ONLY_ANCHORS, feature_convs, reference_ssd
 from ssdq.model.weights import SPARSE_WEIGHTS
 from ssdq.options import Options, at_least, option
 from ssdq.train.loop import FINETUNE_BATCH_SIZE, FINETUNE_LR, SELECTION_SPLIT, EvalHook, fit
@@ -139,12 +139,13 @@ def check_settings(percent, mode, criterion="gamma", params_share=None, min_keep
         raise SsdqError("--min-keep must be in [0, 1], not %g" % min_keep)
 
 
-def channel_costs(net, layers, alive=None):
+def channel_costs(net, layers, alive=None, blocks=None):
     """Deployed parameters one output channel of each prunable layer costs: its filter and bias,
     and its slice of every reader's filters (heads included). ``alive`` ({BatchNorm name: kept
     count}) counts the layers' channels as after pruning (the readers' outputs and a layer's
-    inputs shrink with them); by default the dense widths."""
-    blocks = _blocks_by_name(net)
+    inputs shrink with them); by default the dense widths. ``blocks``: {name: block} of ``net``
+    taken earlier (a network since rewritten, as QAT rewrites it, no longer holds them)."""
+    blocks = blocks or _blocks_by_name(net)
     alive = alive or {}
     width = {}  # output channels of each convolution, as alive
     for layer in layers:
@@ -256,7 +257,8 @@ def recipe_params(net, recipe):
     """``deployed_params`` of the network ``recipe`` makes of ``net``, without copying weights."""
     import mxnet as mx
 
-    pruned = reference_ssd(net.classes, widths=recipe["widths"], num_scales=recipe["num_scales"])
+    pruned = reference_ssd(net.classes, widths=recipe["widths"], num_scales=recipe["num_scales"],
+                           anchor_alloc_size=SHAPE_ONLY_ANCHORS)
     pruned.initialize()
     pruned(mx.nd.zeros((1, 3, 300, 300)))
     return deployed_params(pruned)
