@@ -9,7 +9,12 @@ still alive: expensive channels are pushed to zero harder, for a parameter budge
 """
 import numpy as np
 
-from ssdq.compress.pruning.slimming import channel_costs, prunable_batchnorms, prunable_layers
+from ssdq.compress.pruning.slimming import (
+    _blocks_by_name,
+    channel_costs,
+    prunable_batchnorms,
+    prunable_layers,
+)
 from ssdq.errors import SsdqError
 from ssdq.train.loop import HookBase
 
@@ -23,21 +28,36 @@ def prunable_gammas(net):
     return [bn.gamma for bn in prunable_batchnorms(net)]
 
 
-def sparsity_penalties(net, sparsity, weighting="uniform"):
-    """The L1 penalty on each of ``prunable_gammas(net)``: ``sparsity`` everywhere, or scaled
-    by the parameters one of the layer's channels costs (counting only the channels still
-    alive, |gamma| >= ``ALIVE_GAMMA``, as MorphNet does) over the mean cost."""
+class Structure:
+    """What the penalty needs of a network, read once from its plain blocks: the prunable
+    layers, their BatchNorms and every block by name. The BatchNorms hold the gamma Parameters,
+    so a network rewritten afterwards (QAT's fake-quantized blocks share those Parameters) is
+    still penalised and costed through them."""
+
+    def __init__(self, net):
+        self.layers = prunable_layers(net)
+        self.blocks = _blocks_by_name(net)
+        self.batchnorms = [self.blocks[layer.batchnorm] for layer in self.layers]
+        if not self.batchnorms:
+            raise SsdqError("the network has no prunable BatchNorm for the sparsity penalty "
+                            "(read its structure before rewriting it)")
+        self.net = net
+
+
+def sparsity_penalties(structure, sparsity, weighting="uniform"):
+    """The L1 penalty on each prunable gamma of ``structure`` (a ``Structure``): ``sparsity``
+    everywhere, or scaled by the parameters one of the layer's channels costs (counting only
+    the channels still alive, |gamma| >= ``ALIVE_GAMMA``, as MorphNet does) over the mean cost."""
     if weighting not in WEIGHTINGS:
         raise SsdqError("unknown sparsity weighting %r (one of %s)"
                         % (weighting, ", ".join(WEIGHTINGS)))
-    layers = prunable_layers(net)
     if weighting == "uniform":
-        return [sparsity] * len(layers)
-    gammas = {bn.name: np.abs(bn.gamma.data().asnumpy()) for bn in prunable_batchnorms(net)}
+        return [sparsity] * len(structure.layers)
+    gammas = {bn.name: np.abs(bn.gamma.data().asnumpy()) for bn in structure.batchnorms}
     alive = {name: max(1, int((g >= ALIVE_GAMMA).sum())) for name, g in gammas.items()}
-    costs = channel_costs(net, layers, alive)
+    costs = channel_costs(structure.net, structure.layers, alive, blocks=structure.blocks)
     mean = sum(costs[name] * alive[name] for name in alive) / sum(alive.values())
-    return [sparsity * costs[layer.batchnorm] / mean for layer in layers]
+    return [sparsity * costs[layer.batchnorm] / mean for layer in structure.layers]
 
 
 def gamma_distribution(gammas):
@@ -55,11 +75,13 @@ class SparsityHook(HookBase):
     those gammas' learning rate (Adam moves a parameter by about lr per step, so a short schedule
     cannot take a gamma from ~1 to ~0 without it)."""
 
-    def __init__(self, sparsity, weighting="uniform", gamma_lr_mult=1.0):
+    def __init__(self, sparsity, weighting="uniform", gamma_lr_mult=1.0, net=None):
         if weighting not in WEIGHTINGS:
             raise SsdqError("unknown sparsity weighting %r (one of %s)"
                             % (weighting, ", ".join(WEIGHTINGS)))
         self.sparsity, self.weighting, self.gamma_lr_mult = sparsity, weighting, gamma_lr_mult
+        # ``net``: read the structure now, before something rewrites the network (QAT)
+        self.structure = Structure(net) if net is not None else None
         self.gammas, self.penalties = [], []
 
     def describe(self):
@@ -69,13 +91,14 @@ class SparsityHook(HookBase):
                 "gamma_lr_mult": self.gamma_lr_mult}
 
     def before_train(self):
-        self.gammas = prunable_gammas(self.trainer.net)
+        self.structure = self.structure or Structure(self.trainer.net)
+        self.gammas = [bn.gamma for bn in self.structure.batchnorms]
         for gamma in self.gammas:
             gamma.lr_mult = self.gamma_lr_mult
 
     def before_epoch(self):
         # re-costed each epoch: a "params" weighting follows the channels still alive
-        self.penalties = sparsity_penalties(self.trainer.net, self.sparsity, self.weighting)
+        self.penalties = sparsity_penalties(self.structure, self.sparsity, self.weighting)
 
     def after_backward(self):
         import mxnet as mx

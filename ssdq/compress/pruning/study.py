@@ -210,9 +210,11 @@ def make_variants(work_dir, options, train_set=None, names=None, progress=False,
     wanted |= {how[1] for name, how in VARIANTS if name in wanted and how[0] == "lowrank"}
     made = {}
 
-    def train_qat(prefix, params, qat_epochs, hooks=()):
+    def train_qat(prefix, params, qat_epochs, sparsity=0.0):
         calib_set, eval_set, calib, batch_size = qat_data
         net, source = network_from(params)
+        # the hook reads the plain network now: QAT rewrites it
+        hooks = [SparsityHook(sparsity, *QAT_SPARSITY, net=net)] if sparsity else []
         qat(prefix + QAT_SUFFIX, net, source, train_set, calib_set, eval_set,
             options.qat_options(params, qat_epochs),
             dataclasses.replace(calib, calib_mode="naive"), select_set=select_set,
@@ -239,9 +241,7 @@ def make_variants(work_dir, options, train_set=None, names=None, progress=False,
             prune(prefix + "-pruned", options.finetune_pruning(finetune=False), train_set)
             prefix = train_qat(prefix, prefix + "-pruned", epochs)
         elif how[0] == "qat":
-            prefix = train_qat(prefix, options.sparse_params, first_qat,
-                               hooks=[SparsityHook(options.qat_sparsity, *QAT_SPARSITY)]
-                               if options.qat_sparsity else [])
+            prefix = train_qat(prefix, options.sparse_params, first_qat, options.qat_sparsity)
         elif how[0] == "qat-prune-qat":
             prune(prefix + "-pruned", options.finetune_pruning(
                 finetune=False, params=made[QAT_FIRST_STEP]), train_set)
