@@ -4,7 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# a test that tells one core from two (pinning, waves of two trials) cannot run on one
+needs_two_cpus = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
+                                    reason="needs two CPUs this process may use")
 
 
 def run_cli(*args, cwd=None, env=None):

@@ -17,7 +17,7 @@ import pytest
 from ssdq.errors import SsdqError
 from ssdq.host import cpus, environment
 
-from helpers import REPO
+from helpers import REPO, needs_two_cpus
 
 MARK = "@@RESULT@@"
 CLEARED = cpus.THREAD_VARS + ("DNNL_VERBOSE", "MKLDNN_VERBOSE", "ONEDNN_VERBOSE",
@@ -306,6 +306,7 @@ def test_format_environment_on_an_amx_xeon():
     assert "Intel AMX" in text and "Xeon" in text
 
 
+@needs_two_cpus
 def test_cores_off_the_requested_node(untouched, fake_host, monkeypatch):
     monkeypatch.setitem(sys.modules, "mxnet", types.ModuleType("mxnet"))  # bad input comes first
     root = fake_host(nodes={0: "0", 1: "1"}, siblings=["0", "1"])

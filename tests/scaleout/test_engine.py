@@ -12,7 +12,7 @@ import pytest
 from ssdq.eval.sharded import shard_ranges
 from ssdq.scaleout.engine import LocalEngine, TrialFailed
 
-from helpers import run_cli
+from helpers import needs_two_cpus, run_cli
 
 ray = pytest.importorskip("ray")
 # the trials below are defined in this test module, which Ray's workers cannot import
@@ -144,6 +144,7 @@ def _without(report, *keys):
     return {k: v for k, v in report.items() if k not in keys}
 
 
+@needs_two_cpus
 def test_bitwidth_study_on_ray_gives_the_serial_report(fp32_prefix, tiny_data, ray_engine,
                                                        tmp_path):
     from ssdq.compress.formats.study import BitwidthOptions, run_study
