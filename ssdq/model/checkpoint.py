@@ -129,8 +129,9 @@ def load_checkpoint(prefix, classes=None, params_file=None):
         hint = ("pass the weights it binds to with --params FILE"
                 if missing == [files["params"]] and params_file is None
                 else "run `ssdq convert` or `ssdq quantize` first")
-        raise SsdqError("checkpoint %s is incomplete: missing %s (%s)"
-                        % (prefix, ", ".join(missing), hint))
+        state = "not found" if len(missing) == len(files) - ("meta" in files) else "incomplete"
+        raise SsdqError("checkpoint %s is %s: missing %s (%s)"
+                        % (prefix, state, ", ".join(missing), hint))
     try:
         symbol = mx.sym.load(files["symbol"])
     except (mx.base.MXNetError, ValueError) as exc:

@@ -105,7 +105,7 @@ def test_cli_bench_and_its_errors(fp32_prefix, int8_prefix, tiny_data, tmp_path)
     assert "network_int8_vs_fp32" in json.load(open(out))["speedup"]
     missing = run_cli("bench", "--model-prefix", str(tmp_path / "nothing"), "--data-root",
                       tiny_data, "--out", str(tmp_path / "x.json"), "--quiet")
-    assert_clean_error(missing, "incomplete")
+    assert_clean_error(missing, "not found")
     assert not (tmp_path / "x.json").exists()
 
 

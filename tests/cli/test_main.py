@@ -26,7 +26,10 @@ def test_console_script_is_installed():
 
 def test_missing_checkpoint(tmp_path, tiny_data):
     proc = run_cli("eval", "--model-prefix", str(tmp_path / "nothing"), "--data-root", tiny_data)
-    assert_clean_error(proc, "incomplete", "nothing-symbol.json")
+    assert_clean_error(proc, "not found", "nothing-symbol.json")
+    (tmp_path / "half-symbol.json").write_text("{}")  # a prefix with one of its two files
+    proc = run_cli("eval", "--model-prefix", str(tmp_path / "half"), "--data-root", tiny_data)
+    assert_clean_error(proc, "is incomplete", "half-0000.params")
 
 
 def test_gpu_context_is_refused(tiny_data):
