@@ -124,12 +124,13 @@ def load_checkpoint(prefix, classes=None, params_file=None):
     files = checkpoint_files(prefix)
     if params_file is not None:
         files["params"] = params_file
-    missing = [p for key, p in files.items() if key != "meta" and not os.path.isfile(p)]
+    required = [p for key, p in files.items() if key != "meta"]
+    missing = [p for p in required if not os.path.isfile(p)]
     if missing:
         hint = ("pass the weights it binds to with --params FILE"
                 if missing == [files["params"]] and params_file is None
                 else "run `ssdq convert` or `ssdq quantize` first")
-        state = "not found" if len(missing) == len(files) - ("meta" in files) else "incomplete"
+        state = "not found" if missing == required else "incomplete"
         raise SsdqError("checkpoint %s is %s: missing %s (%s)"
                         % (prefix, state, ", ".join(missing), hint))
     try:

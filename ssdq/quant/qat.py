@@ -155,8 +155,7 @@ def qat(out_prefix, net, source, train_set, calib_set, eval_set, options=None, c
         "eval_split": split, "select_split": select_set.split if select_set else "none",
         "kept_epoch": selection.best_epoch if selection else options.epochs,
         "fp32_layers": excluded, "trained_ranges": trained,
-        "regularizers": [hook.describe() if hasattr(hook, "describe") else type(hook).__name__
-                         for hook in extra_hooks],
+        "regularizers": [hook.describe() for hook in extra_hooks],
         "starting_ranges": {p.key: p.threshold for step in plan.values()
                             for p in (step["in"], step["out"]) if p},
         "history": trainer.history,

@@ -50,6 +50,10 @@ class HookBase:
 
     trainer = None
 
+    def describe(self):
+        """What the hook does, for a run record (its class name unless it says more)."""
+        return type(self).__name__
+
     def before_train(self):
         pass
 

@@ -12,7 +12,6 @@ import numpy as np
 from ssdq.compress.pruning.slimming import (
     _blocks_by_name,
     channel_costs,
-    prunable_batchnorms,
     prunable_layers,
 )
 from ssdq.errors import SsdqError
@@ -22,15 +21,10 @@ WEIGHTINGS = ("uniform", "params")
 ALIVE_GAMMA = 1e-2  # a channel whose |gamma| is under this counts as pruned when costing
 
 
-def prunable_gammas(net):
-    """The gamma Parameters of every BatchNorm network slimming may prune: all but conv4_3's,
-    whose output feeds L2Norm and a head and keeps its width."""
-    return [bn.gamma for bn in prunable_batchnorms(net)]
-
-
 class Structure:
     """What the penalty needs of a network, read once from its plain blocks: the prunable
-    layers, their BatchNorms and every block by name. The BatchNorms hold the gamma Parameters,
+    layers, their BatchNorms (all but conv4_3's, whose output feeds L2Norm and a head and keeps
+    its width) and every block by name. The BatchNorms hold the gamma Parameters,
     so a network rewritten afterwards (QAT's fake-quantized blocks share those Parameters) is
     still penalised and costed through them."""
 

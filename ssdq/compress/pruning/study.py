@@ -381,11 +381,9 @@ def run_study(options=None, data=None, calib=None, batch_size=DEFAULT_BATCH_SIZE
                              "prune_then_qat_epochs": options.finetune_epochs,
                              "quantize_then_prune_epochs": list(options.qat_epochs()),
                              "first_last_fp32": options.qat_first_last_fp32,
-                             "quantize_then_prune_sparsity": {
-                                 "sparsity": options.qat_sparsity,
-                                 "weighting": QAT_SPARSITY[0],
-                                 "gamma_lr_mult": QAT_SPARSITY[1]}
-                             if options.qat_sparsity else "none",
+                             "quantize_then_prune_sparsity":
+                                 SparsityHook(options.qat_sparsity, *QAT_SPARSITY).describe()
+                                 if options.qat_sparsity else "none",
                              "ranges": "trained (LSQ-style), from a naive calibration"}
                      if options.finetune_epochs else "none",
                      "batchnorm_recalibration_images": options.recalibrate_images},
