@@ -62,23 +62,79 @@ def augment(rec, seed, i):
 
 
 class TargetAssigner:
-    """gluoncv's SSD class and box targets of the anchors for a batch of padded
-    (x1, y1, x2, y2, class) boxes."""
+    """The anchors' class and box targets of a batch of padded (x1, y1, x2, y2, class) boxes:
+    what gluoncv's ``SSDTargetGenerator`` gives (IoU 0.5, stds (0.1, 0.1, 0.2, 0.2), no negative
+    mining), computed in numpy.
+
+    gluoncv's generator spends most of a training step's time in ``contrib.bipartite_matching``,
+    which sorts all anchors x boxes scores of the batch (2.2 million at batch 16) to make at most
+    one match per box. Here each box's match is taken greedily by argmax over the rows and
+    columns still free, which is the same order (highest IoU first, ties in index order); the
+    rest follows gluoncv step for step (``tests/train/test_augment.py`` compares them):
+
+    1. bipartite: each box gets the free anchor it overlaps most;
+    2. an anchor left whose best box has no better anchor takes that box (gluoncv's
+       ``share_max=False``; for an image with no boxes, every anchor takes padding box 0);
+    3. any other anchor takes its best box at IoU >= 0.5;
+    4. a matched anchor's class target is its box's class + 1, the others 0 (background); its
+       box target the box encoded on the anchor (centre offsets / size, log size ratios, over the
+       stds), 0 where that is not finite (an anchor matched to padding)."""
+
+    IOU_THRESH = 0.5
+    STDS = np.array([0.1, 0.1, 0.2, 0.2], np.float32)
+    EPS = 1e-12
 
     def __init__(self, anchors):
-        from gluoncv.model_zoo.ssd.target import SSDTargetGenerator
+        import mxnet as mx
 
-        self.anchors = anchors
-        self.generator = SSDTargetGenerator(iou_thresh=0.5, stds=(0.1, 0.1, 0.2, 0.2),
-                                            negative_mining_ratio=-1)
+        centre = anchors.reshape((-1, 4))
+        half = centre[:, 2:] * 0.5
+        self._corners = mx.nd.concat(centre[:, :2] - half, centre[:, :2] + half, dim=1)
+        corners = self._corners.asnumpy()
+        self._anchor_wh = corners[:, 2:] - corners[:, :2]
+        self._anchor_xy = corners[:, :2] + self._anchor_wh * 0.5
 
     def __call__(self, targets):
         import mxnet as mx
 
-        gt_boxes, gt_ids = targets[:, :, :4], targets[:, :, 4:5]
-        cls_targets, box_targets, _ = self.generator(self.anchors, None, gt_boxes, gt_ids)
-        # gluoncv's box encoder writes log(0) for an image with no box left (all crowd, or
-        # cropped away); its anchors are all negatives, so their box targets are unused.
-        box_targets = mx.nd.where(mx.nd.contrib.isfinite(box_targets), box_targets,
-                                  mx.nd.zeros_like(box_targets))
-        return cls_targets, box_targets
+        gt_boxes = targets[:, :, :4]
+        # MXNet's IoU, so that matching reads the very numbers gluoncv's does
+        ious = mx.nd.contrib.box_iou(self._corners, gt_boxes).asnumpy().transpose(1, 0, 2)
+        matches = self._match(ious)
+        targets = targets.asnumpy()
+        batch = np.arange(len(matches))[:, None]
+        positive = matches >= 0
+        safe = np.where(positive, matches, 0)
+        cls_targets = np.where(positive, targets[batch, safe, 4] + 1, 0).astype(np.float32)
+        boxes = targets[batch, safe, :4]
+        wh = boxes[..., 2:] - boxes[..., :2]
+        xy = boxes[..., :2] + wh * 0.5
+        with np.errstate(divide="ignore", invalid="ignore"):
+            codes = np.concatenate([(xy - self._anchor_xy) / self._anchor_wh,
+                                    np.log(wh / self._anchor_wh)], axis=-1) / self.STDS
+        box_targets = np.where(positive[..., None] & np.isfinite(codes), codes, 0)
+        return mx.nd.array(cls_targets), mx.nd.array(box_targets.astype(np.float32))
+
+    @classmethod
+    def _match(cls, ious):
+        """(B, anchors, boxes) IoU -> (B, anchors) matched box index, -1 for none."""
+        n_batch, n_anchors, n_boxes = ious.shape
+        batch = np.arange(n_batch)
+        bipartite = -np.ones((n_batch, n_anchors), np.int64)
+        free = ious.reshape(n_batch, -1).copy()
+        for _ in range(min(n_anchors, n_boxes)):
+            flat = free.argmax(axis=1)
+            live = free[batch, flat] > cls.EPS
+            if not live.any():
+                break
+            b, row, col = batch[live], flat[live] // n_boxes, flat[live] % n_boxes
+            bipartite[b, row] = col
+            view = free.reshape(n_batch, n_anchors, n_boxes)
+            view[b, row, :] = -np.inf
+            view[b, :, col] = -np.inf
+        best = ious.argmax(axis=2)
+        best_iou = np.take_along_axis(ious, best[..., None], axis=2)[..., 0]
+        box_max = ious.max(axis=1)  # (B, boxes): the box's best IoU over all anchors
+        owns = best_iou + cls.EPS >= box_max[batch[:, None], best]
+        matches = np.where(bipartite >= 0, bipartite, np.where(owns, best, -1))
+        return np.where(matches >= 0, matches, np.where(best_iou >= cls.IOU_THRESH, best, -1))
