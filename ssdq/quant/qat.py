@@ -68,7 +68,8 @@ class QatOptions(Options):
 
 def plan_layers(symbol, calibrated, first_last_fp32=False):
     """Where the int8 graph of ``symbol`` quantizes, as ``quantize_network`` takes it:
-    {conv block name: {"weights_int8", "in", "out"}}, ranges from ``calibrated`` (naive)."""
+    {conv block name: {"weights_int8", "in", "out", "reads"}}, ranges from ``calibrated``
+    (naive)."""
     layers = list_layers(symbol)
     keys = range_keys(symbol, layers, calibrated.fused_names)
     ranges = calibrated.thresholds("naive")
@@ -91,7 +92,7 @@ def plan_layers(symbol, calibrated, first_last_fp32=False):
         in_key, out_key = keys[layer.name]
         plan[layer.name.rsplit("_fwd", 1)[0]] = {
             "weights_int8": layer.name in quantized, "out": point(out_key),
-            "in": point(in_key) if in_key not in written else None}
+            "in": point(in_key) if in_key not in written else None, "reads": in_key}
     return plan
 
 
