@@ -113,7 +113,7 @@ def _block_class():
                 self.in_scale = in_scale
             if in_mode is not None:
                 self.in_threshold = in_threshold  # shared with the writer, or other readers
-            if out_point is not None:
+            if out_point is not None and out_point.kind != "clip":  # a clip is a constant
                 self.out_threshold = out_threshold
             # the parameters are the original blocks' and the ranges: collected here too, so
             # that training, saving and loading see them
