@@ -34,8 +34,13 @@ def cpu_ticks(tid):
     except OSError:
         return 0
 ticks = {tid: cpu_ticks(tid) for tid in started}
-for _ in range(10):  # enough work for the pool threads to gain clock ticks (10 ms each)
+# run until the pool threads gain clock ticks (10 ms each): ten batches on a quiet host, more
+# when another process shares the cores (the CPU time a batch takes is the same, but a tick
+# goes to whichever thread is running when the timer fires)
+for done in range(1, 301):
     runner(np.zeros((2, 3, 300, 300), np.float32))
+    if done >= 10 and any(cpu_ticks(tid) > ticks[tid] for tid in started):
+        break
 # the runtime's threads are the new ones that ran the inference; a thread another library
 # happened to start meanwhile (an MXNet engine worker made when a freed array is deleted) does
 # not count
@@ -68,6 +73,10 @@ def test_threads_started_after_mxnet_get_every_pinned_core(backend, int8_prefix,
     out = json.loads(proc.stdout.split("@@", 1)[1])
     assert len(out["main"]) == 1  # what libgomp does to the main thread: the trap itself
     assert out["working"], "no thread the runtime started ran the inference"
-    assert all(cores == out["allowed"] for cores in out["working"]), out
+    assert all(set(cores) <= set(out["allowed"]) for cores in out["working"]), out
+    # the trap: every thread the runtime works on sits on the one core libgomp left the main
+    # thread. A runtime may pin a thread to one of the pinned cores itself: OpenVINO does when
+    # the host is busy (its one working thread then sits on [1] of [0, 1]); that is not the trap
+    assert any(cores != out["main"] for cores in out["working"]), out
     assert out["decoders"] and all(cores == out["allowed"] for cores in out["decoders"]), out
     assert out["main_now"] == out["main"]  # and ssdq leaves MXNet's own binding as it was
