@@ -42,7 +42,7 @@ setup(
         "runtimes": ["%s==%s" % (name, PINS[name]) for name in RUNTIMES],
         "ray": ["ray==%s" % PINS["ray"]],
         # CI runs the runtimes' and Ray's tests too
-        "test": ["pytest==%s" % PINS["pytest"], "ruff==%s" % PINS["ruff"], "ray==%s" % PINS["ray"]]
+        "test": ["%s==%s" % (name, PINS[name]) for name in ("pytest", "pytest-xdist", "ruff", "ray")]
                 + ["%s==%s" % (name, PINS[name]) for name in RUNTIMES],
     },
     entry_points={"console_scripts": ["ssdq=ssdq.cli.main:main"]},
