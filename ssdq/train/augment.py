@@ -85,11 +85,9 @@ class TargetAssigner:
     EPS = 1e-12
 
     def __init__(self, anchors):
-        import mxnet as mx
+        from gluoncv.nn.bbox import BBoxCenterToCorner
 
-        centre = anchors.reshape((-1, 4))
-        half = centre[:, 2:] * 0.5
-        self._corners = mx.nd.concat(centre[:, :2] - half, centre[:, :2] + half, dim=1)
+        self._corners = BBoxCenterToCorner(split=False)(anchors.reshape((-1, 4)))
         corners = self._corners.asnumpy()
         self._anchor_wh = corners[:, 2:] - corners[:, :2]
         self._anchor_xy = corners[:, :2] + self._anchor_wh * 0.5
