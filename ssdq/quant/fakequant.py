@@ -242,7 +242,7 @@ def quantize_network(net, layers):
                 on_grid[out.key] = (param, out)
 
     norm = features.norm4 if isinstance(features.norm4, Normalize) else None
-    made, undo = [], []
+    undo = []
     for parent, name, conv, bn, after, head in convs:
         step = plan(conv)
         in_point, in_mode, in_threshold = step["in"], None, None
@@ -262,7 +262,6 @@ def quantize_network(net, layers):
         for later, other in after:  # its BatchNorm and ReLU are in it now
             if isinstance(other, (nn.BatchNorm, nn.Activation)):
                 undo.append(_replace_child(parent, later, nn.HybridLambda(lambda F, x: x)))
-        made.append(q)
     if norm is not None:
         undo.append(_replace_child(features, "norm4", l2_only(norm)))
     net.hybridize(active=False)  # a graph traced before the rewrite must not be reused
