@@ -117,6 +117,11 @@ def reference_ssd(classes, width_divisor=REFERENCE_WIDTH_DIVISOR, batch_norm=Tru
                anchor_alloc_size=anchor_alloc_size)
 
 
+def round_width(count, width, multiple):
+    """A channel count rounded up to a multiple of ``multiple``, at most the layer's ``width``."""
+    return min(width, -(-count // multiple) * multiple)
+
+
 def pruned_zoo_ssd(name, ratios, num_scales, multiple=1):
     """gluoncv's full-size ``ssd_300_vgg16_atrous_*`` (no BatchNorm) with each feature
     convolution's width scaled by ``ratios`` (of a pruned reference checkpoint), rounded up
@@ -130,8 +135,7 @@ def pruned_zoo_ssd(name, ratios, num_scales, multiple=1):
         classes, 1, batch_norm=False, anchor_alloc_size=SHAPE_ONLY_ANCHORS))]
     if multiple < 1:
         raise SsdqError("--widths-multiple must be 1 or more")
-    widths = [min(d, -(-max(1, int(round(d * r))) // multiple) * multiple)
-              for d, r in zip(dense, ratios)]
+    widths = [round_width(max(1, int(round(d * r))), d, multiple) for d, r in zip(dense, ratios)]
     return reference_ssd(classes, 1, batch_norm=False, widths=widths, num_scales=num_scales)
 
 

@@ -84,6 +84,31 @@ def test_min_keep_floors_every_layer(net):
     assert plan_pruning(net, 95, "normal")["channels"]["after"] < recipe["channels"]["after"]
 
 
+def test_channel_multiple_rounds_widths_up_by_the_largest_gammas(net):
+    raw = plan_pruning(net, 70, "normal")
+    rounded = plan_pruning(net, 70, "normal", multiple=8)
+    blocks = {b.name: b for b in _all_blocks(net)}
+    odd = 0
+    for layer in prunable_layers(net):
+        kept, before = rounded["keep"][layer.conv], raw["keep"][layer.conv]
+        width = blocks[layer.conv]._channels
+        assert len(kept) % 8 == 0 or len(kept) == width
+        assert len(before) <= len(kept) < len(before) + 8
+        assert set(before) <= set(kept)  # the threshold's channels stay; the next largest join
+        gamma = np.abs(blocks[layer.batchnorm].gamma.data().asnumpy())
+        added = np.setdiff1d(kept, before)
+        if len(added):
+            assert gamma[added].min() >= np.delete(gamma, kept).max(initial=0)
+        odd += len(before) % 8 != 0
+    assert odd  # the plain threshold does leave widths off the multiple
+    assert rounded["channel_multiple"] == 8
+    shared = plan_for_params_share(net, 0.3, "normal", multiple=8)
+    assert recipe_params(net, shared) <= 0.3 * deployed_params(net)
+    assert all(len(k) % 8 == 0 or len(k) == blocks[c]._channels for c, k in shared["keep"].items())
+    with pytest.raises(Exception, match="channel-multiple"):
+        plan_pruning(net, 50, "normal", multiple=0)
+
+
 def test_gamma_per_param_spends_the_same_channels_on_fewer_parameters(net):
     """At the same share of channels pruned, ranking by gamma per parameter cuts expensive
     channels first (conv5_3's, read by fc6's 3x3 dilated filters), so fewer parameters remain."""

@@ -23,7 +23,7 @@ import numpy as np
 
 from ssdq.bench.harness import Case, time_in_turns
 from ssdq.compress.pruning.lowrank import lowrank
-from ssdq.compress.pruning.slimming import CRITERIA, PruneOptions, prune
+from ssdq.compress.pruning.slimming import CHANNEL_MULTIPLE, CRITERIA, PruneOptions, prune
 from ssdq.compress.pruning.sparsity import SparsityHook
 from ssdq.data.loader import DEFAULT_BATCH_SIZE, iterate_batches
 from ssdq.data.source import DataOptions
@@ -100,6 +100,9 @@ class PruneStudyOptions(Options):
                                      choices=CRITERIA)
     finetune_min_keep: float = option(0.0, "the fine-tuned row: every layer keeps at least "
                                       "this share of its channels")
+    channel_multiple: int = option(CHANNEL_MULTIPLE, "the pruned rows: every layer's kept "
+                                   "channels rounded up to a multiple of this (1: as the "
+                                   "threshold leaves them)")
     finetune_epochs: int = option(2, "the fine-tuned row's epochs on the train split (0: leave "
                                   "the row out)")
     select_split: str = option(SELECTION_SPLIT, "the fine-tunings keep the epoch best on this "
@@ -128,6 +131,7 @@ class PruneStudyOptions(Options):
     def pruning(self, mode):
         """How the rows without fine-tuning are pruned."""
         return PruneOptions(params=self.sparse_params, percent=self.percent, mode=mode,
+                            channel_multiple=self.channel_multiple,
                             recalibrate_images=self.recalibrate_images)
 
     def finetune_pruning(self, finetune=True, params=None):
@@ -140,6 +144,7 @@ class PruneStudyOptions(Options):
                             percent=self.finetune_percent if by_percent else 0.0,
                             params_share=None if by_percent else self.finetune_params_share,
                             criterion=self.finetune_criterion, min_keep=self.finetune_min_keep,
+                            channel_multiple=self.channel_multiple,
                             recalibrate_images=self.recalibrate_images,
                             finetune_epochs=self.finetune_epochs if finetune else 0,
                             finetune_lr=FINETUNE_LR)
@@ -372,6 +377,7 @@ def run_study(options=None, data=None, calib=None, batch_size=DEFAULT_BATCH_SIZE
                                      "params_share": finetune.params_share,
                                      "criterion": finetune.criterion,
                                      "min_keep": finetune.min_keep,
+                                     "channel_multiple": finetune.channel_multiple,
                                      "epochs": options.finetune_epochs, "lr": FINETUNE_LR,
                                      "split": calib.calib_split, "control_row": CONTROL_ROW,
                                      "control_map": control,
@@ -449,8 +455,8 @@ def _pruning_summary(meta):
     recipe = meta.get("pruning")
     if not recipe:
         return None
-    return {k: recipe.get(k) for k in ("percent", "mode", "criterion", "min_keep", "params_share",
-                                       "threshold", "num_scales", "widths",
+    return {k: recipe.get(k) for k in ("percent", "mode", "criterion", "min_keep",
+                                       "channel_multiple", "params_share", "threshold", "num_scales", "widths",
                                    "channels")}
 
 
@@ -520,6 +526,8 @@ def _finetune_note(fine_tuning):
         how += " by %s" % fine_tuning["criterion"]
     if fine_tuning["min_keep"]:
         how += ", every layer keeping at least %g%% of its channels" % (100 * fine_tuning["min_keep"])
+    if fine_tuning.get("channel_multiple", 1) > 1:
+        how += ", widths rounded up to multiples of %d" % fine_tuning["channel_multiple"]
     return ("; except %s: %s, then fine-tuned %d epochs on the %s split (Adam, lr %g, cosine "
             "decay, the epoch kept on %s), as network slimming does; its control (%s) is the "
             "dense model through the same steps" % (
