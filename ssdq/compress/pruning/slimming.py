@@ -190,14 +190,14 @@ def plan_pruning(net, percent, mode="normal", criterion="gamma", min_keep=0.0, m
     keep = {}
     for layer in layers:
         g = gammas[layer.batchnorm]
-        kept = np.flatnonzero(g > threshold)
         floor = max(1, int(np.ceil(min_keep * len(g))))  # every layer keeps its largest gamma
-        if len(kept) < floor:
-            kept = np.sort(np.argsort(-g, kind="stable")[:floor])
+        count = max(int((g > threshold).sum()), floor)
         if mode.startswith("regular"):
-            kept = np.sort(np.argsort(-g, kind="stable")[:_regular_count(len(kept), len(g))])
+            count = _regular_count(count, len(g))
         elif multiple > 1:
-            kept = np.sort(np.argsort(-g, kind="stable")[:round_width(len(kept), len(g), multiple)])
+            count = round_width(count, len(g), multiple)
+        # the ``count`` largest: exactly the channels above the threshold when nothing rounded
+        kept = np.sort(np.argsort(-g, kind="stable")[:count])
         keep[layer.conv] = [int(i) for i in kept]
     num_scales = len(net.class_predictors)
     if mode.endswith("max"):

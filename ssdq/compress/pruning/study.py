@@ -456,7 +456,8 @@ def _pruning_summary(meta):
     if not recipe:
         return None
     return {k: recipe.get(k) for k in ("percent", "mode", "criterion", "min_keep",
-                                       "channel_multiple", "params_share", "threshold", "num_scales", "widths",
+                                       "channel_multiple", "params_share", "threshold",
+                                       "num_scales", "widths",
                                    "channels")}
 
 
