@@ -22,10 +22,13 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from ssdq.compress.pruning.progressive import GradualPruningHook  # noqa: E402
+from ssdq.compress.pruning.slimming import CRITERIA  # noqa: E402
 from ssdq.compress.pruning.sparsity import WEIGHTINGS, SparsityHook  # noqa: E402
 from ssdq.data.synthetic import DEFAULT_ROOT, ensure_synthetic  # noqa: E402
 from ssdq.host import cpus  # noqa: E402
 from ssdq.model.weights import REFERENCE_TRAIN_LOG, REFERENCE_WEIGHTS  # noqa: E402
+from ssdq.train.distill import distill_hooks  # noqa: E402
 from ssdq.train.reference import train_reference  # noqa: E402
 
 
@@ -49,6 +52,14 @@ def main():
                         "costs over the mean (MorphNet's parameter regulariser)")
     parser.add_argument("--gamma-lr-mult", type=float, default=1.0,
                         help="learning-rate multiplier of the prunable gammas")
+    parser.add_argument("--distill", nargs="?", const="", metavar="PREFIX",
+                        help="learn the teacher's class scores and confident box offsets too "
+                        "(default teacher: the shipped dense reference)")
+    parser.add_argument("--prune-to", type=float, metavar="SHARE",
+                        help="gradual pruning: mask channels at the start of the first "
+                        "--prune-steps epochs down to this share of the parameters")
+    parser.add_argument("--prune-steps", type=int, default=5)
+    parser.add_argument("--prune-criterion", default="gamma", choices=CRITERIA)
     parser.add_argument("--keep", choices=("best", "last"),
                         help="the epoch saved: best dev mAP, or the last (default: best; last "
                         "with --sparsity, whose later epochs are the sparser)")
@@ -58,10 +69,15 @@ def main():
     ensure_synthetic(args.data_root)
     hooks = [SparsityHook(args.sparsity, args.sparsity_weighting, args.gamma_lr_mult)] \
         if args.sparsity else []
+    if args.prune_to:
+        hooks.append(GradualPruningHook(args.prune_to, args.prune_steps,
+                                        criterion=args.prune_criterion))
+    hooks += distill_hooks(args.distill or None, enabled=args.distill is not None)
+    pruned = bool(args.sparsity or args.prune_to)
     train_reference(args.data_root, args.out, epochs=args.epochs, batch_size=args.batch_size,
                     lr=args.lr, seed=args.seed, eval_every=args.eval_every,
                     log_file=args.log_file, init_params=args.init, warmup=args.warmup,
-                    hooks=hooks, keep=args.keep or ("last" if args.sparsity else "best"),
+                    hooks=hooks, keep=args.keep or ("last" if pruned else "best"),
                     log_extra={"stage": args.stage} if args.stage else None)
 
 

@@ -20,6 +20,7 @@ from ssdq.model.fold import fold
 from ssdq.model.ssd import (
     DEFAULT_ZOO_MODEL,
     REFERENCE_NAME,
+    REFERENCE_WIDTH_DIVISOR,
     feature_convs,
     load_params,
     reference_ssd,
@@ -67,6 +68,40 @@ def network_from(source):
     kept = ("model", "weights", "weights_sha256", "width_divisor", "trained_on", "widths",
             "num_scales", "pruning", "qat")
     return net, dict({k: meta[k] for k in kept if k in meta}, bn_source=source)
+
+
+def bn_free_reference(ckpt):
+    """The reference topology without BatchNorm, holding the checkpoint's folded weights.
+
+    What export folded away (``model.fold``) is put back neutral: a channel scale folded into
+    the convolutions that read it becomes ones, frozen (the convolutions hold it, so a format
+    in the loop sees the weights as deployed), and the anchor tables are the network's own
+    constants."""
+    import mxnet as mx
+
+    divisor = ckpt.meta.get("width_divisor", REFERENCE_WIDTH_DIVISOR)
+    net = reference_ssd(ckpt.classes, width_divisor=divisor, batch_norm=False)
+    net.initialize(ctx=mx.cpu())
+    net(mx.nd.zeros((1, 3, 300, 300)))  # materialise deferred shapes
+    saved = dict(ckpt.arg_params, **ckpt.aux_params)
+    folded = {f["scale"] for f in (ckpt.meta.get("folded") or {}).get("channel_scales", ())}
+    params = net.collect_params()
+    for name, param in params.items():
+        if name in folded:  # frozen at one: training the convolutions trains it
+            param.set_data(mx.nd.ones(param.shape))
+            param.grad_req = "null"
+            continue
+        if "anchor" in name and name not in saved:
+            continue  # the generator's own table: export cut it to the feature maps
+        if name not in saved:
+            raise SsdqError("%s does not hold the reference model's weights (missing %s); "
+                            "fine-tuning starts from `ssdq convert --model reference`"
+                            % (ckpt.prefix, name))
+        if tuple(param.shape) != tuple(saved[name].shape):
+            raise SsdqError("%s: %s has shape %s, the reference network %s" % (
+                ckpt.prefix, name, saved[name].shape, param.shape))
+        param.set_data(saved[name])
+    return net
 
 
 def export_checkpoint(net, source, out_prefix, with_batchnorm=False):

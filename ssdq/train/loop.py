@@ -12,7 +12,9 @@ for the data order, the augmentation and the initialisation. Hooks, in the style
   penalty's gradient is added, fake-quantized weights are swapped back), ``after_step``;
 - ``evaluation()``: a context for evaluating or exporting the weights as they are deployed
   (rounded weights, for a number format in the loop);
-- ``log_fields()``: figures added to every logged iteration.
+- ``log_fields()``: figures added to every logged iteration;
+- ``loss_terms(data, cls_preds, box_preds, cls_targets)``: a per-image loss added to the
+  ground-truth loss inside the recorded region (distillation, ``train.distill``), or None.
 
 Built on it: the reference model's training (``train.reference``, with ``EvalHook`` keeping the
 best epoch by dev mAP), network slimming's sparsity training (``compress.pruning.sparsity``),
@@ -81,6 +83,9 @@ class HookBase:
     @contextlib.contextmanager
     def evaluation(self):
         yield
+
+    def loss_terms(self, data, cls_preds, box_preds, cls_targets):
+        return None
 
 
 class Trainer:
@@ -191,6 +196,10 @@ def fit(net, train_set, epochs, batch_size=FINETUNE_BATCH_SIZE, lr=FINETUNE_LR, 
                 cls_preds, box_preds, _ = net(data)
                 sum_loss, cls_loss, box_loss = loss_fn([cls_preds], [box_preds],
                                                        [cls_targets], [box_targets])
+                for hook in trainer.hooks:
+                    extra = hook.loss_terms(data, cls_preds, box_preds, cls_targets)
+                    if extra is not None:
+                        sum_loss = [sum_loss[0] + extra]
             batch = {"cls_loss": float(cls_loss[0].mean().asscalar()),
                      "box_loss": float(box_loss[0].mean().asscalar())}
             trainer.iteration += 1

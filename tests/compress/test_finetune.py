@@ -82,9 +82,10 @@ def test_straight_through_step_moves_the_fp32_weights(fp32_prefix):
     """The gradient at format(w) updates the kept fp32 weights, which stay off the grid."""
     import mxnet as mx
 
-    from ssdq.compress.formats.finetune import FormatInTheLoop, bn_free_reference
+    from ssdq.compress.formats.finetune import FormatInTheLoop
     from ssdq.compress.formats.number_format import NumberFormat
     from ssdq.model.checkpoint import load_checkpoint
+    from ssdq.model.convert import bn_free_reference
     from ssdq.model.layers import list_layers
 
     ckpt = load_checkpoint(fp32_prefix)

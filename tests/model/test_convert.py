@@ -125,7 +125,7 @@ def test_wrong_or_missing_params_file(tmp_path):
 def test_the_folded_checkpoint_goes_back_into_the_gluon_network(fp32_prefix, tiny_data):
     """What fine-tuning (and QAT) start from: the BN-free Gluon network holding the folded
     weights gives the checkpoint's detections, the folded scales back as ones."""
-    from ssdq.compress.formats.finetune import bn_free_reference
+    from ssdq.model.convert import bn_free_reference
     from ssdq.model.predictor import Predictor
 
     ckpt = load_checkpoint(fp32_prefix)

@@ -164,9 +164,8 @@ def test_a_clip_plan_bounds_every_convolution_output():
 
     import mxnet as mx
 
-    from ssdq.compress.formats.finetune import bn_free_reference
     from ssdq.model.checkpoint import load_checkpoint
-    from ssdq.model.convert import convert
+    from ssdq.model.convert import bn_free_reference, convert
     from ssdq.model.layers import list_layers
     from ssdq.quant.fakequant import clip_plan, quantize_network
 

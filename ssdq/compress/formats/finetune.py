@@ -28,9 +28,8 @@ from ssdq.data.classmap import match_classes
 from ssdq.errors import SsdqError
 from ssdq.fileio import write_json
 from ssdq.model.checkpoint import load_checkpoint
-from ssdq.model.convert import export_checkpoint
+from ssdq.model.convert import bn_free_reference, export_checkpoint
 from ssdq.model.layers import list_layers, select_layers
-from ssdq.model.ssd import REFERENCE_WIDTH_DIVISOR, reference_ssd
 from ssdq.options import Options, option
 from ssdq.quant.fakequant import clip_plan, quantize_network
 from ssdq.train.loop import (
@@ -68,40 +67,6 @@ class FinetuneOptions(Options):
     def selects(self):
         """Whether an epoch is chosen on a selection split (else the last is kept)."""
         return self.select_split not in (None, "none")
-
-
-def bn_free_reference(ckpt):
-    """The reference topology without BatchNorm, holding the checkpoint's folded weights.
-
-    What export folded away (``model.fold``) is put back neutral: a channel scale folded into
-    the convolutions that read it becomes ones, frozen (the convolutions hold it, so a format
-    in the loop sees the weights as deployed), and the anchor tables are the network's own
-    constants."""
-    import mxnet as mx
-
-    divisor = ckpt.meta.get("width_divisor", REFERENCE_WIDTH_DIVISOR)
-    net = reference_ssd(ckpt.classes, width_divisor=divisor, batch_norm=False)
-    net.initialize(ctx=mx.cpu())
-    net(mx.nd.zeros((1, 3, 300, 300)))  # materialise deferred shapes
-    saved = dict(ckpt.arg_params, **ckpt.aux_params)
-    folded = {f["scale"] for f in (ckpt.meta.get("folded") or {}).get("channel_scales", ())}
-    params = net.collect_params()
-    for name, param in params.items():
-        if name in folded:  # frozen at one: training the convolutions trains it
-            param.set_data(mx.nd.ones(param.shape))
-            param.grad_req = "null"
-            continue
-        if "anchor" in name and name not in saved:
-            continue  # the generator's own table: export cut it to the feature maps
-        if name not in saved:
-            raise SsdqError("%s does not hold the reference model's weights (missing %s); "
-                            "fine-tuning starts from `ssdq convert --model reference`"
-                            % (ckpt.prefix, name))
-        if tuple(param.shape) != tuple(saved[name].shape):
-            raise SsdqError("%s: %s has shape %s, the reference network %s" % (
-                ckpt.prefix, name, saved[name].shape, param.shape))
-        param.set_data(saved[name])
-    return net
 
 
 class FormatInTheLoop(HookBase):
