@@ -6,7 +6,7 @@ commands. On the embedded default the synthetic dataset is generated first if it
 """
 import os
 
-from ssdq.backends import check_installed
+from ssdq.backends.runners import check_installed
 from ssdq.bench.harness import benchmark, write_bench
 from ssdq.data.loader import DEFAULT_BATCH_SIZE
 from ssdq.data.source import DataOptions

@@ -8,6 +8,7 @@ import threading
 import time
 
 import numpy as np
+import psutil
 
 
 def time_forward(forward, batch, warmup=2, repeats=5):
@@ -25,26 +26,34 @@ def summarize(images_per_run, seconds, warmup):
 
 
 class PeakRss:
-    """Peak resident memory of this process while the block runs (sampled every 5 ms)."""
+    """Peak resident memory of this process and its child processes (the runtimes' workers)
+    while the block runs (sampled every 5 ms)."""
 
     def __enter__(self):
-        import psutil
-
         self._process = psutil.Process()
-        self.start_mb = self.peak_mb = self._process.memory_info().rss / 2**20
+        self.start_mb = self.peak_mb = self._rss_mb()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
 
+    def _rss_mb(self):
+        total = self._process.memory_info().rss
+        for child in self._process.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:  # it ended meanwhile
+                pass
+        return total / 2**20
+
     def _sample(self):
         while not self._stop.wait(0.005):
-            self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 2**20)
+            self.peak_mb = max(self.peak_mb, self._rss_mb())
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 2**20)
+        self.peak_mb = max(self.peak_mb, self._rss_mb())
 
 
 def timed(run, data):

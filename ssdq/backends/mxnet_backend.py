@@ -4,6 +4,8 @@
 exported (what GluonCV's published speed-up was measured against), ``bf16`` the fp32 graph cast
 by MXNet's AMP (needs AVX512-BF16), ``int8`` the quantized checkpoint as saved.
 """
+import os
+
 from ssdq.errors import SsdqError
 from ssdq.model.checkpoint import load_checkpoint
 from ssdq.model.predictor import Predictor
@@ -34,6 +36,7 @@ class Runner:
         self.predictor = Predictor(ckpt, batch_size, fuse_fp32=precision != "fp32_unfused",
                                    tail=SCOPE_TAIL[scope], bf16=precision == "bf16")
         self.graph = self.predictor.graph
+        self.pid = os.getpid()
         self._mx = mx
 
     def prepare_input(self, batch):

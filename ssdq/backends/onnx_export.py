@@ -36,15 +36,14 @@ import tempfile
 
 import numpy as np
 
+from ssdq.backends.onnx_runner import FORMAT_VERSION, METADATA_KEY, read_metadata
 from ssdq.errors import SsdqError
 from ssdq.fileio import atomic_path, read_json
-from ssdq.model.checkpoint import checkpoint_files, load_checkpoint
+from ssdq.model.checkpoint import checkpoint_files, load_checkpoint, resolve_prefix
 from ssdq.model.graph import Graph
 from ssdq.model.tail import graph_tail, network_symbol
 from ssdq.optional import require
 
-METADATA_KEY = "ssdq"
-FORMAT_VERSION = 2  # 2: MXNet's 127.5/255.5 ranges; a cached model of another version is re-made
 # MXNet's quantization ranges (src/operator/quantization/quantization_utils.h): a calibrated
 # range maps to 127.5 (int8) or 255.5 (uint8) steps, the ends saturating to 127 / 255.
 INT8_RANGE = 127.5
@@ -55,6 +54,31 @@ _RANGE_PRESERVING = ("_contrib_quantized_pooling", "_contrib_quantized_flatten")
 
 def default_onnx_path(prefix, per_channel=True):
     return "%s%s.onnx" % (prefix, "" if per_channel else "-per-tensor")
+
+
+def onnx_model_for(checkpoint, per_channel=True):
+    """The ONNX model of a checkpoint (prefix or loaded): exported beside it once, re-exported
+    when the checkpoint is newer or the file was written by another version of this exporter; a
+    path ending in .onnx is taken as is."""
+    prefix = getattr(checkpoint, "prefix", checkpoint)
+    if str(prefix).endswith(".onnx"):
+        if not os.path.isfile(prefix):
+            raise SsdqError("no ONNX model at %s" % prefix)
+        return prefix
+    prefix = resolve_prefix(prefix)
+    path = default_onnx_path(prefix, per_channel)
+    meta = checkpoint_files(prefix)["meta"]
+    calib = "%s-calib.json" % prefix
+    newest = max(os.path.getmtime(p) for p in (meta, calib) if os.path.isfile(p)) \
+        if os.path.isfile(meta) else None
+    stale = not os.path.isfile(path) or (newest is not None and os.path.getmtime(path) < newest)
+    if not stale:
+        onnx = require("onnx", "the ONNX runtimes")
+        model = onnx.load(path, load_external_data=False)
+        stale = read_metadata(model).get("format_version") != FORMAT_VERSION
+    if stale:
+        export_onnx(prefix, path, per_channel=per_channel)
+    return path
 
 
 def export_onnx(prefix, out=None, per_channel=True):
@@ -83,19 +107,6 @@ def export_onnx(prefix, out=None, per_channel=True):
     with atomic_path(out) as tmp:
         onnx.save(model, tmp)
     return out
-
-
-def read_metadata(model):
-    """The ``ssdq`` entry of a loaded ONNX model: tail settings, anchors (numpy), classes, ..."""
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            meta = json.loads(prop.value)
-            anchors = meta["anchors"]
-            meta["anchors"] = np.frombuffer(base64.b64decode(anchors["float32_base64"]),
-                                            np.float32).reshape(anchors["shape"])
-            return meta
-    raise SsdqError("this ONNX model was not written by `ssdq export onnx` (no %r metadata: "
-                    "its anchors and NMS settings are unknown)" % METADATA_KEY)
 
 
 def _source_checkpoint(ckpt):

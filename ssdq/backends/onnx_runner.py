@@ -1,60 +1,72 @@
-"""What the ONNX runtimes share: ``ssdq export onnx``'s model of a checkpoint, made once and kept
-beside it, its metadata (anchors, tail settings), and the numpy decode + NMS tail."""
+"""What the ONNX runtimes share: an ``ssdq export onnx`` model file, its metadata (anchors, tail
+settings) and the numpy decode + NMS tail.
+
+This side of the ONNX path never imports MXNet (nor anything that does): the runtimes run in a
+worker process of their own (``backends.worker``), which must not load MXNet's OpenMP runtime
+beside theirs. Exporting a checkpoint is the other side (``backends.onnx_export``).
+"""
+import base64
+import json
 import os
 
 import numpy as np
 
-from ssdq.backends import pinned_threads
-from ssdq.backends.onnx_export import FORMAT_VERSION, default_onnx_path, export_onnx, read_metadata
 from ssdq.backends.tail import DetectionTail
 from ssdq.errors import SsdqError
-from ssdq.model.checkpoint import checkpoint_files, resolve_prefix
 from ssdq.optional import require
 
+METADATA_KEY = "ssdq"
+FORMAT_VERSION = 2  # 2: MXNet's 127.5/255.5 ranges; a cached model of another version is re-made
 
-def onnx_model_for(checkpoint, per_channel=True):
-    """The ONNX model of a checkpoint prefix: exported beside it once, re-exported when the
-    checkpoint is newer; a path ending in .onnx is taken as is."""
-    prefix = getattr(checkpoint, "prefix", checkpoint)
-    if str(prefix).endswith(".onnx"):
-        if not os.path.isfile(prefix):
-            raise SsdqError("no ONNX model at %s" % prefix)
-        return prefix
-    prefix = resolve_prefix(prefix)
-    path = default_onnx_path(prefix, per_channel)
-    meta = checkpoint_files(prefix)["meta"]
-    calib = "%s-calib.json" % prefix
-    newest = max(os.path.getmtime(p) for p in (meta, calib) if os.path.isfile(p)) \
-        if os.path.isfile(meta) else None
-    if not os.path.isfile(path) or (newest is not None and os.path.getmtime(path) < newest):
-        export_onnx(prefix, path, per_channel=per_channel)
-    return path
+
+def read_metadata(model):
+    """The ``ssdq`` entry of a loaded ONNX model: tail settings, anchors (numpy), classes, ..."""
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            meta = json.loads(prop.value)
+            anchors = meta["anchors"]
+            meta["anchors"] = np.frombuffer(base64.b64decode(anchors["float32_base64"]),
+                                            np.float32).reshape(anchors["shape"])
+            return meta
+    raise SsdqError("this ONNX model was not written by `ssdq export onnx` (no %r metadata: "
+                    "its anchors and NMS settings are unknown)" % METADATA_KEY)
+
+
+def pinned_threads():
+    """The thread count ssdq pinned to (OMP_NUM_THREADS, else the affinity), so every runtime
+    gets as many threads as MXNet's OpenMP."""
+    value = os.environ.get("OMP_NUM_THREADS")
+    if value and value.isdigit() and int(value) > 0:
+        return int(value)
+    return len(os.sched_getaffinity(0))
 
 
 class OnnxRunner:
-    """What the ONNX runtimes share: the exported model's metadata and the numpy tail."""
+    """An ONNX model file on one runtime: ``run`` the network (and the tail in the end-to-end
+    scope) on a prepared batch."""
 
     name = None
-    input_format = None
 
-    def __init__(self, checkpoint, precision, batch_size, scope, per_channel=True):
+    def __init__(self, path, precision, batch_size, scope):
         onnx = require("onnx", "the %s backend" % self.name)
-        self.path = onnx_model_for(checkpoint, per_channel)
-        self.meta = read_metadata(onnx.load(self.path, load_external_data=False))
-        made_here = not str(getattr(checkpoint, "prefix", checkpoint)).endswith(".onnx")
-        if made_here and self.meta.get("format_version") != FORMAT_VERSION:
-            export_onnx(self.meta["checkpoint"], self.path, per_channel=per_channel)
-            self.meta = read_metadata(onnx.load(self.path, load_external_data=False))
-        model_precision = self.meta["precision"]
+        if not os.path.isfile(path):
+            raise SsdqError("no ONNX model at %s" % path)
+        self.path = path
+        self.meta = read_metadata(onnx.load(path, load_external_data=False))
         wanted = "int8" if precision == "int8" else "fp32"
-        if model_precision != wanted:
+        if self.meta["precision"] != wanted:
             raise SsdqError("%s precision needs %s model, but %s is %s" % (
-                precision, "an int8" if wanted == "int8" else "an fp32", self.path,
-                model_precision))
+                precision, "an int8" if wanted == "int8" else "an fp32", path,
+                self.meta["precision"]))
         self.precision, self.batch_size, self.scope = precision, batch_size, scope
         self.tail = DetectionTail(self.meta["anchors"], self.meta["tail"])
         self.threads = pinned_threads()
-        self.graph = "%s %s (%s)" % (self.name, precision, os.path.basename(self.path))
+        self.graph = "%s %s (%s)" % (self.name, precision, os.path.basename(path))
+
+    def input_shape(self, n):
+        """The input batch shape for ``n`` images."""
+        shape = list((self.meta.get("input") or {}).get("shape", [1, 3, 300, 300]))
+        return [n] + shape[1:]
 
     def prepare_input(self, batch):
         """A contiguous float32 batch of at most ``batch_size`` images (not padded: a smaller

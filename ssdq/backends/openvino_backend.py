@@ -5,15 +5,16 @@ low-precision transformations fold the Q/DQ pairs into int8 kernels: AMX on CPUs
 else AVX-512 VNNI). ``bf16`` is the fp32 model with ``INFERENCE_PRECISION_HINT=bf16``, refused on
 a CPU whose ``OPTIMIZATION_CAPABILITIES`` lack BF16. ``fp32`` pins the hint to f32 (OpenVINO
 would otherwise pick bf16 by itself on such CPUs). Threads: ``INFERENCE_NUM_THREADS`` = the
-threads ssdq pinned, one stream, latency hint; the model is compiled and first run with the
-calling thread on every pinned core, so OpenVINO's thread pool starts on all of them.
+threads ssdq pinned, one stream, latency hint. It runs in ssdq's runtime worker process
+(``backends.worker``), never beside MXNet.
 
 The model is compiled for ``batch_size`` images; a smaller batch gets a model compiled for its
 own size on first use, so it costs what it holds.
 """
+import numpy as np
+
 from ssdq.backends.onnx_runner import OnnxRunner
 from ssdq.errors import SsdqError
-from ssdq.host.cpus import pinned_affinity
 from ssdq.optional import require
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -33,13 +34,9 @@ def runtime_info():
 class Runner(OnnxRunner):
     name = "openvino"
 
-    def __init__(self, checkpoint, precision, batch_size, scope, **options):
-        with pinned_affinity():  # its import and its pools start threads: on every pinned core
-            self._setup(checkpoint, precision, batch_size, scope, **options)
-
-    def _setup(self, checkpoint, precision, batch_size, scope, **options):
+    def __init__(self, path, precision, batch_size, scope):
         self._ov = require("openvino", "the openvino backend")
-        super().__init__(checkpoint, precision, batch_size, scope, **options)
+        super().__init__(path, precision, batch_size, scope)
         self._core = self._ov.Core()
         if precision == "bf16" and "BF16" not in self._core.get_property(
                 "CPU", "OPTIMIZATION_CAPABILITIES"):
@@ -51,19 +48,14 @@ class Runner(OnnxRunner):
 
     def _compile(self, n):
         if n not in self._compiled:
-            import numpy as np
-
-            ov = self._ov
             model = self._core.read_model(self.path)
-            shape = list((self.meta.get("input") or {}).get("shape", [1, 3, 300, 300]))
-            model.reshape({model.inputs[0]: ov.PartialShape([n] + shape[1:])})
+            model.reshape({model.inputs[0]: self._ov.PartialShape(self.input_shape(n))})
             config = {"INFERENCE_NUM_THREADS": self.threads, "NUM_STREAMS": 1,
                       "PERFORMANCE_HINT": "LATENCY",
                       "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32"}
-            with pinned_affinity():  # its threads start here: on every pinned core
-                compiled = self._core.compile_model(model, "CPU", config)
-                request = compiled.create_infer_request()
-                request.infer({0: np.zeros([n] + shape[1:], np.float32)})
+            compiled = self._core.compile_model(model, "CPU", config)
+            request = compiled.create_infer_request()
+            request.infer({0: np.zeros(self.input_shape(n), np.float32)})
             self._compiled[n] = (compiled, request)
         return self._compiled[n]
 

@@ -23,21 +23,19 @@ preprocessing baked in gets the resized 0..255 images, NHWC), cut from one pool 
 import dataclasses
 import gc
 import os
-import subprocess
-import sys
-import tempfile
 import time
 
 import numpy as np
 
-from ssdq.backends import check_installed, prepare, runtime_info, supports
+from ssdq.backends.remote import Standalone, close_workers
+from ssdq.backends.runners import check_installed, prepare, runtime_info, supports
 from ssdq.bench.profile import markdown as profile_markdown
 from ssdq.bench.profile import profile_ops
 from ssdq.data.loader import iterate_batches
 from ssdq.data.transforms import resize
 from ssdq.errors import SsdqError, first_line
-from ssdq.fileio import figure, markdown_table, read_json, utc_now, write_artifacts, write_json
-from ssdq.host.cpus import THREAD_VARS, pinning, read_thread_placement
+from ssdq.fileio import figure, markdown_table, utc_now, write_artifacts
+from ssdq.host.cpus import read_thread_placement
 from ssdq.host.environment import environment_report, format_environment
 from ssdq.model.checkpoint import (
     checkpoint_files,
@@ -131,8 +129,9 @@ def time_in_turns(cases, images, warmup=2, repeats=5, eval_set=None, num_workers
     round, ``repeats`` rounds, so a slow spell on a shared machine hits them all alike; fill each
     case's record with the median img/s, its spread and latency percentiles, or the error that
     kept the graph from running. ``images``: resized RGB images the batch is cut from; the eval
-    loop scope runs over ``eval_set`` instead. ``standalone``: each non-MXNet case is also timed
-    alone in a fresh process (``time_standalone``), right after the in-process rounds."""
+    loop scope runs over ``eval_set`` instead. ``standalone``: each non-MXNet case's model is
+    also timed in the same rounds by a fresh worker of its own, inside that process
+    (``remote.Standalone``: the runtime's own speed, with nothing of ssdq's around it)."""
     live = []  # (record, one timed unit, timings)
     for case in cases:
         record, ckpt = case.record, case.checkpoint
@@ -156,7 +155,7 @@ def time_in_turns(cases, images, warmup=2, repeats=5, eval_set=None, num_workers
         except (SsdqError, RuntimeError) as exc:  # MXNetError is a RuntimeError
             record["error"] = first_line(exc)
             continue
-        started = [t for t in read_thread_placement() if t["tid"] not in before]
+        started = [t for t in read_thread_placement(runner.pid) if t["tid"] not in before]
         record.update(graph=runner.graph, peak_rss_mb=round(rss.peak_mb, 1),
                       rss_increase_mb=round(rss.peak_mb - rss.start_mb, 1),
                       threads_started={"count": len(started), "cpus": sorted(
@@ -168,12 +167,24 @@ def time_in_turns(cases, images, warmup=2, repeats=5, eval_set=None, num_workers
         else:
             unit = (lambda r, d: lambda: timed(r.run, d))(runner, inputs)
         live.append((record, unit, []))
+        if standalone and record["backend"] != "mxnet" and scope != "eval_loop":
+            alone = _standalone(runner, inputs, warmup)
+            if isinstance(alone, str):
+                record["standalone_error"] = alone
+            else:
+                live.append(({"standalone_of": record, "batch_size": batch_size,
+                              "scope": scope, "alone": alone}, alone.timed_run, []))
     eval_loop = any(r["scope"] == "eval_loop" for r, _, _ in live)
     for _ in range(max(1, min(repeats, 3)) if eval_loop else repeats):
         for record, unit, timings in live:
+            time.sleep(SETTLE_SECONDS)
             timings.append(unit())
     for record, _, timings in live:
-        if record["scope"] == "eval_loop":
+        if "standalone_of" in record:
+            record["alone"].close()
+            _compare_standalone(record["standalone_of"],
+                                summarize(record["batch_size"], timings, warmup))
+        elif record["scope"] == "eval_loop":
             batch_size = record["batch_size"]
             record.update(summarize(len(eval_set), [t for t, _ in timings], warmup))
             # latency here: per batch, JPEG decoding included
@@ -181,11 +192,6 @@ def time_in_turns(cases, images, warmup=2, repeats=5, eval_set=None, num_workers
                           batch_size=batch_size, images=len(eval_set))
         else:
             record.update(summarize(record["batch_size"], timings, warmup))
-    if standalone:
-        for case in cases:
-            if case.runner is not None and case.record["backend"] != "mxnet" and \
-                    case.record["scope"] != "eval_loop":
-                case.record.update(time_standalone(case, warmup, repeats))
     for case in cases:
         case.runner = case.inputs = None
     live = runner = inputs = None  # free these executors before the next group binds its own
@@ -194,41 +200,36 @@ def time_in_turns(cases, images, warmup=2, repeats=5, eval_set=None, num_workers
 
 
 STANDALONE_TOLERANCE = 0.05
+# a pause before each timed turn: the threads of the turn before (libgomp's, ONNX Runtime's,
+# OpenVINO's, in this process or a worker) spin a while after their work ends, and would take
+# the cores from the next graph (seen on the thin model: 20-60 ms turns, ratios 0.6-1.4)
+SETTLE_SECONDS = 0.05
 
 
-def time_standalone(case, warmup, repeats):
-    """The case's ONNX model timed alone in a fresh process (``bench.standalone``: no MXNet in
-    it) on the same cores with the same threads, batch and repeats; -> the record's fields."""
-    with tempfile.TemporaryDirectory() as tmp:
-        np.save(os.path.join(tmp, "input.npy"), np.asarray(case.inputs))
-        spec = {"backend": case.record["backend"], "model": case.runner.path,
-                "precision": case.precision, "scope": runner_scope(case.record["scope"]),
-                "batch_size": case.record["batch_size"], "threads": case.runner.threads,
-                "cores": (pinning() or {}).get("cores"), "warmup": warmup, "repeats": repeats,
-                "input": os.path.join(tmp, "input.npy"), "result": os.path.join(tmp, "out.json")}
-        write_json(os.path.join(tmp, "spec.json"), spec)
-        env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
-        proc = subprocess.run([sys.executable, "-m", "ssdq.bench.standalone",
-                               os.path.join(tmp, "spec.json")], capture_output=True, text=True,
-                              env=env)
-        if proc.returncode != 0 or not os.path.isfile(spec["result"]):
-            return {"standalone_error": first_line(proc.stderr.strip().splitlines()[-1]
-                                                   if proc.stderr.strip() else "exit %d"
-                                                   % proc.returncode)}
-        alone = read_json(spec["result"], "standalone bench result")
-    ratio = case.record["images_per_sec"] / alone["images_per_sec"]
-    out = {"standalone_images_per_sec": alone["images_per_sec"],
-           "standalone_images_per_sec_min": alone["images_per_sec_min"],
-           "standalone_images_per_sec_max": alone["images_per_sec_max"],
-           "in_process_vs_standalone": round(ratio, 3),
-           "standalone_threads_cpus": alone["threads_cpus"]}
+def _standalone(runner, inputs, warmup):
+    """A ``remote.Standalone`` of the runner's model, warmed up, or the line saying why not."""
+    try:
+        alone = Standalone(runner, np.asarray(inputs))
+        for _ in range(max(1, warmup)):
+            alone.timed_run()
+        return alone
+    except SsdqError as exc:
+        return first_line(exc)
+
+
+def _compare_standalone(record, alone):
+    """Put the standalone figures (``alone``: ``summarize``'s) beside the record's own."""
+    ratio = record["images_per_sec"] / alone["images_per_sec"]
+    record.update(standalone_images_per_sec=alone["images_per_sec"],
+                  standalone_images_per_sec_min=alone["images_per_sec_min"],
+                  standalone_images_per_sec_max=alone["images_per_sec_max"],
+                  in_process_vs_standalone=round(ratio, 3))
     if ratio < 1 - STANDALONE_TOLERANCE:
-        out["warning"] = ("%s %s %s at batch %d runs at %.0f%% of its speed in a fresh process "
-                          "(%.2f vs %.2f img/s)" % (
-                              case.record["backend"], case.record["precision"],
-                              case.record["scope"], case.record["batch_size"], 100 * ratio,
-                              case.record["images_per_sec"], alone["images_per_sec"]))
-    return out
+        record["warning"] = ("%s %s %s at batch %d runs at %.0f%% of its own speed in a fresh "
+                             "process (%.2f vs %.2f img/s)" % (
+                                 record["backend"], record["precision"], record["scope"],
+                                 record["batch_size"], 100 * ratio, record["images_per_sec"],
+                                 alone["images_per_sec"]))
 
 
 def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scopes=SCOPES,
@@ -435,6 +436,7 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
         "speedup_by_model": by_model, "speedup_batch_size": batch,
         "environment": dict(environment_report(), runtimes=runtime_info(backends)),
     }
+    close_workers()  # the runtimes' worker processes: everything is timed and recorded
     bench["runtime_threads"] = runtime_threads(records)
     bench["runtime_threads"]["mxnet_openmp"] = {
         "threads": next((lib["num_threads"] for lib in bench["environment"]["openmp_runtimes"]),

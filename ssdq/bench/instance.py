@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from ssdq.backends import prepare
+from ssdq.backends.runners import prepare
 from ssdq.bench.harness import runner_scope
 from ssdq.errors import SsdqError
 from ssdq.fileio import write_json

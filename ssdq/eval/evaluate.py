@@ -6,7 +6,7 @@ The images go through ``eval.loop.detect`` on a runner of the checkpoint's backe
 """
 import time
 
-from ssdq.backends import prepare
+from ssdq.backends.runners import prepare
 from ssdq.data.classmap import match_classes
 from ssdq.data.loader import DEFAULT_BATCH_SIZE, iterate_batches
 from ssdq.eval.loop import detect

@@ -11,7 +11,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from ssdq.backends import prepare
+from ssdq.backends.runners import prepare
 from ssdq.data.loader import DEFAULT_BATCH_SIZE, iterate_batches
 from ssdq.data.transforms import INPUT_SIZE, preprocess
 from ssdq.eval.metrics import evaluator_for

@@ -6,7 +6,7 @@ The result is report.json's ``backends`` section: ``backends.NAME.fp32`` and
 + decode + NMS, at the bench's batch) and ``network_images_per_sec``.
 """
 from ssdq import fileio
-from ssdq.backends import prepare
+from ssdq.backends.runners import prepare
 from ssdq.data.classmap import match_classes
 from ssdq.eval.loop import detect
 from ssdq.eval.metrics import evaluator_for

@@ -7,7 +7,7 @@ are the same to the last digit.
 """
 import time
 
-from ssdq.backends import prepare
+from ssdq.backends.runners import prepare
 from ssdq.eval.loop import detect
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ssdq.backends import prepare
+from ssdq.backends.runners import prepare
 from ssdq.data.classmap import match_classes
 from ssdq.data.loader import DEFAULT_BATCH_SIZE, iterate_batches
 from ssdq.eval.loop import score

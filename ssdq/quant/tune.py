@@ -14,7 +14,7 @@ import dataclasses
 import os
 import time
 
-from ssdq.backends import prepare
+from ssdq.backends.runners import prepare
 from ssdq.eval.metrics import relative_drop_pct
 from ssdq.fileio import markdown_table, write_artifacts, write_json
 from ssdq.options import Options, option

@@ -19,6 +19,8 @@ import os
 
 from ssdq.errors import SsdqError
 from ssdq.model import weights
+from ssdq.model.checkpoint import load_checkpoint
+from ssdq.model.convert import bn_free_reference, network_from
 from ssdq.train.loop import HookBase
 
 TEMPERATURE = 2.0
@@ -32,9 +34,6 @@ def load_teacher(source=None):
     the reference topology (BatchNorm folded); None: the shipped dense reference. -> (net, what
     it is, for the run record)."""
     from mxnet.gluon import nn
-
-    from ssdq.model.checkpoint import load_checkpoint
-    from ssdq.model.convert import bn_free_reference, network_from
 
     source = source or weights.REFERENCE_WEIGHTS
     if os.path.isfile(source) or _has_bn_params(source):
@@ -58,8 +57,6 @@ def load_teacher(source=None):
 
 
 def _has_bn_params(prefix):
-    from ssdq.model.checkpoint import load_checkpoint
-
     if not os.path.isfile(prefix + "-meta.json"):
         return False
     return bool(load_checkpoint(prefix).meta.get("bn_params"))

@@ -1,6 +1,6 @@
 """Every runtime gets the cores ssdq pinned, whatever ran before it: after MXNet's first parallel
 region libgomp leaves the main thread on one core, and threads created afterwards would inherit
-that one core (ONNX Runtime's pool, OpenVINO's, the image decoding threads)."""
+that one core (the image decoding threads; a runtime worker process started from it)."""
 import json
 import os
 import subprocess
@@ -21,14 +21,14 @@ x = mx.nd.ones((8, 16, 64, 64))
 mx.nd.Convolution(x, mx.nd.ones((16, 16, 3, 3)), kernel=(3, 3), num_filter=16,
                   no_bias=True).wait_to_read()
 main_after_mxnet = sorted(os.sched_getaffinity(0))
-before = {t["tid"] for t in cpus.read_thread_placement()}
-from ssdq.backends import prepare
+from ssdq.backends.runners import prepare
 runner = prepare(sys.argv[2], sys.argv[1], "int8", 2, "network")
-started = {t["tid"]: t["cpus"] for t in cpus.read_thread_placement() if t["tid"] not in before}
+assert runner.pid != os.getpid()  # the runtime runs in its worker process
+started = {t["tid"]: t["cpus"] for t in cpus.read_thread_placement(runner.pid)}
 main_now = sorted(os.sched_getaffinity(0))
 def cpu_ticks(tid):
     try:
-        with open("/proc/self/task/%d/stat" % tid) as f:
+        with open("/proc/%d/task/%d/stat" % (runner.pid, tid)) as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return int(fields[11]) + int(fields[12])  # utime + stime
     except OSError:
@@ -41,9 +41,7 @@ for done in range(1, 301):
     runner(np.zeros((2, 3, 300, 300), np.float32))
     if done >= 10 and any(cpu_ticks(tid) > ticks[tid] for tid in started):
         break
-# the runtime's threads are the new ones that ran the inference; a thread another library
-# happened to start meanwhile (an MXNet engine worker made when a freed array is deleted) does
-# not count
+# the runtime's threads are the worker's threads that ran the inference
 working = [started[tid] for tid in started if cpu_ticks(tid) > ticks[tid]]
 from ssdq.data.dataset import open_dataset
 from ssdq.data.loader import iterate_batches
@@ -63,7 +61,7 @@ print("@@" + json.dumps({"allowed": allowed, "main": main_after_mxnet,
 def test_threads_started_after_mxnet_get_every_pinned_core(backend, int8_prefix, tiny_data):
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs two CPUs to tell one core from all of them")
-    from ssdq.backends.onnx_runner import onnx_model_for
+    from ssdq.backends.onnx_export import onnx_model_for
 
     model = onnx_model_for(int8_prefix)
     proc = subprocess.run([sys.executable, "-c", CODE, model, backend, tiny_data],

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ssdq import backends
-from ssdq.backends.onnx_runner import onnx_model_for
+from ssdq.backends import runners
+from ssdq.backends.onnx_export import onnx_model_for
 from ssdq.backends.tail import DetectionTail
 from ssdq.data.dataset import open_dataset
 from ssdq.data.loader import iterate_batches
@@ -42,8 +43,8 @@ def test_numpy_tail_gives_mxnets_detections(which, fp32_prefix, int8_prefix, bat
     prefix = fp32_prefix if which == "fp32" else int8_prefix
     fp32 = load_checkpoint(fp32_prefix)
     tail = DetectionTail(_anchors(fp32), graph_tail(fp32.symbol))
-    raw = backends.prepare("mxnet", prefix, which, 8, "network")(batch)
-    expected = backends.prepare("mxnet", prefix, which, 8, "end_to_end")(batch)
+    raw = runners.prepare("mxnet", prefix, which, 8, "network")(batch)
+    expected = runners.prepare("mxnet", prefix, which, 8, "end_to_end")(batch)
     got = tail(*raw)
     assert got[0].shape == (8, 100, 1) and got[2].shape == (8, 100, 4)
     for n in range(8):
@@ -57,8 +58,8 @@ def test_numpy_tail_gives_mxnets_detections(which, fp32_prefix, int8_prefix, bat
 
 @pytest.mark.parametrize("backend", OTHERS)
 def test_fp32_predictions_match_mxnet(backend, fp32_prefix, batch):
-    ref = backends.prepare("mxnet", fp32_prefix, "fp32", 8, "network")(batch)
-    runner = backends.prepare(backend, fp32_prefix, "fp32", 8, "network")
+    ref = runners.prepare("mxnet", fp32_prefix, "fp32", 8, "network")(batch)
+    runner = runners.prepare(backend, fp32_prefix, "fp32", 8, "network")
     for got, want in zip(runner(batch[:5]), ref):  # a partial batch is padded and cut back
         assert got.shape == want[:5].shape
         np.testing.assert_allclose(got, want[:5], atol=2e-3, rtol=1e-3)
@@ -68,9 +69,9 @@ def test_fp32_predictions_match_mxnet(backend, fp32_prefix, batch):
 def test_int8_runs_ssdqs_quantization(backend, fp32_prefix, int8_prefix, batch):
     """The QDQ model reproduces MXNet's int8, not a quantization of its own: its logits sit
     several times nearer MXNet int8's than MXNet's int8 sits to fp32."""
-    fp32 = backends.prepare("mxnet", fp32_prefix, "fp32", 8, "network")(batch)[0]
-    mx_int8 = backends.prepare("mxnet", int8_prefix, "int8", 8, "network")(batch)[0]
-    got = backends.prepare(backend, int8_prefix, "int8", 8, "network")(batch)[0]
+    fp32 = runners.prepare("mxnet", fp32_prefix, "fp32", 8, "network")(batch)[0]
+    mx_int8 = runners.prepare("mxnet", int8_prefix, "int8", 8, "network")(batch)[0]
+    got = runners.prepare(backend, int8_prefix, "int8", 8, "network")(batch)[0]
     assert np.abs(got - mx_int8).mean() < 0.5 * np.abs(fp32 - mx_int8).mean()
     assert (got.argmax(-1) == mx_int8.argmax(-1)).mean() > 0.99
     assert np.abs(got - fp32).mean() > 1e-3  # it is really quantized
@@ -80,7 +81,7 @@ def test_int8_map_agrees_across_runtimes(int8_prefix, tiny_data):
     val = open_dataset(tiny_data, "val").subset(32)
     maps = {}
     for name in backends.BACKENDS:
-        runner = backends.prepare(name, int8_prefix, "int8", 16, "end_to_end")
+        runner = runners.prepare(name, int8_prefix, "int8", 16, "end_to_end")
         maps[name] = detect(runner, val, evaluator_for(val), 16, progress=False)[0]["map"]
     assert maps["mxnet"] > 30
     assert max(maps.values()) - min(maps.values()) < 1.5, maps  # 32 images; 0.3 is the 500-image target
@@ -88,11 +89,11 @@ def test_int8_map_agrees_across_runtimes(int8_prefix, tiny_data):
 
 def test_wrong_precision_and_names_are_refused(fp32_prefix, int8_prefix):
     with pytest.raises(SsdqError, match="int8 model"):
-        backends.prepare("openvino", fp32_prefix, "int8", 2)
+        runners.prepare("openvino", fp32_prefix, "int8", 2)
     with pytest.raises(SsdqError, match="bf16"):
-        backends.prepare("onnxruntime", fp32_prefix, "bf16", 2)
+        runners.prepare("onnxruntime", fp32_prefix, "bf16", 2)
     with pytest.raises(SsdqError, match="unknown backend"):
-        backends.prepare("tensorrt", fp32_prefix, "fp32", 2)
+        runners.prepare("tensorrt", fp32_prefix, "fp32", 2)
 
 
 def test_bench_times_every_backend_in_one_run(fp32_prefix, int8_prefix, tiny_data):
@@ -172,12 +173,12 @@ def test_tail_suppresses_within_a_class_only():
 def test_a_model_from_another_exporter_version_is_made_again(int8_prefix, tmp_path):
     import onnx
 
-    from ssdq.backends.onnx_export import FORMAT_VERSION, METADATA_KEY
+    from ssdq.backends.onnx_runner import FORMAT_VERSION, METADATA_KEY, read_metadata
 
     path = onnx_model_for(int8_prefix)
     model = onnx.load(path)
     entry = next(p for p in model.metadata_props if p.key == METADATA_KEY)
     entry.value = json.dumps(dict(json.loads(entry.value), format_version=FORMAT_VERSION - 1))
     onnx.save(model, path)
-    runner = backends.prepare("onnxruntime", int8_prefix, "int8", 2, "network")
-    assert runner.meta["format_version"] == FORMAT_VERSION
+    runner = runners.prepare("onnxruntime", int8_prefix, "int8", 2, "network")
+    assert read_metadata(onnx.load(runner.path))["format_version"] == FORMAT_VERSION
