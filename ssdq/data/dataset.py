@@ -129,14 +129,15 @@ def detect_format(root, split):
 
 
 def open_dataset(root=None, split=None, fmt="auto", classes=None, annotations=None, images=None,
-                 class_map=None, allow_size_mismatch=False):
+                 class_map=None, allow_size_mismatch=False, require_images=True):
     """Open a detection dataset: every way ssdq reads a user's data goes through here.
 
     Either a split of a dataset folder (``root``, ``split``; ``fmt="auto"`` looks at the layout),
     or a COCO file anywhere (``annotations``) with its images under ``images`` (default: the
     file's folder). ``class_map``: a dict (or JSON file) renaming dataset classes to the model's;
     ``allow_size_mismatch``: a decoded size other than the annotated one is a warning, not an
-    error, and the decoded size is used.
+    error, and the decoded size is used. ``require_images=False``: the ground truth alone (for
+    scoring detections made elsewhere), so missing image files are no error.
     """
     if annotations is not None:
         if fmt not in ("auto", "coco"):
@@ -146,16 +147,16 @@ def open_dataset(root=None, split=None, fmt="auto", classes=None, annotations=No
         if not os.path.isdir(image_dir):
             raise SsdqError("image folder not found: %s" % image_dir)
         dataset = load_coco_file(annotations, image_dir, os.path.splitext(
-            os.path.basename(annotations))[0])
+            os.path.basename(annotations))[0], require_images=require_images)
     elif images is not None:
         raise SsdqError("--images DIR needs --annotations FILE (the COCO file describing them)")
     else:
         if fmt == "auto":
             fmt = detect_format(root, split)
         if fmt == "coco":
-            dataset = load_coco(root, split)
+            dataset = load_coco(root, split, require_images)
         elif fmt == "voc":
-            dataset = load_voc(root, split, classes)
+            dataset = load_voc(root, split, classes, require_images)
         else:
             raise SsdqError("unknown dataset format %r (coco, voc or auto)" % fmt)
     if class_map:
@@ -164,13 +165,13 @@ def open_dataset(root=None, split=None, fmt="auto", classes=None, annotations=No
     return dataset
 
 
-def load_coco(root, split):
+def load_coco(root, split, require_images=True):
     """A split of the COCO layout: ``ROOT/annotations/instances_SPLIT.json``, images in ``ROOT/SPLIT/``."""
     return load_coco_file(coco_annotation_path(root, split), os.path.join(root, split), split,
-                          root=root)
+                          root=root, require_images=require_images)
 
 
-def load_coco_file(ann_file, image_dir, split, root=None):
+def load_coco_file(ann_file, image_dir, split, root=None, require_images=True):
     """Any COCO instances file, its images' ``file_name`` relative to ``image_dir``.
 
     Every entry is checked before pycocotools indexes the file: a malformed one is a one-line
@@ -248,7 +249,8 @@ def load_coco_file(ann_file, image_dir, split, root=None):
             width=int(info["width"]), height=int(info["height"]),
             boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
             labels=np.asarray(labels, np.int64), ignore=np.asarray(ignore, bool)))
-    _check_files(records, ann_file)
+    if require_images:
+        _check_files(records, ann_file)
     dataset = CocoDataset(root if root is not None else image_dir, split, ann_file, coco,
                           category_ids, records)
     dataset.source = {"annotation_file": os.path.abspath(ann_file),
@@ -389,7 +391,7 @@ def _complete_annotations(data, ann_file):
             ann["id"] = number
 
 
-def load_voc(root, split, classes=None):
+def load_voc(root, split, classes=None, require_images=True):
     """A VOC split (``ImageSets/Main/SPLIT.txt``, or every ``Annotations/*.xml`` if there is no
     list). ``classes``: the class index to use; by default the names found, sorted.
 
@@ -436,7 +438,8 @@ def load_voc(root, split, classes=None):
             boxes=np.asarray([b for _, b, _ in objects], np.float32).reshape(-1, 4),
             labels=np.asarray([index_of[c] for c, _, _ in objects], np.int64),
             ignore=np.asarray([d for _, _, d in objects], bool)))
-    _check_files(records, listed_in)
+    if require_images:
+        _check_files(records, listed_in)
     dataset = VocDataset(root, split, classes, records)
     dataset.source = {"image_list": os.path.abspath(listed_in)}
     dataset.counts = {"sizes_read_from_images": len(unsized)}

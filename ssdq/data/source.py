@@ -48,9 +48,11 @@ class DataOptions(Options):
                 ensure_synthetic(self.data_root, missing, progress=progress)
         return self.data_root
 
-    def open(self, split, progress=False):
-        """The dataset these options name: ``split`` of the root, or the COCO file."""
+    def open(self, split, progress=False, require_images=True):
+        """The dataset these options name: ``split`` of the root, or the COCO file
+        (``require_images=False``: its ground truth alone, image files not needed)."""
         root = self.data_root if self.annotations else self.root(progress, split)
         return open_dataset(root, split, self.dataset_format, annotations=self.annotations,
                             images=self.images, class_map=self.class_map,
-                            allow_size_mismatch=self.allow_size_mismatch)
+                            allow_size_mismatch=self.allow_size_mismatch,
+                            require_images=require_images)

@@ -10,7 +10,8 @@ conventions from the same detections:
   (24.059 / 23.879) are printed: boxes clipped to the network input (``validate()``), scaled to the
   annotated image size in float64, ``w = x2 - x1 + 1``, ``h = y2 - y1 + 1``.
 
-``VOC07Evaluator`` uses the VOC2007 11-point metric (gluoncv's implementation). Predictions arrive
+``VOC07Evaluator`` uses the VOC2007 11-point metric (gluoncv's implementation; ``map``) and gives
+the all-point one beside it (``voc07_map_all_points``, as VOC2010 onwards average). Predictions arrive
 with their image ids, so no result depends on call order, and with the model's class indices: a
 ``data.classmap.ClassMatch`` maps them onto the dataset's classes, and detections of model classes
 the dataset does not have are dropped before scoring. Image ids are the dataset's own (a COCO
@@ -101,61 +102,77 @@ class COCOEvaluator:
 
     def evaluate(self):
         cat_ids = sorted(self._category_of.values())
-        names = [self.dataset.classes[self.dataset.category_ids.index(c)] for c in cat_ids]
-        scored = dict(self.match.describe(), **self._ground_truth_counts(cat_ids))
-        if not self._detections:
-            return {"map": 0.0, "ap50": 0.0, "ap75": 0.0, "map_gluoncv": 0.0, "ap50_gluoncv": 0.0,
-                    "ap75_gluoncv": 0.0, "per_class": {n: 0.0 for n in names},
-                    "images": len(self._seen), "detections": 0, "summary": "no detections",
-                    **scored}
-        ev, summary = self._cocoeval(self._detections, cat_ids)
-        gluoncv_ev, _ = self._cocoeval(self._detections_gluoncv, cat_ids)
-        # precision: [iou thresholds, recall points, classes, area ranges, max dets]
-        precision = ev.eval["precision"][:, :, :, 0, -1]
-        per_class = {}
-        for k, name in enumerate(names):
-            valid = precision[:, :, k][precision[:, :, k] > -1]
-            per_class[name] = float(valid.mean() * 100) if valid.size else float("nan")
-        stats, gstats = ev.stats * 100, gluoncv_ev.stats * 100
-        return {"map": float(stats[0]), "ap50": float(stats[1]), "ap75": float(stats[2]),
-                "ap_small": float(stats[3]), "ap_medium": float(stats[4]),
-                "ap_large": float(stats[5]), "ar100": float(stats[8]),
-                "map_gluoncv": float(gstats[0]), "ap50_gluoncv": float(gstats[1]),
-                "ap75_gluoncv": float(gstats[2]),
-                "per_class": per_class, "images": len(self._seen),
-                "detections": len(self._detections), **scored,
-                "summary": summary.split("\n", 3)[-1].rstrip()}
+        metrics = coco_metrics(self.dataset, self._detections, self._detections_gluoncv,
+                               sorted(self._seen), cat_ids)
+        return dict(metrics, **self.match.describe())
 
-    def _ground_truth_counts(self, cat_ids):
-        """The ground truths COCOeval scores: those of the images seen and the classes scored,
-        a crowd region (or a box whose area is outside COCOeval's "all" range, [0, 1e10])
-        being ignored."""
-        cats, counts = set(cat_ids), {"ground_truths": 0, "ground_truths_ignored": 0}
-        for image_id in self._seen:
-            for ann in self.dataset.coco.imgToAnns.get(image_id, ()):
-                if ann["category_id"] in cats:
-                    ignored = ann.get("iscrowd", 0) or not 0 <= ann["area"] <= 1e10
-                    counts["ground_truths_ignored" if ignored else "ground_truths"] += 1
-        return counts
+    def results(self):
+        """The detections as a COCO results list under the dataset's own image and category
+        ids (what ``ssdq eval --save-detections`` writes and ``ssdq score`` reads)."""
+        return list(self._detections)
 
-    def _cocoeval(self, detections, cat_ids):
-        from pycocotools.cocoeval import COCOeval
 
-        summary = io.StringIO()
-        with contextlib.redirect_stdout(summary):
-            results = self.dataset.coco.loadRes(detections)
-            ev = COCOeval(self.dataset.coco, results, "bbox")
-            ev.params.imgIds = sorted(self._seen)
-            ev.params.catIds = cat_ids
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
-        return ev, summary.getvalue()
+def coco_metrics(dataset, results, gluoncv_results, image_ids, cat_ids):
+    """pycocotools' scores of a COCO results list (``results``, under ``dataset``'s ids) on
+    ``image_ids`` and ``cat_ids``, and GluonCV's convention's of ``gluoncv_results`` (the same
+    detections, boxes as GluonCV writes them): the one scoring code of ``ssdq eval`` and
+    ``ssdq score``. Percentages; ``coco_stats`` is pycocotools' 12-number summary."""
+    names = [dataset.classes[dataset.category_ids.index(c)] for c in cat_ids]
+    scored = _ground_truth_counts(dataset, image_ids, cat_ids)
+    if not results:
+        return {"map": 0.0, "ap50": 0.0, "ap75": 0.0, "map_gluoncv": 0.0, "ap50_gluoncv": 0.0,
+                "ap75_gluoncv": 0.0, "coco_stats": [0.0] * 12,
+                "per_class": {n: 0.0 for n in names}, "images": len(image_ids),
+                "detections": 0, "summary": "no detections", **scored}
+    ev, summary = _cocoeval(dataset.coco, results, image_ids, cat_ids)
+    gluoncv_ev, _ = _cocoeval(dataset.coco, gluoncv_results, image_ids, cat_ids)
+    # precision: [iou thresholds, recall points, classes, area ranges, max dets]
+    precision = ev.eval["precision"][:, :, :, 0, -1]
+    per_class = {}
+    for k, name in enumerate(names):
+        valid = precision[:, :, k][precision[:, :, k] > -1]
+        per_class[name] = float(valid.mean() * 100) if valid.size else float("nan")
+    stats, gstats = ev.stats * 100, gluoncv_ev.stats * 100
+    return {"map": float(stats[0]), "ap50": float(stats[1]), "ap75": float(stats[2]),
+            "ap_small": float(stats[3]), "ap_medium": float(stats[4]),
+            "ap_large": float(stats[5]), "ar100": float(stats[8]),
+            "coco_stats": [float(v) for v in stats],
+            "map_gluoncv": float(gstats[0]), "ap50_gluoncv": float(gstats[1]),
+            "ap75_gluoncv": float(gstats[2]),
+            "per_class": per_class, "images": len(image_ids), "detections": len(results),
+            **scored, "summary": summary.split("\n", 3)[-1].rstrip()}
+
+
+def _ground_truth_counts(dataset, image_ids, cat_ids):
+    """The ground truths COCOeval scores: those of ``image_ids`` and the classes scored, a crowd
+    region (or a box whose area is outside COCOeval's "all" range, [0, 1e10]) being ignored."""
+    cats, counts = set(cat_ids), {"ground_truths": 0, "ground_truths_ignored": 0}
+    for image_id in image_ids:
+        for ann in dataset.coco.imgToAnns.get(image_id, ()):
+            if ann["category_id"] in cats:
+                ignored = ann.get("iscrowd", 0) or not 0 <= ann["area"] <= 1e10
+                counts["ground_truths_ignored" if ignored else "ground_truths"] += 1
+    return counts
+
+
+def _cocoeval(coco, detections, image_ids, cat_ids):
+    from pycocotools.cocoeval import COCOeval
+
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
+        results = coco.loadRes(detections)
+        ev = COCOeval(coco, results, "bbox")
+        ev.params.imgIds = sorted(image_ids)
+        ev.params.catIds = cat_ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev, summary.getvalue()
 
 
 class VOC07Evaluator:
     def __init__(self, dataset, match=None, iou_thresh=0.5):
-        from gluoncv.utils.metrics.voc_detection import VOC07MApMetric
+        from gluoncv.utils.metrics.voc_detection import VOC07MApMetric, VOCMApMetric
 
         self.dataset = dataset
         self.match = match if match is not None else match_classes(dataset, dataset.classes)
@@ -163,10 +180,12 @@ class VOC07Evaluator:
         self._scored_labels = sorted(self.match.dataset_to_model)
         self._by_id = {rec.image_id: rec for rec in dataset.records}
         self._metric = VOC07MApMetric(iou_thresh=iou_thresh, class_names=list(dataset.classes))
+        self._all_points = VOCMApMetric(iou_thresh=iou_thresh, class_names=list(dataset.classes))
         self.reset()
 
     def reset(self):
         self._metric.reset()
+        self._all_points.reset()
         self._images = 0
         self._ground_truths = {"ground_truths": 0, "ground_truths_ignored": 0}
 
@@ -179,18 +198,26 @@ class VOC07Evaluator:
             self._ground_truths["ground_truths_ignored"] += int((scored & rec.ignore).sum())
             keep = np.array([int(k) in self._dataset_index for k in lab], bool)
             lab = np.array([self._dataset_index[int(k)] for k in np.asarray(lab)[keep]], np.float32)
-            self._metric.update(
-                np.asarray(box, np.float32)[keep][None], lab[None],
-                np.asarray(sco, np.float32)[keep][None], rec.boxes[None],
-                rec.labels.astype(np.float32)[None], rec.ignore.astype(np.float32)[None])
+            for metric in (self._metric, self._all_points):
+                metric.update(
+                    np.asarray(box, np.float32)[keep][None], lab[None],
+                    np.asarray(sco, np.float32)[keep][None], rec.boxes[None],
+                    rec.labels.astype(np.float32)[None], rec.ignore.astype(np.float32)[None])
 
     def evaluate(self):
-        names, values = self._metric.get()
         scored = set(self.match.scored)
+        per_class, mean = self._per_class(self._metric, scored)
+        _, all_points = self._per_class(self._all_points, scored)
+        return {"map": mean, "ap50": mean, "voc07_map": mean, "voc07_map_all_points": all_points,
+                "per_class": per_class, "images": self._images, **self._ground_truths,
+                **self.match.describe()}
+
+    @staticmethod
+    def _per_class(metric, scored):
+        """({class: AP %}, mean AP %) of a gluoncv VOC metric over the classes scored."""
+        names, values = metric.get()
         per_class = {n: float(v * 100) for n, v in zip(names[:-1], values[:-1]) if n in scored}
-        mean = np.nanmean([v for v in per_class.values()]) if per_class else 0.0
-        return {"map": float(mean), "ap50": float(mean), "per_class": per_class,
-                "images": self._images, **self._ground_truths, **self.match.describe()}
+        return per_class, float(np.nanmean(list(per_class.values()))) if per_class else 0.0
 
 
 def evaluator_for(dataset, match=None):
