@@ -1,9 +1,10 @@
 """The one training loop of ssdq; what differs between trainings is a hook.
 
-``fit(net, train_set, epochs, ..., hooks=[...])`` trains a Gluon SSD: gluoncv's SSD target
-generator and MultiBox loss (3:1 hard negative mining), Adam with a linear warm-up and a cosine
-decay, gradients clipped, a batch whose loss is not finite skipped (and logged), the same seed
-for the data order, the augmentation and the initialisation. Hooks, in the style of detectron2's
+``fit(net, train_set, epochs, ..., hooks=[...])`` trains a Gluon SSD: anchor targets from
+``train.augment.TargetAssigner`` (gluoncv's SSD target generator's matching, in numpy), gluoncv's
+MultiBox loss (3:1 hard negative mining), Adam with a linear warm-up and a cosine decay,
+gradients clipped, a batch whose loss is not finite skipped (and logged), the same seed for the
+data order, the augmentation and the initialisation. Hooks, in the style of detectron2's
 ``HookBase``, are called around it:
 
 - ``before_train`` / ``after_train``; ``before_epoch`` / ``after_epoch`` (an epoch's summary is
