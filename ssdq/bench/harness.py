@@ -200,7 +200,7 @@ def time_in_turns(cases, images, warmup=2, repeats=5, eval_set=None, num_workers
 STANDALONE_TOLERANCE = 0.05
 # a pause before each timed turn: the threads of the turn before (libgomp's, ONNX Runtime's,
 # OpenVINO's, in this process or a worker) spin a while after their work ends, and would take
-# the cores from the next graph (seen on the thin model: 20-60 ms turns, ratios 0.6-1.4)
+# the cores from the next graph (on the thin model's short turns they made the ratios swing)
 SETTLE_SECONDS = 0.05
 
 

@@ -38,9 +38,9 @@ from ssdq.fileio import atomic_path
 from ssdq.train.augment import AugmentedDetection, TargetAssigner
 
 log = logging.getLogger("ssdq.train")
-# Adam's peak rate for every fine-tuning (formats, pruning, the fp32 controls): at 2e-4
-# power-of-two weights, which move between levels a factor of two apart, stalled near 43 mAP;
-# at 1e-3 they pass fp32 in 3 epochs
+# Adam's peak rate for every fine-tuning (formats, pruning, the fp32 controls): high enough for
+# power-of-two weights, whose levels are a factor of two apart, to move between levels (at 2e-4
+# they stalled; docs/results.md, "Number formats")
 FINETUNE_LR = 1e-3
 FINETUNE_BATCH_SIZE = 16
 # the split every choice made during training is made on (the kept epoch, early stopping); the
