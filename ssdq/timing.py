@@ -1,6 +1,9 @@
-"""Timing a forward pass: median img/s with its spread and latency percentiles, and peak memory.
+"""Timing: a forward pass's median img/s with its spread and latency percentiles, a loop's wall
+and lap seconds and its img/s, and peak memory.
 
-Every speed figure of ssdq comes from here: ``ssdq bench``, the eval result and the tuner.
+Every speed figure of ssdq is timed and computed with these helpers: ``ssdq bench`` (each scope,
+the multi-instance runs), the eval loop's img/s and ``ssdq eval``'s speed. (How long a command or
+a trial took is a duration, not a speed figure.)
 """
 import math
 import statistics
@@ -57,9 +60,41 @@ class PeakRss:
 
 
 def timed(run, data):
+    """The seconds ``run(data)`` took."""
+    return timed_call(run, data)[1]
+
+
+def timed_call(run, data):
+    """``(run(data), the seconds it took)``: ``run`` returns computed outputs, so the work is
+    finished when it returns."""
     start = time.perf_counter()
-    run(data)  # returns computed outputs, so the work is finished when it returns
-    return time.perf_counter() - start
+    out = run(data)
+    return out, time.perf_counter() - start
+
+
+class Stopwatch:
+    """The wall time of a ``with`` block: ``start`` and ``end`` (``time.perf_counter()``,
+    CLOCK_MONOTONIC on Linux: one clock for every process of the host) and ``seconds``; inside
+    it, ``lap()`` returns the seconds since the last lap (or the start)."""
+
+    def __enter__(self):
+        self.start = self._last = time.perf_counter()
+        self.end = self.seconds = None
+        return self
+
+    def lap(self):
+        now = time.perf_counter()
+        seconds, self._last = now - self._last, now
+        return seconds
+
+    def __exit__(self, *exc):
+        self.end = time.perf_counter()
+        self.seconds = self.end - self.start
+
+
+def per_second(count, seconds):
+    """``count / seconds`` (images per second), 0.0 for no time."""
+    return count / seconds if seconds else 0.0
 
 
 def latency_percentiles(seconds):

@@ -31,6 +31,19 @@ def assert_clean_error(proc, *fragments):
         assert fragment in lines[0], lines[0]
 
 
+def assert_rates_are_the_runs(timing, runs=2):
+    """A speed record (``timing.summarize``'s fields) of ``runs`` timed runs of ``batch_size``
+    images each is what those runs say: the fastest run's img/s is the batch over the shortest
+    latency, the slowest's over the longest, and the median img/s the median of the runs' (of
+    two runs, the mean of the two)."""
+    assert timing["repeats"] == runs == 2, timing
+    per_ms = timing["batch_size"] * 1000.0
+    assert timing["images_per_sec_max"] == pytest.approx(per_ms / timing["latency_ms_min"])
+    assert timing["images_per_sec_min"] == pytest.approx(per_ms / timing["latency_ms_max"])
+    assert timing["images_per_sec"] == pytest.approx(
+        (timing["images_per_sec_min"] + timing["images_per_sec_max"]) / 2)
+
+
 VOC_IMAGES = (("000001", [("dog", 40, 60, 300, 330), ("person", 320, 30, 470, 360)]),
               ("000002", [("car", 20, 120, 420, 300)]),
               ("000003", [("cat", 100, 80, 260, 250), ("bottle", 300, 40, 360, 200)]))

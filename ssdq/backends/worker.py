@@ -1,9 +1,9 @@
 """The runtime worker: a process that runs ONNX Runtime or OpenVINO and never loads MXNet.
 
-In a process where MXNet has run, OpenVINO ran at half its speed on two idle cores (its
-threads on both cores, yet 6.5 against 12.8 img/s in a fresh process); so ssdq runs every other
-runtime here, in a fresh interpreter started by ``backends.remote`` with the same pinning
-(cores, threads, memory policy). The parent drives it over a socket: ``pin``, then ``open`` a
+In a process where MXNet has run, OpenVINO ran at half its speed on two idle cores though its
+threads sat on both (docs/results.md, "Other runtimes"); so ssdq runs every other runtime here,
+in a fresh interpreter started by ``backends.remote`` with the same pinning (cores, threads,
+memory policy). The parent drives it over a socket: ``pin``, then ``open`` a
 model (a runner of ``onnxruntime_backend`` or ``openvino_backend``), ``run`` it on the batch
 the parent wrote into a shared-memory file, whose outputs it writes into another, ``time`` a
 run here (the runtime on its own, for the benchmark's comparison), ``info``, ``close`` and

@@ -49,7 +49,7 @@ from ssdq.model.ssd import feature_convs, keep_ratios, pruned_zoo_ssd, random_zo
 from ssdq.model.tail import graph_tail
 from ssdq.optional import MissingRuntimeError
 from ssdq.quant.quantize import CalibOptions, quantize
-from ssdq.timing import PeakRss, latency_percentiles, summarize, timed
+from ssdq.timing import PeakRss, Stopwatch, latency_percentiles, summarize, timed
 
 PRECISIONS = ("fp32", "fp32_unfused", "bf16", "int8")
 SCOPES = ("network", "end_to_end", "end_to_end_gluoncv", "eval_loop")
@@ -67,14 +67,12 @@ def eval_loop_pass(runner, dataset, batch_size, num_workers=1, transform=None):
     return (seconds for the pass, seconds for each batch). ``transform``: the checkpoint's
     ``input_format`` (default: the runner's own)."""
     batch_seconds = []
-    start = last = time.perf_counter()
     transform = transform or runner.input_format
-    for batch, _ in iterate_batches(dataset, batch_size, num_workers, transform):
-        runner(batch)
-        now = time.perf_counter()
-        batch_seconds.append(now - last)
-        last = now
-    return time.perf_counter() - start, batch_seconds
+    with Stopwatch() as watch:
+        for batch, _ in iterate_batches(dataset, batch_size, num_workers, transform):
+            runner(batch)
+            batch_seconds.append(watch.lap())
+    return watch.seconds, batch_seconds
 
 
 def nms_load(fp32_ckpt, batch):
@@ -202,7 +200,7 @@ def time_in_turns(cases, images, warmup=2, repeats=5, eval_set=None, num_workers
 STANDALONE_TOLERANCE = 0.05
 # a pause before each timed turn: the threads of the turn before (libgomp's, ONNX Runtime's,
 # OpenVINO's, in this process or a worker) spin a while after their work ends, and would take
-# the cores from the next graph (seen on the thin model: 20-60 ms turns, ratios 0.6-1.4)
+# the cores from the next graph (on the thin model's short turns they made the ratios swing)
 SETTLE_SECONDS = 0.05
 
 

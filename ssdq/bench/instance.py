@@ -9,13 +9,13 @@ driver passed, wait for "go" on stdin (the barrier: every instance starts timing
 ``Cpus_allowed_list`` (``/proc/self/task/*/status``), ``Mems_allowed_list``, the memory policy
 (``get_mempolicy``) and pages per node (``numa_maps``). The result is a JSON file.
 
-Start/end times are ``time.perf_counter()`` (CLOCK_MONOTONIC on Linux), one clock for every
-process of the host, so the driver can take the common wall time from them.
+Start/end times are a ``timing.Stopwatch``'s (``time.perf_counter()``, CLOCK_MONOTONIC on
+Linux), one clock for every process of the host, so the driver can take the common wall time
+from them.
 """
 import json
 import os
 import sys
-import time
 
 from ssdq.backends.runners import prepare
 from ssdq.bench.harness import runner_scope
@@ -24,7 +24,7 @@ from ssdq.fileio import write_json
 from ssdq.host import cpus, mempolicy
 from ssdq.host.topology import read_status
 from ssdq.model.checkpoint import load_checkpoint
-from ssdq.timing import timed
+from ssdq.timing import Stopwatch, timed
 
 
 def run(spec):
@@ -47,15 +47,12 @@ def run(spec):
     os.close(spec["ready_fd"])
     if sys.stdin.readline().strip() != "go":
         return None  # the driver gave up (another instance failed)
-    seconds = []
-    start = time.perf_counter()
-    for _ in range(spec["repeats"]):
-        seconds.append(timed(predictor.run, batch))
-    end = time.perf_counter()
+    with Stopwatch() as window:
+        seconds = [timed(predictor.run, batch) for _ in range(spec["repeats"])]
 
     threads = cpus.read_thread_placement()
     _, mems_allowed = read_status()
-    return {"index": spec["index"], "pid": os.getpid(), "start": start, "end": end,
+    return {"index": spec["index"], "pid": os.getpid(), "start": window.start, "end": window.end,
             "images": len(batch) * spec["repeats"], "batch_size": len(batch), "seconds": seconds,
             "threads": threads, "cpus_read_back": sorted({c for t in threads for c in t["cpus"]
                                                            or []}),

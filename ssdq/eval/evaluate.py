@@ -4,8 +4,6 @@ checkpoint's size, and the speed of its forward pass at the batch size it ran.
 The images go through ``eval.loop.detect`` on a runner of the checkpoint's backend
 (``backends.prepare``), or in shards on a scale-out engine (``eval.sharded``).
 """
-import time
-
 from ssdq.backends.runners import prepare
 from ssdq.data.classmap import match_classes
 from ssdq.data.loader import DEFAULT_BATCH_SIZE, iterate_batches
@@ -15,7 +13,7 @@ from ssdq.eval.sharded import sharded_detect
 from ssdq.model.checkpoint import checkpoint_size_mb, load_checkpoint
 from ssdq.model.graph import deployed_weights_mb
 from ssdq.scaleout.engine import LocalEngine, ray_block
-from ssdq.timing import time_forward
+from ssdq.timing import Stopwatch, time_forward
 
 
 def evaluate_checkpoint(prefix, dataset, batch_size=DEFAULT_BATCH_SIZE, num_workers=1,
@@ -65,11 +63,11 @@ def evaluate_checkpoint(prefix, dataset, batch_size=DEFAULT_BATCH_SIZE, num_work
     if ckpt.meta_inferred:
         result["meta_inferred"] = ckpt.meta_inferred
     if speed_repeats:
-        start = time.perf_counter()
-        speed_batch, _ = next(iterate_batches(dataset.subset(batch_size), batch_size, num_workers,
-                                              ckpt.input_format))
-        speed = time_forward(runner, speed_batch, warmup=1, repeats=speed_repeats)
-        speed["seconds"] = round(time.perf_counter() - start, 2)
+        with Stopwatch() as watch:
+            speed_batch, _ = next(iterate_batches(dataset.subset(batch_size), batch_size,
+                                                  num_workers, ckpt.input_format))
+            speed = time_forward(runner, speed_batch, warmup=1, repeats=speed_repeats)
+        speed["seconds"] = round(watch.seconds, 2)
         result.update(images_per_sec=speed["images_per_sec"], speed=speed)
     return result
 

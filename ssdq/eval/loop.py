@@ -6,8 +6,6 @@ checkpoint (``backends.prepare``). Batches come from ``data.loader.iterate_batch
 one batch ahead, image ids carried, the last partial batch kept). ``score(checkpoint, ...)`` is
 the short way for a checkpoint on MXNet: its metrics, nothing else.
 """
-import time
-
 import numpy as np
 from tqdm import tqdm
 
@@ -15,6 +13,7 @@ from ssdq.backends.runners import prepare
 from ssdq.data.loader import DEFAULT_BATCH_SIZE, iterate_batches
 from ssdq.data.transforms import INPUT_SIZE, preprocess
 from ssdq.eval.metrics import evaluator_for
+from ssdq.timing import Stopwatch, per_second, timed_call
 
 # gluoncv's COCODetectionMetric drops detections under this score before scoring.
 SCORE_THRESHOLD = 0.05
@@ -40,29 +39,28 @@ def detect(forward, dataset, evaluator, batch_size=64, num_workers=1, progress=T
     """
     evaluator.reset()
     compute_s, images = 0.0, 0
-    start = time.perf_counter()
-    bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress, leave=False)
-    for batch, records in iterate_batches(dataset, batch_size, num_workers, transform):
-        t0 = time.perf_counter()
-        ids, scores, boxes = forward(batch)
-        compute_s += time.perf_counter() - t0
-        labels_out, scores_out, boxes_out, input_boxes = [], [], [], []
-        for k, rec in enumerate(records):
-            keep = (ids[k, :, 0] >= 0) & (scores[k, :, 0] >= score_threshold)
-            labels_out.append(ids[k, keep, 0].astype(np.int64))
-            scores_out.append(scores[k, keep, 0])
-            input_boxes.append(boxes[k, keep])
-            boxes_out.append(to_image_coords(boxes[k, keep], rec))
-        evaluator.process([r.image_id for r in records], labels_out, scores_out, boxes_out,
-                          input_boxes=input_boxes, image_sizes=[(r.width, r.height) for r in records])
-        images += len(records)
-        bar.update(len(records))
-    bar.close()
-    wall_s = time.perf_counter() - start
+    with Stopwatch() as wall:
+        bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress, leave=False)
+        for batch, records in iterate_batches(dataset, batch_size, num_workers, transform):
+            (ids, scores, boxes), seconds = timed_call(forward, batch)
+            compute_s += seconds
+            labels_out, scores_out, boxes_out, input_boxes = [], [], [], []
+            for k, rec in enumerate(records):
+                keep = (ids[k, :, 0] >= 0) & (scores[k, :, 0] >= score_threshold)
+                labels_out.append(ids[k, keep, 0].astype(np.int64))
+                scores_out.append(scores[k, keep, 0])
+                input_boxes.append(boxes[k, keep])
+                boxes_out.append(to_image_coords(boxes[k, keep], rec))
+            evaluator.process([r.image_id for r in records], labels_out, scores_out, boxes_out,
+                              input_boxes=input_boxes,
+                              image_sizes=[(r.width, r.height) for r in records])
+            images += len(records)
+            bar.update(len(records))
+        bar.close()
     metrics = evaluator.evaluate()
-    timing = {"images": images, "wall_s": wall_s, "compute_s": compute_s,
-              "images_per_sec": images / wall_s if wall_s else 0.0,
-              "network_images_per_sec": images / compute_s if compute_s else 0.0}
+    timing = {"images": images, "wall_s": wall.seconds, "compute_s": compute_s,
+              "images_per_sec": per_second(images, wall.seconds),
+              "network_images_per_sec": per_second(images, compute_s)}
     return metrics, timing
 
 

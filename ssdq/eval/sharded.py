@@ -5,10 +5,9 @@ Shards are contiguous and cut at multiples of the batch size, so every shard's b
 very batches the unsharded loop feeds the network, and the merged detections (and so the mAP)
 are the same to the last digit.
 """
-import time
-
 from ssdq.backends.runners import prepare
 from ssdq.eval.loop import detect
+from ssdq.timing import Stopwatch, per_second
 
 
 class DetectionRecorder:
@@ -49,18 +48,16 @@ def sharded_detect(checkpoint, dataset, evaluator, engine, shards, batch_size=64
     """Like ``evaluate.detect`` over ``shards`` shards run by ``engine``; returns
     (metrics, timing, shard ranges, per-shard engine results)."""
     ranges = shard_ranges(len(dataset), shards, batch_size)
-    start = time.perf_counter()
-    results = engine.map(detect_shard, (checkpoint, dataset, batch_size, num_workers, backend),
-                         ranges,
-                         progress=progress, desc="eval shards")
-    wall_s = time.perf_counter() - start
+    with Stopwatch() as wall:
+        results = engine.map(detect_shard, (checkpoint, dataset, batch_size, num_workers,
+                                            backend), ranges, progress=progress, desc="eval shards")
     evaluator.reset()
     for result in results:
         for args, extra in result["value"]["batches"]:
             evaluator.process(*args, **extra)
     metrics = evaluator.evaluate()
     images = sum(r["value"]["timing"]["images"] for r in results)
-    timing = {"images": images, "wall_s": wall_s,
-              "images_per_sec": images / wall_s if wall_s else 0.0,
+    timing = {"images": images, "wall_s": wall.seconds,
+              "images_per_sec": per_second(images, wall.seconds),
               "shard_seconds": [r["value"]["timing"]["wall_s"] for r in results]}
     return metrics, timing, ranges, results

@@ -14,9 +14,9 @@
   int8 then quantizes the unscaled tensor per tensor while the per-channel scale rides in the
   per-output-channel weight scales. gluoncv's ``data * init_scale`` in front of conv1_1 stays:
   folded, it made oneDNN's int8 conv1_1 (reading the quantized network input itself) differ
-  from the bias and scales it was given on one output channel in eight (an offset of 0.1
-  int8 steps, 11% of that channel's values one step off), so the simulator stopped matching
-  the real int8 graph, for a speed gain (1%) below the timing noise.
+  from the bias and scales it was given on one output channel in eight (some of that
+  channel's values one int8 step off), so the simulator stopped matching the real int8 graph,
+  for a speed gain below the timing noise.
 
 Arrays are numpy in, MXNet out; the graph is edited as JSON (``model.graph``).
 """

@@ -100,7 +100,7 @@ def reference_ssd(classes, width_divisor=REFERENCE_WIDTH_DIVISOR, batch_norm=Tru
     anchors. ``width_divisor=1, batch_norm=False`` is gluoncv's full-size topology.
     ``anchor_alloc_size``: the grid gluoncv precomputes anchors for (its default, 128, is what
     the checkpoints hold); a network built only to count its parameters or read its widths
-    takes ``SHAPE_ONLY_ANCHORS``, which gluoncv's Python loops make 11x faster.
+    takes ``SHAPE_ONLY_ANCHORS``, so gluoncv's Python loops build a 38 x 38 grid, not 128 x 128.
     """
     if not 2 <= num_scales <= len(SSD300_STEPS):
         raise SsdqError("an SSD300 keeps 2 to %d scales, not %d" % (len(SSD300_STEPS), num_scales))
@@ -187,9 +187,9 @@ def load_params(net, params_file):
 
 
 
-# On the embedded val split the trained reference model gives ~6% of its anchors a foreground
-# score above the decoder's 0.01 threshold; a random network is tuned to the same share, so the
-# decoder and NMS get a trained model's load rather than every anchor (or none).
+# The share of its anchors the trained reference model gives a foreground score above the
+# decoder's 0.01 threshold on the embedded val split: a random network is tuned to the same
+# share, so the decoder and NMS get a trained model's load rather than every anchor (or none).
 TRAINED_ANCHOR_SHARE = 0.06
 
 

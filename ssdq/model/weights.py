@@ -12,7 +12,7 @@ import os
 from ssdq.errors import SsdqError
 from ssdq.fileio import read_json
 
-# a real folder: setup.py installs the package unpacked (zip_safe=False), and MXNet loads files
+# a real folder: pip installs a wheel unpacked, and MXNet loads files
 WEIGHTS_DIR = os.fspath(importlib.resources.files(__package__).joinpath("weights"))
 REFERENCE_WEIGHTS = os.path.join(WEIGHTS_DIR, "reference-ssd300-vgg16-atrous.params")
 REFERENCE_TRAIN_LOG = os.path.join(WEIGHTS_DIR, "reference-train-log.jsonl")

@@ -21,7 +21,7 @@ build_int8``):
 A quantized tensor travels between blocks on its integer grid, its scale folded into the
 weights of the block that writes it and of the blocks that read it (``QuantConv``): the same
 function and gradients as rescaling every activation on the way in and out, at a fraction of the
-cost (a QAT step 4.98 -> 2.11 s at batch 16 on one core; fp32 1.20 s).
+cost (docs/results.md, "Quantization-aware training", has the step times).
 
 The int32 bias is left unrounded (its step, ``1 / (s_w s_x)``, is about 1e-4 here). A point's
 ``kind`` may also be ``"clip"``: a fixed clip to ``[-t, t]`` (``[0, t]`` after a ReLU), no

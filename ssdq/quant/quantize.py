@@ -181,9 +181,8 @@ def collect_statistics(fused, ckpt, calib_set, batch_size, excluded=(), exclude_
 def _freeing(collector):
     """``collector.collect`` that frees what it skips. MXNet hands the monitor a copy of every
     input and output of every node and leaves freeing it to the callback, but its collectors
-    return before wrapping the ones they do not collect: about 0.6 GB leaked per calibration
-    pass of the reference model, which a study that quantizes a dozen variants runs out of
-    memory on."""
+    return before wrapping the ones they do not collect: every calibration pass leaked them,
+    and a study that quantizes a dozen variants ran out of memory."""
     import ctypes
 
     from mxnet.base import NDArrayHandle, py_str

@@ -17,7 +17,7 @@ from ssdq.eval.metrics import relative_drop_pct
 from ssdq.eval.runtimes import markdown_table as backends_markdown
 from ssdq.fileio import markdown_table, utc_now, write_artifacts
 
-# Published anchors, for putting ours in context (see README "Reference numbers").
+# Published anchors, for putting ours in context (docs/results.md, "Published figures").
 PUBLISHED = {
     "intel_coco_ssd_300_vgg16_atrous": {"fp32_map": 24.059, "int8_map": 23.879,
                                         "source": "Intel's gluon-cv recipe, COCO val2017"},

@@ -1,9 +1,10 @@
 """The one training loop of ssdq; what differs between trainings is a hook.
 
-``fit(net, train_set, epochs, ..., hooks=[...])`` trains a Gluon SSD: gluoncv's SSD target
-generator and MultiBox loss (3:1 hard negative mining), Adam with a linear warm-up and a cosine
-decay, gradients clipped, a batch whose loss is not finite skipped (and logged), the same seed
-for the data order, the augmentation and the initialisation. Hooks, in the style of detectron2's
+``fit(net, train_set, epochs, ..., hooks=[...])`` trains a Gluon SSD: anchor targets from
+``train.augment.TargetAssigner`` (gluoncv's SSD target generator's matching, in numpy), gluoncv's
+MultiBox loss (3:1 hard negative mining), Adam with a linear warm-up and a cosine decay,
+gradients clipped, a batch whose loss is not finite skipped (and logged), the same seed for the
+data order, the augmentation and the initialisation. Hooks, in the style of detectron2's
 ``HookBase``, are called around it:
 
 - ``before_train`` / ``after_train``; ``before_epoch`` / ``after_epoch`` (an epoch's summary is
@@ -37,9 +38,9 @@ from ssdq.fileio import atomic_path
 from ssdq.train.augment import AugmentedDetection, TargetAssigner
 
 log = logging.getLogger("ssdq.train")
-# Adam's peak rate for every fine-tuning (formats, pruning, the fp32 controls): at 2e-4
-# power-of-two weights, which move between levels a factor of two apart, stalled near 43 mAP;
-# at 1e-3 they pass fp32 in 3 epochs
+# Adam's peak rate for every fine-tuning (formats, pruning, the fp32 controls): high enough for
+# power-of-two weights, whose levels are a factor of two apart, to move between levels (at 2e-4
+# they stalled; docs/results.md, "Number formats")
 FINETUNE_LR = 1e-3
 FINETUNE_BATCH_SIZE = 16
 # the split every choice made during training is made on (the kept epoch, early stopping); the

@@ -99,7 +99,10 @@ def test_two_instances_one_core_each(fp32_prefix, int8_prefix, tiny_data, tmp_pa
         assert inst["omp"]["OMP_NUM_THREADS"] == "1"
         assert inst["images"] == 4 and inst["images_per_sec"] > 0
         lat = inst["latency_ms"]
-        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+        # two runs, nearest rank: p50 the faster, p90 and p99 the slower; the instance's timed
+        # window holds both, so its img/s is at most the batches over their latencies
+        assert lat["p50"] > 0 and lat["p90"] == lat["p99"]
+        assert inst["images_per_sec"] <= inst["images"] * 1000 / (lat["p50"] + lat["p99"]) * 1.0001
         if inst["membind_requested"]["error"] is None:
             assert inst["membind"] == {"mode": "bind", "nodes": [inst["numa_node"]]}
         assert os.path.isfile(inst["log"])

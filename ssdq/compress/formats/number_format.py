@@ -174,8 +174,8 @@ class NumberFormat:
     def bias(self, b, weight_grid):
         """The bias grid. dfp: the weights' bit width with the bias's own integer length.
         Ristretto shares the weights' integer length, but after BatchNorm folding the biases
-        are up to ten times the weights (conv0: max|w| 0.02, max|b| 0.31) and saturate: 8-bit
-        weights then fall to 7.5 mAP on the embedded default."""
+        are up to ten times the weights (conv0: max|w| 0.02, max|b| 0.31) and saturate, and 8-bit
+        weights then lose most of the model's accuracy."""
         if self.kind == "dfp":
             return self.weights(b)
         if self.kind == "int":

@@ -556,8 +556,7 @@ def pow2_markdown(report):
 # training; this model was trained without them, so wider clips are tried too, that the tightest
 # clip within the margin exists: activations reach 22, and the conv4_3 heads hold L2Norm's
 # learned scale (about 20) folded into their weights (8.8 at most in the converged reference,
-# where [-2, 2] cost 0.63 points; the other layers stay under 1.6), so the widest clips bind
-# nothing.
+# so [-2, 2] cuts them; the other layers stay under 1.6), so the widest clips bind nothing.
 ACTIVATION_CLIPS = (5, 4, 3, 2, 1)
 WEIGHT_CLIPS = (4, 3, 2, 1, 0, -1, -2, -3, -4)
 PAPER_ACTIVATION_CLIPS = (3, 2, 1)

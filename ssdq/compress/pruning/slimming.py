@@ -30,9 +30,9 @@ MODES = ("normal", "regular", "max", "regular-max")
 # costs, the greedy answer to "keep the most gamma within a parameter budget"
 CRITERIA = ("gamma", "gamma-per-param")
 # oneDNN runs fp32 convolutions on channels blocked by 8 (AVX2) or 16 (AVX-512): a layer of 5 or
-# 37 channels is padded or falls off the blocked kernels. The 25% network of `ssdq study prune`
-# with its gamma-threshold widths ran batch 1 at 47 ms against the dense network's 29 ms (one
-# core, fp32, fused graph); rounded up to multiples of 8 it ran at 26 ms.
+# 37 channels is padded or falls off the blocked kernels, so a pruned network with the
+# threshold's own widths can run slower than the dense one. Kept counts are rounded up to this
+# multiple (docs/results.md, "widths rounded up to multiples of 8", has the timings).
 CHANNEL_MULTIPLE = 8
 
 
