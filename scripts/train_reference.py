@@ -22,10 +22,11 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from ssdq.compress.pruning.options import CRITERIA, WEIGHTINGS  # noqa: E402
 from ssdq.compress.pruning.progressive import GradualPruningHook  # noqa: E402
-from ssdq.compress.pruning.slimming import CRITERIA  # noqa: E402
-from ssdq.compress.pruning.sparsity import WEIGHTINGS, SparsityHook  # noqa: E402
-from ssdq.data.synthetic import DEFAULT_ROOT, ensure_synthetic  # noqa: E402
+from ssdq.compress.pruning.sparsity import SparsityHook  # noqa: E402
+from ssdq.data.options import DEFAULT_ROOT  # noqa: E402
+from ssdq.data.synthetic import ensure_synthetic  # noqa: E402
 from ssdq.host import cpus  # noqa: E402
 from ssdq.model.weights import REFERENCE_TRAIN_LOG, REFERENCE_WEIGHTS  # noqa: E402
 from ssdq.train.distill import distill_hooks  # noqa: E402

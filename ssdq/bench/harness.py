@@ -29,6 +29,7 @@ import numpy as np
 
 from ssdq.backends.remote import Standalone, close_workers
 from ssdq.backends.runners import check_installed, prepare, runtime_info, supports
+from ssdq.bench.options import DEFAULT_BATCH_SIZES, PRECISIONS, SCOPES
 from ssdq.bench.profile import markdown as profile_markdown
 from ssdq.bench.profile import profile_ops
 from ssdq.data.loader import iterate_batches
@@ -48,12 +49,10 @@ from ssdq.model.graph import deployed_weights_mb, quantized_conv_nodes
 from ssdq.model.ssd import feature_convs, keep_ratios, pruned_zoo_ssd, random_zoo_ssd
 from ssdq.model.tail import graph_tail
 from ssdq.optional import MissingRuntimeError
-from ssdq.quant.quantize import CalibOptions, quantize
+from ssdq.quant.options import CalibOptions
+from ssdq.quant.quantize import quantize
 from ssdq.timing import PeakRss, latency_percentiles, summarize, timed
 
-PRECISIONS = ("fp32", "fp32_unfused", "bf16", "int8")
-SCOPES = ("network", "end_to_end", "end_to_end_gluoncv", "eval_loop")
-DEFAULT_BATCH_SIZES = (1, 8, 32)
 SPEEDUP_BATCH_SIZE = 8
 
 

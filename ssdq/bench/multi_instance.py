@@ -23,6 +23,7 @@ import sys
 import time
 
 from ssdq.bench.harness import _batch
+from ssdq.bench.options import MODES
 from ssdq.data.loader import iterate_batches
 from ssdq.errors import SsdqError
 from ssdq.fileio import utc_now, write_json, write_text
@@ -32,7 +33,6 @@ from ssdq.host.topology import check_node, format_cpu_list, parse_node, read_top
 from ssdq.model.checkpoint import checkpoint_files, resolve_prefix
 from ssdq.timing import nearest_rank_latency_ms
 
-MODES = ("latency", "throughput")
 LATENCY_CORES = 4
 READY_TIMEOUT_S = 3600
 

@@ -20,13 +20,12 @@ import inspect
 import sys
 
 from ssdq.backends import BACKENDS
-from ssdq.data.loader import DEFAULT_BATCH_SIZE
-from ssdq.data.source import DataOptions
+from ssdq.data.options import DEFAULT_BATCH_SIZE, DataOptions
 from ssdq.host.cpus import pin_threads
 from ssdq.host.mempolicy import MEMBIND_MODES
-from ssdq.model.checkpoint import CONVERTED_PREFIX, QUANTIZED_PREFIX
-from ssdq.quant.quantize import CalibOptions
-from ssdq.scaleout.engine import ScaleoutOptions
+from ssdq.model.options import CONVERTED_PREFIX, QUANTIZED_PREFIX
+from ssdq.quant.options import CalibOptions
+from ssdq.scaleout.options import ScaleoutOptions
 
 PIN_DEFAULTS = {name: p.default for name, p in inspect.signature(pin_threads).parameters.items()}
 

@@ -25,13 +25,9 @@ from ssdq.data.transforms import InputFormat
 from ssdq.errors import SsdqError, first_line
 from ssdq.fileio import atomic_path, read_json, write_json
 from ssdq.model.meta import class_list, infer_meta
+from ssdq.model.options import MODEL_DIR
 
 EPOCH = 0
-MODEL_DIR = "model"
-# where the recipe's stages write (relative to the working directory, on purpose: a run's
-# outputs land in the folder it runs in)
-CONVERTED_PREFIX = os.path.join(MODEL_DIR, "converted")
-QUANTIZED_PREFIX = os.path.join(MODEL_DIR, "quantized")
 
 
 def checkpoint_files(prefix):

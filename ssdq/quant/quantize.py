@@ -14,7 +14,6 @@ and layers whose names contain ``flatten`` or ``concat`` (the prediction heads' 
 left in fp32. Calibration uses a split other than the one evaluated.
 """
 import contextlib
-import dataclasses
 import logging
 import os
 import sys
@@ -22,56 +21,28 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from ssdq.data.loader import DEFAULT_BATCH_SIZE, iterate_batches
+from ssdq.data.loader import iterate_batches
+from ssdq.data.options import DEFAULT_BATCH_SIZE
+from ssdq.data.source import open_data
 from ssdq.errors import SsdqError
 from ssdq.fileio import read_json, utc_now, write_json
 from ssdq.model.checkpoint import load_checkpoint, save_checkpoint, writing
 from ssdq.model.graph import Graph, quantized_conv_nodes
-from ssdq.options import Options, option
+from ssdq.quant.options import CALIB_MODES, DEFAULT_EXCLUDE_MATCH, PRESETS, CalibOptions
 
 log = logging.getLogger("ssdq.quantize")
-CALIB_MODES = ("naive", "entropy", "percentile", "mse")
-DEFAULT_EXCLUDE_MATCH = ("flatten", "concat")
-PRESETS = ("first-last",)
 
 
-@dataclasses.dataclass
-class CalibOptions(Options):
-    """How an fp32 checkpoint is calibrated: on which images, and how ranges are chosen."""
-
-    calib_mode: str = option("naive", "how each layer's range is chosen from the statistics",
-                             choices=CALIB_MODES)
-    num_calib_batches: int = option(5, "calibration batches of --batch-size images")
-    calib_split: str = option("train", "split to calibrate on (not the eval split)")
-    calib_annotations: str = option(None, "calibrate on this COCO file's images (default: "
-                                    "--annotations' if given)", metavar="FILE")
-    calib_images: str = option(None, "the folder of --calib-annotations' images", metavar="DIR")
-    percentile: float = option(99.99, "for --calib-mode percentile: the percentile of |x| kept")
-    exclude_match: tuple = option(DEFAULT_EXCLUDE_MATCH, "leave in fp32 every layer whose name "
-                                  "contains one of these", nargs="*")
-
-    def thresholds(self, stats, quantized_dtype="auto"):
-        """Per-layer (min, max) ranges of ``collect_statistics`` output in this mode."""
-        return thresholds_for(stats, self.calib_mode, quantized_dtype, self.percentile)
-
-    def open(self, data, progress=False):
-        """The calibration images: ``--calib-annotations``, else ``--annotations``' file, else
-        ``calib_split`` of ``data``'s root. Only images are read, so no class map applies."""
-        if self.calib_images and not self.calib_annotations:
-            raise SsdqError("--calib-images DIR needs --calib-annotations FILE (the COCO file "
-                            "describing them)")
-        if self.calib_annotations:
-            data = data.replace(annotations=self.calib_annotations, images=self.calib_images)
-        return data.replace(class_map=None).open(self.calib_split, progress)
-
-    def describe(self, calib_set, batch_size):
-        """What a checkpoint's meta and a report record of the calibration."""
-        out = {"mode": self.calib_mode, "batches": self.num_calib_batches,
-               "batch_size": batch_size, "images": len(calib_set),
-               "dataset": calib_set.describe()}
-        if self.calib_mode == "percentile":
-            out["percentile"] = self.percentile
-        return out
+def open_calibration_set(calib, data, progress=False):
+    """The calibration images ``calib`` (``CalibOptions``) name: ``--calib-annotations``, else
+    ``--annotations``' file, else ``calib_split`` of ``data``'s root (``DataOptions``). Only
+    images are read, so no class map applies."""
+    if calib.calib_images and not calib.calib_annotations:
+        raise SsdqError("--calib-images DIR needs --calib-annotations FILE (the COCO file "
+                        "describing them)")
+    if calib.calib_annotations:
+        data = data.replace(annotations=calib.calib_annotations, images=calib.calib_images)
+    return open_data(data.replace(class_map=None), calib.calib_split, progress)
 
 
 def calibration_dataset(dataset, num_batches, batch_size):
@@ -198,6 +169,12 @@ def _freeing(collector):
     return collect
 
 
+def calib_thresholds(calib, stats, quantized_dtype="auto"):
+    """Per-layer (min, max) ranges of ``collect_statistics`` output as ``calib``
+    (``CalibOptions``) says: its mode, and its percentile."""
+    return thresholds_for(stats, calib.calib_mode, quantized_dtype, calib.percentile)
+
+
 def thresholds_for(stats, mode, quantized_dtype="auto", percentile=CalibOptions.percentile):
     """Per-layer (min, max) quantization ranges from ``collect_statistics`` output.
 
@@ -305,7 +282,7 @@ def quantize(fp32_prefix, out_prefix, calib_set, calib=None, batch_size=DEFAULT_
     if not stats:
         raise SsdqError("calibration collected no layer statistics: nothing is quantizable "
                         "with these exclusions")
-    thresholds = calib.thresholds(stats, quantized_dtype)
+    thresholds = calib_thresholds(calib, stats, quantized_dtype)
     graph = build_int8(ckpt, fused, thresholds, excluded, exclude_ops, quantized_dtype,
                        quantize_mode)
     return save_int8(out_prefix, ckpt, graph, thresholds, {

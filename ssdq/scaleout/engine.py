@@ -13,7 +13,6 @@ its OpenMP threads to them with ssdq's own pinning, before mxnet is imported in 
 two trials on one host never share cores. A trial that raises or whose worker dies is retried
 once (on a fresh worker if it died); a second failure is reported in its result, never dropped.
 """
-import dataclasses
 import os
 import socket
 import time
@@ -24,7 +23,6 @@ from tqdm import tqdm
 from ssdq.errors import SsdqError, first_line
 from ssdq.host import cpus
 from ssdq.host.cpus import physical_cores, pinning, read_thread_placement
-from ssdq.options import Options, option
 
 SLOT_DIR = os.path.join("/tmp", "ssdq-ray-core-slots")
 MAX_ATTEMPTS = 2
@@ -237,26 +235,13 @@ def _init_local_ray(ray, init):
         main.cpu_affinity(saved)
 
 
-@dataclasses.dataclass
-class ScaleoutOptions(Options):
-    """Where a command's trials run: here one after another, or as Ray tasks."""
-
-    ray: str = option(None, "run trials as Ray tasks: alone, a Ray started on this machine; with "
-                      "an address (auto, HOST:PORT), a cluster started with `ray start`",
-                      nargs="?", const="local", metavar="ADDRESS")
-    cpus_per_task: int = option(1, "CPUs (pinned cores and OpenMP threads) each Ray task gets")
-
-    def engine(self):
-        """The engine these options name (close it when done)."""
-        return make_engine(self.ray, self.cpus_per_task)
-
-
-def make_engine(ray_address=None, cpus_per_task=1):
-    """``ray_address``: None for the local serial engine, "local" for a Ray started here, or a
-    cluster address (``auto``, ``HOST:PORT``)."""
-    if ray_address is None:
+def make_engine(options):
+    """The engine ``options`` (``ScaleoutOptions``) name (close it when done): the local serial
+    engine without ``ray``; with ``ray`` "local", a Ray started here, else the cluster at that
+    address (``auto``, ``HOST:PORT``)."""
+    if options.ray is None:
         return LocalEngine()
-    return RayEngine(None if ray_address == "local" else ray_address, cpus_per_task)
+    return RayEngine(None if options.ray == "local" else options.ray, options.cpus_per_task)
 
 
 def ray_block(engine, results, wall_s):

@@ -11,7 +11,8 @@ import os
 
 from ssdq.data.dataset import open_dataset
 from ssdq.model.ssd import reference_ssd
-from ssdq.train.loop import SELECTION_SPLIT, EvalHook, fit
+from ssdq.train.loop import EvalHook, fit
+from ssdq.train.options import SELECTION_SPLIT
 
 
 def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, seed=0,

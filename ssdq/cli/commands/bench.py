@@ -1,19 +1,12 @@
 """ssdq bench: img/s by precision, scope and batch size, timed in turns -> reports/bench.{json,md,png};
 with --instances/--cores-per-instance/--mode, the multi-instance benchmark Intel's launchers run."""
-from ssdq.bench.harness import (
-    DEFAULT_BATCH_SIZES,
-    PRECISIONS,
-    SCOPES,
-    bench_checkpoints,
-    benchmark,
-    markdown,
-    write_bench,
-    zoo_checkpoints,
-)
-from ssdq.bench.multi_instance import MODES, run_bench
+from ssdq.bench.harness import bench_checkpoints, benchmark, markdown, write_bench, zoo_checkpoints
 from ssdq.bench.multi_instance import markdown as multi_markdown
+from ssdq.bench.multi_instance import run_bench
+from ssdq.bench.options import DEFAULT_BATCH_SIZES, MODES, PRECISIONS, SCOPES
 from ssdq.cli import flags
-from ssdq.data.source import DataOptions
+from ssdq.data.options import DataOptions
+from ssdq.data.source import open_data
 from ssdq.errors import SsdqError
 
 NAME = "bench"
@@ -69,7 +62,7 @@ def add_arguments(parser):
 
 
 def run(args, context):
-    image_set = DataOptions.from_args(args).open(args.split, context.progress)
+    image_set = open_data(DataOptions.from_args(args), args.split, context.progress)
     pruned = None
     if args.widths_from and not args.zoo:
         raise SsdqError("--widths-from needs --zoo (it shapes the zoo architecture)")

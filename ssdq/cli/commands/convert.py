@@ -1,8 +1,8 @@
 """ssdq convert: a Gluon SSD (the embedded reference, or a gluoncv zoo model) -> a symbolic
 checkpoint with BatchNorm folded into the convolutions."""
 from ssdq.cli import flags
-from ssdq.model.checkpoint import CONVERTED_PREFIX
 from ssdq.model.convert import convert
+from ssdq.model.options import CONVERTED_PREFIX
 
 NAME = "convert"
 HELP = "Gluon SSD -> symbolic checkpoint"

@@ -2,12 +2,14 @@
 forward pass at the batch size it ran."""
 from ssdq.backends import BACKENDS
 from ssdq.cli import flags
-from ssdq.data.source import DataOptions
+from ssdq.data.options import DataOptions
+from ssdq.data.source import open_data
 from ssdq.errors import SsdqError
 from ssdq.eval.evaluate import evaluate_checkpoint, format_result
 from ssdq.fileio import write_json
 from ssdq.model.checkpoint import load_checkpoint, resolve_prefix
-from ssdq.scaleout.engine import ScaleoutOptions
+from ssdq.scaleout.engine import make_engine
+from ssdq.scaleout.options import ScaleoutOptions
 
 NAME = "eval"
 HELP = "evaluate a checkpoint"
@@ -35,9 +37,9 @@ def run(args, context):
     if args.shards < 1:
         raise SsdqError("--shards must be at least 1")
     ckpt = load_checkpoint(resolve_prefix(args.model_prefix), args.classes, args.params)
-    dataset = DataOptions.from_args(args).open(args.split, context.progress)
+    dataset = open_data(DataOptions.from_args(args), args.split, context.progress)
     scaleout = ScaleoutOptions.from_args(args)
-    engine = scaleout.engine() if scaleout.ray or args.shards > 1 else None
+    engine = make_engine(scaleout) if scaleout.ray or args.shards > 1 else None
     try:
         result = evaluate_checkpoint(ckpt, dataset, args.batch_size, args.num_workers,
                                      context.progress, speed_repeats=0 if args.no_speed else 5,

@@ -2,7 +2,7 @@
 calibration (PREFIX-calib.json)."""
 from ssdq.backends.onnx_export import export_onnx
 from ssdq.cli import flags
-from ssdq.model.checkpoint import QUANTIZED_PREFIX
+from ssdq.model.options import QUANTIZED_PREFIX
 
 NAME = "export"
 HELP = "a checkpoint in another runtime's format"

@@ -4,9 +4,11 @@ on the eval split."""
 import json
 
 from ssdq.cli import flags
-from ssdq.compress.formats.finetune import FinetuneOptions, default_out, finetune_and_save
+from ssdq.compress.formats.finetune import default_out, finetune_and_save
 from ssdq.compress.formats.number_format import NumberFormat
-from ssdq.data.source import DataOptions
+from ssdq.compress.formats.options import FinetuneOptions
+from ssdq.data.options import DataOptions
+from ssdq.data.source import open_data
 from ssdq.options import at_least
 
 NAME = "finetune"
@@ -36,9 +38,9 @@ def run(args, context):
     at_least(args, "eval_images")
     options = FinetuneOptions.from_args(args)
     data = DataOptions.from_args(args)
-    train_set = data.open("train", context.progress)
-    eval_set = data.open(args.split, context.progress).subset(args.eval_images)
-    select_set = data.open(options.select_split, context.progress).subset(args.eval_images) \
+    train_set = open_data(data, "train", context.progress)
+    eval_set = open_data(data, args.split, context.progress).subset(args.eval_images)
+    select_set = open_data(data, options.select_split, context.progress).subset(args.eval_images) \
         if options.selects() else None
     out = args.out or default_out(args.number_format, options.lq_lambda,
                                   activation_clip=options.activation_clip)

@@ -1,8 +1,10 @@
 """ssdq prune: channel pruning by BatchNorm gammas (network slimming) -> a BN-folded checkpoint
 with fewer channels."""
 from ssdq.cli import flags
-from ssdq.compress.pruning.slimming import PruneOptions, prune
-from ssdq.data.source import DataOptions
+from ssdq.compress.pruning.options import PruneOptions
+from ssdq.compress.pruning.slimming import prune
+from ssdq.data.options import DataOptions
+from ssdq.data.source import open_data
 
 NAME = "prune"
 HELP = "channel pruning by BatchNorm gammas (network slimming) -> a checkpoint with fewer channels"
@@ -20,8 +22,8 @@ def run(args, context):
     options = PruneOptions.from_args(args)
     options.check()
     data = DataOptions.from_args(args)
-    train_set = data.open("train", context.progress) if options.needs_train_set else None
-    select_set = data.open(options.select_split, context.progress) \
+    train_set = open_data(data, "train", context.progress) if options.needs_train_set else None
+    select_set = open_data(data, options.select_split, context.progress) \
         if options.finetune_epochs and options.select_split != "none" else None
     prefix, recipe = prune(args.out, options, train_set, progress=context.progress,
                            select_set=select_set)

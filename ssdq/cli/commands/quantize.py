@@ -1,10 +1,12 @@
 """ssdq quantize: calibrate an fp32 checkpoint and write its oneDNN int8 graph (or rebuild the
 graph a ``ssdq tune`` recipe describes, without data)."""
 from ssdq.cli import flags
-from ssdq.data.source import DataOptions
+from ssdq.data.options import DataOptions
 from ssdq.errors import SsdqError
-from ssdq.model.checkpoint import QUANTIZED_PREFIX, load_checkpoint
-from ssdq.quant.quantize import PRESETS, CalibOptions, quantize, quantize_from_recipe
+from ssdq.model.checkpoint import load_checkpoint
+from ssdq.model.options import QUANTIZED_PREFIX
+from ssdq.quant.options import PRESETS, CalibOptions
+from ssdq.quant.quantize import open_calibration_set, quantize, quantize_from_recipe
 
 NAME = "quantize"
 HELP = "calibrate and quantize to int8"
@@ -44,7 +46,7 @@ def run(args, context):
                             "layers, no calibration); drop %s" % ", ".join(given))
         print("wrote %s" % quantize_from_recipe(fp32, args.out, args.recipe))
         return
-    quantize(fp32, args.out, calib.open(data, context.progress), calib,
+    quantize(fp32, args.out, open_calibration_set(calib, data, context.progress), calib,
              batch_size=args.batch_size, num_workers=args.num_workers,
              exclude_layers=args.exclude_layers, exclude_ops=args.exclude_ops,
              preset=args.preset, progress=context.progress)

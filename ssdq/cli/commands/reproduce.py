@@ -1,8 +1,8 @@
 """ssdq reproduce: the Intel recipe in one command: convert, calibrate and quantize, evaluate
 fp32 and int8, time them in turns, and write reports/report.{json,md}."""
 from ssdq.cli import flags
-from ssdq.data.source import DataOptions
-from ssdq.quant.quantize import CalibOptions
+from ssdq.data.options import DataOptions
+from ssdq.quant.options import CalibOptions
 from ssdq.reproduce import reproduce
 
 NAME = "reproduce"

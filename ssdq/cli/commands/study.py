@@ -1,12 +1,14 @@
 """ssdq study KIND: the compression studies: low-bit formats (simulated, checked against the real
 int8 path) and pruning + low-rank + W8A8 (real oneDNN int8) -> reports/study-KIND.{json,md,png}."""
 from ssdq.cli import flags
-from ssdq.compress.formats.study import BitwidthOptions, ClipOptions, Pow2Options, run_study
-from ssdq.compress.pruning.study import PruneStudyOptions
+from ssdq.compress.formats.options import BitwidthOptions, ClipOptions, Pow2Options
+from ssdq.compress.formats.study import run_study
+from ssdq.compress.pruning.options import PruneStudyOptions
 from ssdq.compress.pruning.study import run_study as run_prune_study
-from ssdq.data.source import DataOptions
-from ssdq.quant.quantize import CalibOptions
-from ssdq.scaleout.engine import ScaleoutOptions
+from ssdq.data.options import DataOptions
+from ssdq.quant.options import CalibOptions
+from ssdq.scaleout.engine import make_engine
+from ssdq.scaleout.options import ScaleoutOptions
 
 NAME = "study"
 HELP = ("compression studies (low-bit formats simulated, pruning with real int8) -> "
@@ -34,7 +36,7 @@ def add_arguments(parser):
 
 def run(args, context):
     data, calib = DataOptions.from_args(args), CalibOptions.from_args(args)
-    engine = ScaleoutOptions.from_args(args).engine()
+    engine = make_engine(ScaleoutOptions.from_args(args))
     try:
         if args.study == "prune":
             run_prune_study(PruneStudyOptions.from_args(args), data, calib, args.batch_size,

@@ -16,8 +16,8 @@ pruned network computes what the masked one did (``tests/compress/test_progressi
 """
 import numpy as np
 
+from ssdq.compress.pruning.options import CHANNEL_MULTIPLE
 from ssdq.compress.pruning.slimming import (
-    CHANNEL_MULTIPLE,
     _blocks_by_name,
     plan_for_params_share,
     prunable_layers,

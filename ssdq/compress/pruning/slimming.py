@@ -10,30 +10,23 @@ ordinary SSD built with those per-layer widths, and each removed channel's const
 fold is exact where the consumer's window lies inside the image; at zero-padded borders the
 removed channel contributed less, which is the approximation network slimming makes too.
 """
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ssdq.compress.pruning.options import (
+    PruneOptions,
+    check_settings,
+)
 from ssdq.data.loader import iterate_batches
 from ssdq.errors import SsdqError
 from ssdq.model.convert import export_checkpoint, network_from
 from ssdq.model.graph import Graph
 from ssdq.model.ssd import SHAPE_ONLY_ANCHORS, feature_convs, reference_ssd, round_width
-from ssdq.model.weights import SPARSE_WEIGHTS
-from ssdq.options import Options, at_least, option
-from ssdq.train.loop import FINETUNE_BATCH_SIZE, FINETUNE_LR, SELECTION_SPLIT, EvalHook, fit
+from ssdq.train.loop import EvalHook, fit
+from ssdq.train.options import FINETUNE_BATCH_SIZE
 
 PASS_THROUGH_OPS = ("Activation", "Pooling")  # keep channel i in channel i
-MODES = ("normal", "regular", "max", "regular-max")
-# gamma: network slimming's |gamma|; gamma-per-param: |gamma| per deployed parameter a channel
-# costs, the greedy answer to "keep the most gamma within a parameter budget"
-CRITERIA = ("gamma", "gamma-per-param")
-# oneDNN runs fp32 convolutions on channels blocked by 8 (AVX2) or 16 (AVX-512): a layer of 5 or
-# 37 channels is padded or falls off the blocked kernels. The 25% network of `ssdq study prune`
-# with its gamma-threshold widths ran batch 1 at 47 ms against the dense network's 29 ms (one
-# core, fp32, fused graph); rounded up to multiples of 8 it ran at 26 ms.
-CHANNEL_MULTIPLE = 8
 
 
 @dataclass
@@ -128,24 +121,6 @@ def _regular_count(kept, width):
     while target < kept:
         target *= 2
     return min(target, width)
-
-
-def check_settings(percent, mode, criterion="gamma", params_share=None, min_keep=0.0,
-                   multiple=1):
-    """Refuse pruning settings that cannot work, before any data or weights are read."""
-    if mode not in MODES:
-        raise SsdqError("unknown pruning mode %r (one of %s)" % (mode, ", ".join(MODES)))
-    if criterion not in CRITERIA:
-        raise SsdqError("unknown pruning criterion %r (one of %s)" % (criterion, ", ".join(CRITERIA)))
-    if not 0 <= percent < 100:
-        raise SsdqError("--percent must be in [0, 100), not %g" % percent)
-    if params_share is not None and not 0 < params_share <= 1:
-        raise SsdqError("--params-share must be in (0, 1], not %g" % params_share)
-    if not 0 <= min_keep <= 1:
-        raise SsdqError("--min-keep must be in [0, 1], not %g" % min_keep)
-    if not isinstance(multiple, int) or multiple < 1:
-        raise SsdqError("--channel-multiple must be a whole number of at least 1, not %s"
-                        % multiple)
 
 
 def channel_costs(net, layers, alive=None, blocks=None):
@@ -335,45 +310,6 @@ def recalibrate_batchnorm(net, batches):
         for bn, m in momentum.items():
             bn._kwargs["momentum"] = m  # pylint: disable=protected-access
     return net
-
-
-@dataclasses.dataclass
-class PruneOptions(Options):
-    """How ``ssdq prune`` thins the reference model: which weights, how many channels, how."""
-
-    params: str = option(SPARSE_WEIGHTS, "weights to prune: a file of the reference model's "
-                         "(default: the shipped sparse-trained ones) or the prefix of a "
-                         "checkpoint ssdq prune or ssdq qat wrote", metavar="FILE|PREFIX")
-    percent: float = option(30.0, "share of all prunable gammas under the global threshold")
-    params_share: float = option(None, "instead of --percent: prune the fewest channels that "
-                                 "leave at most this share of the parameters (e.g. 0.25)")
-    mode: str = option("normal", "normal, regular (widths of 8, 16, 32, ...), max (drop the "
-                       "scales whose gammas all fall), regular-max", choices=MODES)
-    criterion: str = option("gamma", "gamma: network slimming's |gamma|; gamma-per-param: "
-                            "|gamma| per parameter the channel costs (cuts expensive channels "
-                            "first)", choices=CRITERIA)
-    min_keep: float = option(0.0, "every layer keeps at least this share of its channels "
-                             "(default: one)")
-    channel_multiple: int = option(CHANNEL_MULTIPLE, "round every layer's kept channels up to "
-                                   "a multiple of this, so oneDNN's blocked kernels run it "
-                                   "(1: the threshold's counts as they fall)")
-    recalibrate_images: int = option(128, "re-estimate BatchNorm statistics on this many train "
-                                     "images (0: no)")
-    finetune_epochs: int = option(0, "train the pruned network this many epochs on the train "
-                                  "split (Adam, cosine decay) before BatchNorm folding")
-    finetune_lr: float = option(FINETUNE_LR, "the fine-tuning's peak learning rate")
-    select_split: str = option(SELECTION_SPLIT, "the fine-tuning keeps the epoch best on this "
-                               "split ('none': the last)")
-
-    def check(self):
-        """Refuse settings that cannot work, before any data or weights are read."""
-        check_settings(self.percent, self.mode, self.criterion, self.params_share, self.min_keep,
-                       self.channel_multiple)
-        at_least(self, "finetune_epochs", "recalibrate_images", minimum=0)
-
-    @property
-    def needs_train_set(self):
-        return bool(self.recalibrate_images or self.finetune_epochs)
 
 
 def prune(out_prefix, options=None, train_set=None, batch_size=FINETUNE_BATCH_SIZE, seed=0,

@@ -9,6 +9,7 @@ still alive: expensive channels are pushed to zero harder, for a parameter budge
 """
 import numpy as np
 
+from ssdq.compress.pruning.options import WEIGHTINGS
 from ssdq.compress.pruning.slimming import (
     _blocks_by_name,
     channel_costs,
@@ -17,7 +18,6 @@ from ssdq.compress.pruning.slimming import (
 from ssdq.errors import SsdqError
 from ssdq.train.loop import HookBase
 
-WEIGHTINGS = ("uniform", "params")
 ALIVE_GAMMA = 1e-2  # a channel whose |gamma| is under this counts as pruned when costing
 
 
