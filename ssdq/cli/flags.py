@@ -1,6 +1,7 @@
 """Every flag of the command line, defined once.
 
-Flags that travel together are the fields of an options dataclass (``ssdq.options``), turned into
+Flags that travel together are the fields of an options dataclass (``ssdq.options``; each folder
+keeps its own in its ``options`` module, which imports nothing heavy), turned into
 flags by ``add_options`` with the field's default and help; a command reads them back with
 ``OptionsClass.from_args(args)``. Single flags that several commands share (``--model-prefix``,
 ``--split``, ...) are defined once in ``FLAGS`` and added with ``add``. The groups:
@@ -12,7 +13,8 @@ flags by ``add_options`` with the field's default and help; a command reads them
 - ``checkpoints without a -meta.json``: ``--classes`` (and ``--params``);
 - ``scale-out (Ray)``: ``ScaleoutOptions``.
 
-Nothing here imports mxnet: building the parser must not load it (threads are pinned first).
+Nothing here imports mxnet, numpy or cv2: building the parser must not load them (threads are
+pinned first).
 """
 import argparse
 import dataclasses

@@ -1,9 +1,6 @@
 """ssdq data: make the embedded synthetic dataset, or download COCO val2017 (resumable)."""
 from ssdq.cli import flags
-from ssdq.data import synthetic
-from ssdq.data.coco import download_coco
 from ssdq.data.options import DEFAULT_ROOT, DEFAULT_SEED, DEFAULT_SPLITS
-from ssdq.errors import SsdqError
 
 NAME = "data"
 HELP = "make or fetch a dataset"
@@ -24,17 +21,3 @@ def add_arguments(parser):
     c.add_argument("--root", default="data/coco")
     c.add_argument("--base-url", default="http://images.cocodataset.org")
     flags.add(c, "--quiet")
-
-
-def run(args, context):
-    if args.data_command == "synthetic":
-        splits = {"train": args.train, "dev": args.dev, "val": args.val}
-        if any(n < 1 for n in splits.values()):
-            raise SsdqError("each split needs at least one image")
-        paths = synthetic.ensure_synthetic(args.root, splits, seed=args.seed,
-                                           progress=context.progress)
-        for split, path in paths.items():
-            print("%s: %s" % (split, path))
-    else:
-        print("COCO val2017 ready in %s" % download_coco(args.root, base_url=args.base_url,
-                                                        progress=context.progress))
