@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from ssdq.backends import mxnet_backend
 from ssdq.backends.remote import Standalone, close_workers
 from ssdq.backends.runners import check_installed, prepare, runtime_info, supports
 from ssdq.bench.options import DEFAULT_BATCH_SIZES, PRECISIONS, SCOPES
@@ -433,7 +434,8 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
         "models": models, "records": records,
         "speedup": by_model.get(next(iter(models)), {}) if models else {},
         "speedup_by_model": by_model, "speedup_batch_size": batch,
-        "environment": dict(environment_report(), runtimes=runtime_info(backends)),
+        "environment": dict(environment_report(mxnet_backend.runtime_info()),
+                            runtimes=runtime_info(backends)),
     }
     close_workers()  # the runtimes' worker processes: everything is timed and recorded
     bench["runtime_threads"] = runtime_threads(records)

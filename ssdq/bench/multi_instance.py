@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 
+from ssdq.backends import mxnet_backend
 from ssdq.bench.harness import _batch
 from ssdq.bench.options import MODES
 from ssdq.data.loader import iterate_batches
@@ -317,7 +318,7 @@ def bench_instances(plan, prefix, precision, scope, images, warmup=2, repeats=5,
                     "instances_images_per_sec": [x["images_per_sec"] for x in p[0]]}
                    for s, p in zip(single_rounds, per_round)],
         "logs": log_dir,
-        "environment": environment_report(),
+        "environment": environment_report(mxnet_backend.runtime_info()),
     }
 
 

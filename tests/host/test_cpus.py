@@ -46,6 +46,7 @@ first = cpus.pin_threads(cores=[0], threads=1)
 out["first"] = first
 out["second_equal"] = cpus.pin_threads(cores=[0], threads=1) == first
 import mxnet, psutil, threadpoolctl
+from ssdq.backends import mxnet_backend
 x = mxnet.nd.ones((128, 128))
 mxnet.nd.dot(x, x).wait_to_read()
 out["threadpool"] = threadpoolctl.threadpool_info()
@@ -59,10 +60,10 @@ try:
 except RuntimeError as exc:
     out["repin_error"] = str(exc)
 start = time.time()
-report = environment.environment_report()
+report = environment.environment_report(mxnet_backend.runtime_info())
 out["first_report_s"] = time.time() - start
 start = time.time()
-again = environment.environment_report()
+again = environment.environment_report(mxnet_backend.runtime_info())
 out["second_report_s"] = time.time() - start
 out["report"] = report
 def steady(r):  # pages per node is a live count: it grows between two reports

@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from ssdq.backends import mxnet_backend
 from ssdq.bench.harness import Case, time_in_turns
 from ssdq.compress.pruning.lowrank import lowrank
 from ssdq.compress.pruning.options import PruneStudyOptions
@@ -306,7 +307,7 @@ def run_study(options=None, data=None, calib=None, batch_size=DEFAULT_BATCH_SIZE
                    "relative_map_drop_pct_at_most": TARGET_RELATIVE_DROP_PCT,
                    "best": best_row(rows)},
         "rows": rows, "seconds": round(time.time() - start, 1),
-        "environment": environment_report(),
+        "environment": environment_report(mxnet_backend.runtime_info()),
     }
     ray_info = ray_block(engine, scores, scoring_wall_s)
     if ray_info:
