@@ -14,6 +14,7 @@ evaluation ignores rather than counting as a miss.
 Layout (COCO's): ``ROOT/annotations/instances_{split}.json`` and ``ROOT/{split}/<id:012d>.jpg``.
 """
 import datetime
+import json
 import multiprocessing
 import os
 
@@ -259,7 +260,6 @@ def hash_split(split):
 
 def split_is_current(root, split, num_images, seed):
     """True if ``root`` already holds this exact split (same seed and size), images included."""
-    import json
     ann_path = os.path.join(root, "annotations", "instances_%s.json" % split)
     try:
         with open(ann_path) as f:
