@@ -9,6 +9,13 @@ convolutions (see ``model.convert``), so the deployed graph has the zoo model's 
 
 import functools
 
+import mxnet as mx
+import numpy as np
+from gluoncv import model_zoo
+from gluoncv.model_zoo.ssd.ssd import SSD
+from gluoncv.model_zoo.ssd.vgg_atrous import Normalize, VGGAtrousExtractor, extra_spec, vgg_spec
+from mxnet.gluon import HybridBlock, nn
+
 from ssdq.errors import SsdqError, first_line
 
 REFERENCE_NAME = "ssd_300_vgg16_atrous_reference"
@@ -31,10 +38,6 @@ def _thin_extractor_class():
     convolution's output channels in build order instead, and ``num_extras`` keeps only the
     first extra stages (pruning can drop the last scales).
     """
-    import mxnet as mx
-    from gluoncv.model_zoo.ssd.vgg_atrous import Normalize, VGGAtrousExtractor, extra_spec, vgg_spec
-    from mxnet.gluon import HybridBlock, nn
-
     class ThinVGGAtrousExtractor(VGGAtrousExtractor):
         def __init__(self, divisor, batch_norm=True, widths=None, num_extras=4, **kwargs):
             HybridBlock.__init__(self, **kwargs)  # pylint: disable=non-parent-init-called
@@ -105,8 +108,6 @@ def reference_ssd(classes, width_divisor=REFERENCE_WIDTH_DIVISOR, batch_norm=Tru
     if not 2 <= num_scales <= len(SSD300_STEPS):
         raise SsdqError("an SSD300 keeps 2 to %d scales, not %d" % (len(SSD300_STEPS), num_scales))
 
-    from gluoncv.model_zoo.ssd.ssd import SSD
-
     def features(**_):
         return _thin_extractor_class()(width_divisor, batch_norm=batch_norm, widths=widths,
                                        num_extras=num_scales - 2)
@@ -126,8 +127,6 @@ def pruned_zoo_ssd(name, ratios, num_scales, multiple=1):
     """gluoncv's full-size ``ssd_300_vgg16_atrous_*`` (no BatchNorm) with each feature
     convolution's width scaled by ``ratios`` (of a pruned reference checkpoint), rounded up
     to a ``multiple`` of channels (at most the dense width); uninitialised."""
-    from gluoncv import model_zoo
-
     if not name.startswith("ssd_300_vgg16_atrous_"):
         raise SsdqError("--widths-from applies to the ssd_300_vgg16_atrous_* topology, not %r" % name)
     classes = model_zoo.get_model(name, pretrained=False, pretrained_base=False).classes
@@ -141,8 +140,6 @@ def pruned_zoo_ssd(name, ratios, num_scales, multiple=1):
 
 def feature_convs(net):
     """The feature extractor's Conv2D blocks in build order (what ``widths`` lists)."""
-    from mxnet.gluon import nn
-
     return [block for stage in list(net.features.stages) + list(net.features.extras)
             for block in stage if isinstance(block, nn.Conv2D)]
 
@@ -160,8 +157,6 @@ def keep_ratios(meta):
 
 def zoo_ssd(name, pretrained=True, params_file=None):
     """A gluoncv model-zoo SSD by name, with the zoo's weights or those of ``params_file``."""
-    from gluoncv import model_zoo
-
     if name not in model_zoo.get_model_list():
         raise SsdqError("unknown model name %r (see gluoncv.model_zoo.get_model_list())" % name)
     if not name.startswith("ssd_"):
@@ -177,8 +172,6 @@ def zoo_ssd(name, pretrained=True, params_file=None):
                         "FILE with the weights" % (name, type(exc).__name__)) from None
 
 def load_params(net, params_file):
-    import mxnet as mx
-
     try:
         net.load_parameters(params_file, ctx=mx.cpu(), ignore_extra=False)
     except (mx.base.MXNetError, AssertionError, OSError) as exc:
@@ -201,10 +194,6 @@ def random_zoo_ssd(name, sample_batch, anchor_share=TRAINED_ANCHOR_SHARE, seed=0
     foreground class scoring above 0.01. ``net``: an uninitialised network to use instead of
     the zoo's (a pruned variant of it). Returns (net, the share reached).
     """
-    import mxnet as mx
-    import numpy as np
-    from gluoncv import model_zoo
-
     if name not in model_zoo.get_model_list() or not name.startswith("ssd_"):
         raise SsdqError("unknown SSD model name %r (see gluoncv.model_zoo.get_model_list())" % name)
     mx.random.seed(seed)
