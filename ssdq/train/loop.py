@@ -27,7 +27,10 @@ import logging
 import random
 import time
 
+import mxnet as mx
 import numpy as np
+from gluoncv.loss import SSDMultiBoxLoss
+from mxnet import autograd, gluon
 from tqdm import tqdm
 
 from ssdq.data.transforms import INPUT_SIZE
@@ -153,10 +156,6 @@ def fit(net, train_set, epochs, batch_size=FINETUNE_BATCH_SIZE, lr=FINETUNE_LR, 
     ``seed`` (None: leave the generators as they are) seeds Python's, numpy's and MXNet's
     generators first; ``nonfinite_file``: where a skipped batch with a non-finite loss is saved
     for inspection."""
-    import mxnet as mx
-    from gluoncv.loss import SSDMultiBoxLoss
-    from mxnet import autograd, gluon
-
     if seed is not None:
         random.seed(seed)
         np.random.seed(seed)
@@ -300,8 +299,6 @@ class EvalHook(HookBase):
 
 def gluon_forward(net):
     """A Gluon SSD as the evaluation loop's forward: numpy batch -> numpy (ids, scores, boxes)."""
-    import mxnet as mx
-
     def forward(batch):
         ids, scores, boxes = net(mx.nd.array(batch))
         return ids.asnumpy(), scores.asnumpy(), boxes.asnumpy()
