@@ -14,11 +14,21 @@ and layers whose names contain ``flatten`` or ``concat`` (the prediction heads' 
 left in fp32. Calibration uses a split other than the one evaluated.
 """
 import contextlib
+import ctypes
 import logging
 import os
 import sys
 
+import mxnet as mx
 import numpy as np
+from mxnet.base import NDArrayHandle, py_str
+from mxnet.contrib.quantization import (
+    _get_optimal_thresholds,
+    _LayerHistogramCollector,
+    calib_graph,
+    quantize_graph,
+)
+from mxnet.ndarray import NDArray
 from tqdm import tqdm
 
 from ssdq.data.loader import iterate_batches
@@ -128,9 +138,6 @@ def collect_statistics(fused, ckpt, calib_set, batch_size, excluded=(), exclude_
     Returns {layer: (hist, edges, min, max, abs max)} (MXNet's histogram format, 8001 bins
     over [-abs max, abs max]); every calibration method works from these statistics.
     """
-    import mxnet as mx
-    from mxnet.contrib.quantization import _LayerHistogramCollector, quantize_graph
-
     with mxnet_logs_muted():
         _, _, _, collector = quantize_graph(
             fused, ckpt.arg_params, ckpt.aux_params, ctx=mx.cpu(),
@@ -155,11 +162,6 @@ def _freeing(collector):
     return before wrapping the ones they do not collect: about 0.6 GB leaked per calibration
     pass of the reference model, which a study that quantizes a dozen variants runs out of
     memory on."""
-    import ctypes
-
-    from mxnet.base import NDArrayHandle, py_str
-    from mxnet.ndarray import NDArray
-
     def collect(name, handle):
         if py_str(name) in collector.include_layer:
             collector.collect(name, handle)  # wraps the handle itself: freed with its NDArray
@@ -183,8 +185,6 @@ def thresholds_for(stats, mode, quantized_dtype="auto", percentile=CalibOptions.
     rounding plus clipping over the observed distribution. A layer whose output is never
     negative gets an unsigned range (0, t), as MXNet's ``auto`` dtype does.
     """
-    from mxnet.contrib.quantization import _get_optimal_thresholds
-
     if mode not in CALIB_MODES:
         raise SsdqError("unknown calibration mode %r (one of %s)" % (mode, ", ".join(CALIB_MODES)))
     if mode == "entropy":
@@ -236,9 +236,6 @@ def _mse_threshold(counts, centers, levels, candidates=256):
 def build_int8(ckpt, fused, thresholds, excluded=(), exclude_ops=(), quantized_dtype="auto",
                quantize_mode="smart"):
     """Quantize the fused graph with fixed per-layer ranges; no data needed. -> (sym, args, auxs)."""
-    import mxnet as mx
-    from mxnet.contrib.quantization import calib_graph, quantize_graph
-
     with mxnet_logs_muted():
         qsym, _, _, _ = quantize_graph(
             fused, ckpt.arg_params, ckpt.aux_params, ctx=mx.cpu(),
