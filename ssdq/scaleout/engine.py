@@ -10,14 +10,19 @@ With Ray, trials run on actors (``TrialWorker``), one per ``cpus_per_task`` CPUs
 cluster. Ray reserves CPUs by count but does not say which, so each worker claims a free slot of
 ``cpus_per_task`` physical cores on its host (a lock file held for the worker's life) and pins
 its OpenMP threads to them with ssdq's own pinning, before mxnet is imported in that process:
-two trials on one host never share cores. A trial that raises or whose worker dies is retried
-once (on a fresh worker if it died); a second failure is reported in its result, never dropped.
+two trials on one host never share cores. The worker is built from this module, which imports
+nothing that loads mxnet; a trial's function (and its module, which imports mxnet at its top)
+reaches the worker as an argument of its first ``run``, after the constructor has pinned. A
+trial that raises or whose worker dies is retried once (on a fresh worker if it died); a second
+failure is reported in its result, never dropped.
 """
+import fcntl
 import os
 import socket
 import time
 import traceback
 
+import psutil
 from tqdm import tqdm
 
 from ssdq.errors import SsdqError, first_line
@@ -64,8 +69,6 @@ def claim_core_slot(cpus_per_task, slot_dir=SLOT_DIR):
     Returns (cores, lock file object); the lock lives as long as the file object (the worker
     process). Returns (None, None) when every slot is taken.
     """
-    import fcntl
-
     cores = physical_cores()
     os.makedirs(slot_dir, exist_ok=True)
     for i in range(len(cores) // cpus_per_task):
@@ -222,8 +225,6 @@ def _init_local_ray(ray, init):
     libgomp binds the main thread to the first pinned core when mxnet loads, and Ray's
     processes inherit the affinity of the thread that starts them, so the main thread is given
     back all pinned cores while Ray starts (its workers then claim their own cores)."""
-    import psutil
-
     pinned = pinning()
     cores = pinned["cores"] if pinned else physical_cores()
     main = psutil.Process()
