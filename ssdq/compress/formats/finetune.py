@@ -20,6 +20,7 @@ import contextlib
 import os
 import time
 
+import mxnet as mx
 import numpy as np
 
 from ssdq.compress.formats.number_format import NumberFormat
@@ -94,8 +95,6 @@ class FormatInTheLoop(HookBase):
 
     def swap_in(self):
         """Put rounded weights in place (keeping the fp32 ones); return them."""
-        import mxnet as mx
-
         rounded = self.rounded()
         self._shadow = {}
         for param, _ in self.params:
@@ -110,8 +109,6 @@ class FormatInTheLoop(HookBase):
 
     def add_lq_gradient(self, rounded, lq_lambda):
         """grad += 2 * lambda * (w - C(w)); returns the Lq term's value."""
-        import mxnet as mx
-
         total = 0.0
         for param, _ in self.params:
             diff = param.data().asnumpy() - rounded[param.name]

@@ -10,9 +10,12 @@ ordinary SSD built with those per-layer widths, and each removed channel's const
 fold is exact where the consumer's window lies inside the image; at zero-padded borders the
 removed channel contributed less, which is the approximation network slimming makes too.
 """
+import time
 from dataclasses import dataclass, field
 
+import mxnet as mx
 import numpy as np
+from mxnet.gluon import nn
 
 from ssdq.compress.pruning.options import (
     PruneOptions,
@@ -48,8 +51,6 @@ def _blocks_by_node(net):
 
 
 def _graph(net):
-    import mxnet as mx
-
     out = net(mx.sym.var("data"))
     graph = Graph(mx.sym.Group(list(out)) if isinstance(out, (list, tuple)) else out)
     return graph.nodes, graph.readers
@@ -233,8 +234,6 @@ def deployed_params(net):
     """Parameters of the Gluon BatchNorm model once exported (BatchNorms folded into the
     convolutions' weights and biases, L2Norm's scale into the heads', ``model.fold``; anchors
     not counted), as ``pruning.study.count_params`` counts a checkpoint's."""
-    from mxnet.gluon import nn
-
     batchnorm = {p.name for b in _blocks_by_node(net).values() if isinstance(b, nn.BatchNorm)
                  for p in b.params.values()}
     return int(sum(p.data().size for p in net.collect_params().values()
@@ -244,8 +243,6 @@ def deployed_params(net):
 
 def recipe_params(net, recipe):
     """``deployed_params`` of the network ``recipe`` makes of ``net``, without copying weights."""
-    import mxnet as mx
-
     pruned = reference_ssd(net.classes, widths=recipe["widths"], num_scales=recipe["num_scales"],
                            anchor_alloc_size=SHAPE_ONLY_ANCHORS)
     pruned.initialize()
@@ -256,8 +253,6 @@ def recipe_params(net, recipe):
 def apply_recipe(net, recipe):
     """A new SSD with the recipe's widths and scales, holding ``net``'s kept weights; the
     constant activation relu(beta) of every removed channel is folded into its readers' biases."""
-    import mxnet as mx
-
     pruned = reference_ssd(net.classes, widths=recipe["widths"], num_scales=recipe["num_scales"])
     pruned.initialize()
     pruned(mx.nd.zeros((1, 3, 300, 300)))  # infer the input channels
@@ -294,9 +289,6 @@ def recalibrate_batchnorm(net, batches):
     """Re-estimate every BatchNorm's running mean/var as the average over ``batches`` (NCHW
     arrays) of the pruned network's own batch statistics. No weight changes: removing channels
     whose gammas are small but not zero shifts the statistics the next BatchNorms expect."""
-    import mxnet as mx
-    from mxnet.gluon import nn
-
     bns = [b for b in _blocks_by_node(net).values() if isinstance(b, nn.BatchNorm)]
     momentum = {bn: bn._kwargs["momentum"] for bn in bns}  # pylint: disable=protected-access
     try:
@@ -356,8 +348,6 @@ def finetune_pruned(net, train_set, epochs, lr, batch_size, seed=0, progress=Fal
     """Train the pruned Gluon network in place (``train.loop.fit``), keeping the epoch best on
     ``select_set`` (the weights before training compete too; without one, the last epoch);
     returns what the meta records of it."""
-    import time
-
     if train_set is None or len(train_set) < batch_size:
         raise SsdqError("fine-tuning after pruning needs at least one batch of %d train images"
                         % batch_size)
@@ -376,6 +366,4 @@ def finetune_pruned(net, train_set, epochs, lr, batch_size, seed=0, progress=Fal
 
 
 def _convs(net):
-    from mxnet.gluon import nn
-
     return [b for b in _blocks_by_node(net).values() if isinstance(b, nn.Conv2D)]

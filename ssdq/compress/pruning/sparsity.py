@@ -7,6 +7,7 @@ pruning by |gamma| later removes channels the network has learnt to do without. 
 costs over the mean (MorphNet's parameter regulariser), re-costed every epoch over the channels
 still alive: expensive channels are pushed to zero harder, for a parameter budget.
 """
+import mxnet as mx
 import numpy as np
 
 from ssdq.compress.pruning.options import WEIGHTINGS
@@ -95,8 +96,6 @@ class SparsityHook(HookBase):
         self.penalties = sparsity_penalties(self.structure, self.sparsity, self.weighting)
 
     def after_backward(self):
-        import mxnet as mx
-
         for gamma, penalty in zip(self.gammas, self.penalties):
             grad = gamma.grad()
             grad += penalty * mx.nd.sign(gamma.data())
