@@ -108,12 +108,13 @@ def test_few_modules_at_the_top_of_the_package():
 
 
 # run before threads are pinned, or in processes where MXNet must never load: the package, its
-# base modules, host/ (pinning), the runtime-worker side of backends/, and scaleout.engine (a
-# Ray worker imports it to pin, before the trial's module loads mxnet)
+# base modules, host/ (pinning), the runtime-worker side of backends/, scaleout.engine (a Ray
+# worker imports it to pin, before the trial's module loads mxnet) and bench.instance (a
+# multi-instance process pins there, then imports its timing)
 NEVER_MXNET = ("ssdq", "ssdq.errors", "ssdq.options", "ssdq.optional", "ssdq.timing",
                "ssdq.fileio", "ssdq.backends", "ssdq.backends.worker", "ssdq.backends.onnx_runner",
                "ssdq.backends.onnxruntime_backend", "ssdq.backends.openvino_backend",
-               "ssdq.backends.tail", "ssdq.scaleout.engine")
+               "ssdq.backends.tail", "ssdq.scaleout.engine", "ssdq.bench.instance")
 # what building the parser may not load: threads are pinned after it
 NOT_IN_THE_PARSER = ("mxnet", "gluoncv", "numpy", "cv2", "tqdm", "matplotlib", "onnx",
                      "onnxruntime", "openvino", "ray")

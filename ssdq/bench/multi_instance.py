@@ -22,6 +22,9 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+from tqdm import tqdm
+
 from ssdq.backends import mxnet_backend
 from ssdq.bench.harness import _batch
 from ssdq.bench.options import MODES
@@ -257,9 +260,6 @@ def bench_instances(plan, prefix, precision, scope, images, warmup=2, repeats=5,
                     model=None, progress=True):
     """Run ``rounds`` x (one instance on all the plan's cores, then the plan's instances); return
     the bench dict (``instances``, ``total``, ``single_instance``, ``rounds``, environment)."""
-    import numpy as np
-    from tqdm import tqdm
-
     if warmup < 0 or repeats < 1 or rounds < 1:
         raise SsdqError("a multi-instance bench needs --warmup >= 0, --repeats >= 1, --rounds >= 1")
     log_dir = os.path.join(out_dir, "%s-instances" % label)
