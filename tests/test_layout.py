@@ -80,24 +80,104 @@ def test_no_import_circle_between_packages():
     assert _cycle(packages) is None, " -> ".join(_cycle(packages))
 
 
+# The folders (and the modules at the top of the package) as layers, the lowest first: a unit
+# imports only units of the layers below its own. Read from the import graph.
+LAYERS = (
+    ("ssdq",),  # the version
+    ("ssdq.errors",),
+    ("ssdq.options", "ssdq.optional", "ssdq.fileio", "ssdq.timing"),
+    ("ssdq.host",),  # pinning: runs before MXNet loads
+    ("ssdq.data", "ssdq.scaleout"),
+    ("ssdq.model",),
+    ("ssdq.backends",),
+    ("ssdq.eval",),
+    ("ssdq.train",),
+    ("ssdq.quant",),
+    ("ssdq.bench",),
+    ("ssdq.compress", "ssdq.report"),
+    ("ssdq.reproduce",),
+    ("ssdq.cli",),
+    ("ssdq.__main__",),
+)
+
+
+def _unit(module):
+    """The folder (or top-level module) a module belongs to: ``ssdq.quant.tune`` -> ``ssdq.quant``."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_the_folders_are_layers():
+    rank = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
+    graph = import_graph()
+    assert not {_unit(m) for m in graph} - set(rank), "a folder in no layer"
+    upward = sorted("%s imports %s" % (module, dep) for module, deps in graph.items()
+                    for dep in deps if _unit(dep) != _unit(module)
+                    and rank[_unit(dep)] >= rank[_unit(module)])
+    assert not upward, upward
+
+
+def test_the_parser_side_never_imports_an_implementation():
+    """cli/commands (the parser) may not import cli/actions (what loads the library)."""
+    graph = import_graph()
+    found = sorted("%s -> %s" % (m, d) for m, deps in graph.items()
+                   if m.startswith(("ssdq.cli.commands", "ssdq.cli.flags", "ssdq.cli.main"))
+                   for d in deps if d.startswith("ssdq.cli.actions"))
+    assert not found, found
+
+
 def test_the_cycle_finder_finds_cycles():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_ssdq_imports_are_at_the_top_of_each_file():
-    """ssdq's own modules are imported at the top; only heavy third-party ones load lazily."""
-    inside = []
+# imports inside functions: the optional runtimes, and nothing else but these calls of
+# importlib.import_module: (module, function) -> why
+OPTIONAL_RUNTIMES = ("onnx", "onnxruntime", "openvino", "ray", "matplotlib")
+DEFERRED_IMPORTS = {
+    ("ssdq.cli.main", "action_of"): "the command's implementation, after pinning",
+    ("ssdq.bench.instance", "main"): "a multi-instance process's timing, after pinning",
+    ("ssdq.backends", "backend_module"): "a runtime's module, by name from a table",
+    ("ssdq.optional", "require"): "an optional runtime, by name",
+}
+
+
+def _inside_functions(node, function=None):
+    """(function, node) for every node under ``node`` that sits inside a function, named by
+    the innermost function around it."""
+    for child in ast.iter_child_nodes(node):
+        if function is not None:
+            yield function, child
+        inner = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) \
+            else function
+        yield from _inside_functions(child, inner)
+
+
+def test_imports_sit_at_the_top_of_each_module():
+    """Every module imports its dependencies at its top; inside a function only an optional
+    runtime, and the few deferred imports ``DEFERRED_IMPORTS`` names (the command line's, after
+    pinning, and two lookups by name)."""
+    inside, deferred = [], set()
     for module, path in _modules().items():
-        tree = ast.parse(open(path).read())
-        top = {id(node) for node in tree.body}
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top:
+        for function, node in _inside_functions(ast.parse(open(path).read())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
                     [a.name for a in node.names]
-                if any(n.startswith("ssdq") for n in names):
-                    inside.append("%s:%d" % (module, node.lineno))
+                if not all(n.split(".")[0] in OPTIONAL_RUNTIMES for n in names):
+                    inside.append("%s:%d %s" % (module, node.lineno, ", ".join(names)))
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr == "import_module":
+                deferred.add((module, function))
     assert not inside, inside
+    assert deferred == set(DEFERRED_IMPORTS)
+
+
+def test_no_class_is_defined_inside_a_function():
+    """Classes are module-level (no factory building one on first use)."""
+    found = ["%s: %s in %s" % (module, node.name, function)
+             for module, path in _modules().items()
+             for function, node in _inside_functions(ast.parse(open(path).read()))
+             if isinstance(node, ast.ClassDef)]
+    assert not found, found
 
 
 def test_few_modules_at_the_top_of_the_package():
