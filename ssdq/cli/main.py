@@ -3,9 +3,9 @@ does in ``cli/actions``.
 
 ``main()`` builds the parser from the command table, parses, pins threads where the command runs
 a network, and only then imports the command's implementation (``action_of``) and calls its
-``run``. The library imports mxnet at its top, so this is the one place the rule "threads are
-pinned before MXNet loads" is kept: nothing the parser imports loads it. A ``SsdqError`` becomes
-one line on stderr and exit status 2; Ctrl-C exits 130.
+``run``. The library imports mxnet at its top, so the rule "threads are pinned before MXNet
+loads" is kept here, where the process starts: nothing the parser imports loads it. A
+``SsdqError`` becomes one line on stderr and exit status 2; Ctrl-C exits 130.
 """
 import argparse
 import importlib
