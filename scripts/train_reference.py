@@ -22,14 +22,11 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from ssdq.compress.pruning.progressive import GradualPruningHook  # noqa: E402
-from ssdq.compress.pruning.slimming import CRITERIA  # noqa: E402
-from ssdq.compress.pruning.sparsity import WEIGHTINGS, SparsityHook  # noqa: E402
-from ssdq.data.synthetic import DEFAULT_ROOT, ensure_synthetic  # noqa: E402
+# what the parser needs, without loading mxnet (threads are pinned after parsing)
+from ssdq.compress.pruning.options import CRITERIA, WEIGHTINGS  # noqa: E402
+from ssdq.data.options import DEFAULT_ROOT  # noqa: E402
 from ssdq.host import cpus  # noqa: E402
 from ssdq.model.weights import REFERENCE_TRAIN_LOG, REFERENCE_WEIGHTS  # noqa: E402
-from ssdq.train.distill import distill_hooks  # noqa: E402
-from ssdq.train.reference import train_reference  # noqa: E402
 
 
 def main():
@@ -65,6 +62,17 @@ def main():
                         "with --sparsity, whose later epochs are the sparser)")
     args = parser.parse_args()
     cpus.pin_threads()
+    train(args)
+
+
+def train(args):
+    # the library imports mxnet at its top: imported here, once the threads are pinned
+    from ssdq.compress.pruning.progressive import GradualPruningHook
+    from ssdq.compress.pruning.sparsity import SparsityHook
+    from ssdq.data.synthetic import ensure_synthetic
+    from ssdq.train.distill import distill_hooks
+    from ssdq.train.reference import train_reference
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     ensure_synthetic(args.data_root)
     hooks = [SparsityHook(args.sparsity, args.sparsity_weighting, args.gamma_lr_mult)] \

@@ -6,6 +6,10 @@ a dozen keyword arguments. Each field is declared once, with its default and its
 ``calib_mode``) whose defaults are the fields', and ``Options.from_args`` reads the parsed flags
 back into the object. So a default is written in one place, and a flag exists only where a field
 does, which the library reads.
+
+Each folder keeps its options classes, and the constants their defaults need, in its own
+``options`` module, which imports nothing heavy: the parser reads them before threads are
+pinned, and the library imports them from there.
 """
 import dataclasses
 

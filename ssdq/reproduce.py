@@ -8,13 +8,14 @@ import os
 
 from ssdq.backends.runners import check_installed
 from ssdq.bench.harness import benchmark, write_bench
-from ssdq.data.loader import DEFAULT_BATCH_SIZE
-from ssdq.data.source import DataOptions
+from ssdq.data.options import DEFAULT_BATCH_SIZE, DataOptions
+from ssdq.data.source import open_data
 from ssdq.eval.evaluate import evaluate_checkpoint, format_result
 from ssdq.eval.runtimes import evaluate_backends, int8_map_spread, markdown_table
 from ssdq.host.environment import format_environment
 from ssdq.model.convert import convert
-from ssdq.quant.quantize import CalibOptions, quantize
+from ssdq.quant.options import CalibOptions
+from ssdq.quant.quantize import open_calibration_set, quantize
 from ssdq.report.report import build_report, comparison_table, write_report
 
 # A short `ssdq bench` run goes into the report; `ssdq bench` itself does the full sweep.
@@ -31,8 +32,8 @@ def reproduce(model="reference", params_file=None, data=None, calib=None, eval_s
     ``backends.NAME``, MXNet always among them)."""
     data, calib = data or DataOptions(), calib or CalibOptions()
     check_installed(backends)  # a missing runtime fails now, not after the evaluations
-    eval_set = data.open(eval_split, progress)
-    calib_set = calib.open(data, progress)
+    eval_set = open_data(data, eval_split, progress)
+    calib_set = open_calibration_set(calib, data, progress)
 
     fp32_prefix = os.path.join(model_dir, "converted")
     int8_prefix = os.path.join(model_dir, "quantized")

@@ -31,7 +31,8 @@ def fp32_prefix(tmp_path_factory):
 @pytest.fixture(scope="session")
 def int8_prefix(fp32_prefix, tiny_data):
     from ssdq.data.dataset import open_dataset
-    from ssdq.quant.quantize import CalibOptions, quantize
+    from ssdq.quant.options import CalibOptions
+    from ssdq.quant.quantize import quantize
 
     out = os.path.join(os.path.dirname(fp32_prefix), "quantized")
     return quantize(fp32_prefix, out, open_dataset(tiny_data, "train"),

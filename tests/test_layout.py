@@ -1,4 +1,4 @@
-"""The package's shape: one folder a concern, no import circle, nothing heavy at import time."""
+"""The package's shape: one folder a concern, no import circle, nothing heavy before pinning."""
 import ast
 import os
 import subprocess
@@ -80,24 +80,104 @@ def test_no_import_circle_between_packages():
     assert _cycle(packages) is None, " -> ".join(_cycle(packages))
 
 
+# The folders (and the modules at the top of the package) as layers, the lowest first: a unit
+# imports only units of the layers below its own. Read from the import graph.
+LAYERS = (
+    ("ssdq",),  # the version
+    ("ssdq.errors",),
+    ("ssdq.options", "ssdq.optional", "ssdq.fileio", "ssdq.timing"),
+    ("ssdq.host",),  # pinning: runs before MXNet loads
+    ("ssdq.data", "ssdq.scaleout"),
+    ("ssdq.model",),
+    ("ssdq.backends",),
+    ("ssdq.eval",),
+    ("ssdq.train",),
+    ("ssdq.quant",),
+    ("ssdq.bench",),
+    ("ssdq.compress", "ssdq.report"),
+    ("ssdq.reproduce",),
+    ("ssdq.cli",),
+    ("ssdq.__main__",),
+)
+
+
+def _unit(module):
+    """The folder (or top-level module) a module belongs to: ``ssdq.quant.tune`` -> ``ssdq.quant``."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_the_folders_are_layers():
+    rank = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
+    graph = import_graph()
+    assert not {_unit(m) for m in graph} - set(rank), "a folder in no layer"
+    upward = sorted("%s imports %s" % (module, dep) for module, deps in graph.items()
+                    for dep in deps if _unit(dep) != _unit(module)
+                    and rank[_unit(dep)] >= rank[_unit(module)])
+    assert not upward, upward
+
+
+def test_the_parser_side_never_imports_an_implementation():
+    """cli/commands (the parser) may not import cli/actions (what loads the library)."""
+    graph = import_graph()
+    found = sorted("%s -> %s" % (m, d) for m, deps in graph.items()
+                   if m.startswith(("ssdq.cli.commands", "ssdq.cli.flags", "ssdq.cli.main"))
+                   for d in deps if d.startswith("ssdq.cli.actions"))
+    assert not found, found
+
+
 def test_the_cycle_finder_finds_cycles():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_ssdq_imports_are_at_the_top_of_each_file():
-    """ssdq's own modules are imported at the top; only heavy third-party ones load lazily."""
-    inside = []
+# imports inside functions: the optional runtimes, and nothing else but these calls of
+# importlib.import_module: (module, function) -> why
+OPTIONAL_RUNTIMES = ("onnx", "onnxruntime", "openvino", "ray", "matplotlib")
+DEFERRED_IMPORTS = {
+    ("ssdq.cli.main", "action_of"): "the command's implementation, after pinning",
+    ("ssdq.bench.instance", "main"): "a multi-instance process's timing, after pinning",
+    ("ssdq.backends", "backend_module"): "a runtime's module, by name from a table",
+    ("ssdq.optional", "require"): "an optional runtime, by name",
+}
+
+
+def _inside_functions(node, function=None):
+    """(function, node) for every node under ``node`` that sits inside a function, named by
+    the innermost function around it."""
+    for child in ast.iter_child_nodes(node):
+        if function is not None:
+            yield function, child
+        inner = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) \
+            else function
+        yield from _inside_functions(child, inner)
+
+
+def test_imports_sit_at_the_top_of_each_module():
+    """Every module imports its dependencies at its top; inside a function only an optional
+    runtime, and the few deferred imports ``DEFERRED_IMPORTS`` names (the command line's, after
+    pinning, and two lookups by name)."""
+    inside, deferred = [], set()
     for module, path in _modules().items():
-        tree = ast.parse(open(path).read())
-        top = {id(node) for node in tree.body}
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top:
+        for function, node in _inside_functions(ast.parse(open(path).read())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
                     [a.name for a in node.names]
-                if any(n.startswith("ssdq") for n in names):
-                    inside.append("%s:%d" % (module, node.lineno))
+                if not all(n.split(".")[0] in OPTIONAL_RUNTIMES for n in names):
+                    inside.append("%s:%d %s" % (module, node.lineno, ", ".join(names)))
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr == "import_module":
+                deferred.add((module, function))
     assert not inside, inside
+    assert deferred == set(DEFERRED_IMPORTS)
+
+
+def test_no_class_is_defined_inside_a_function():
+    """Classes are module-level (no factory building one on first use)."""
+    found = ["%s: %s in %s" % (module, node.name, function)
+             for module, path in _modules().items()
+             for function, node in _inside_functions(ast.parse(open(path).read()))
+             if isinstance(node, ast.ClassDef)]
+    assert not found, found
 
 
 def test_few_modules_at_the_top_of_the_package():
@@ -107,19 +187,44 @@ def test_few_modules_at_the_top_of_the_package():
             "scaleout", "report", "cli"} <= set(os.listdir(PACKAGE))
 
 
-def test_nothing_imports_mxnet_at_import_time():
-    """Threads must be pinned before mxnet loads: importing any ssdq module (the parser
-    included) must not load it."""
-    code = ("import importlib, pkgutil, sys, ssdq\n"
-            "for m in pkgutil.walk_packages(ssdq.__path__, 'ssdq.'):\n"
-            "    if m.name != 'ssdq.__main__': importlib.import_module(m.name)\n"
-            "from ssdq.cli.main import build_parser\nbuild_parser()\n"
-            "heavy = [m for m in ('mxnet', 'gluoncv', 'onnx', 'onnxruntime', 'openvino', 'ray',"
-            " 'matplotlib') if m in sys.modules]\nprint(heavy)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+# run before threads are pinned, or in processes where MXNet must never load: the package, its
+# base modules, host/ (pinning), the runtime-worker side of backends/, scaleout.engine (a Ray
+# worker imports it to pin, before the trial's module loads mxnet) and bench.instance (a
+# multi-instance process pins there, then imports its timing)
+NEVER_MXNET = ("ssdq", "ssdq.errors", "ssdq.options", "ssdq.optional", "ssdq.timing",
+               "ssdq.fileio", "ssdq.backends", "ssdq.backends.worker", "ssdq.backends.onnx_runner",
+               "ssdq.backends.onnxruntime_backend", "ssdq.backends.openvino_backend",
+               "ssdq.backends.tail", "ssdq.scaleout.engine", "ssdq.bench.instance")
+# what building the parser may not load: threads are pinned after it
+NOT_IN_THE_PARSER = ("mxnet", "gluoncv", "numpy", "cv2", "tqdm", "matplotlib", "onnx",
+                     "onnxruntime", "openvino", "ray")
+
+
+def _loaded_after(imports, code=""):
+    """The third-party modules loaded by importing ``imports`` (and running ``code``) in a
+    fresh interpreter."""
+    script = ("import importlib, sys\n"
+              "for name in %r: importlib.import_module(name)\n%s\n"
+              "print(sorted({m.split('.')[0] for m in sys.modules}))\n" % (list(imports), code))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+    return set(ast.literal_eval(proc.stdout.strip().splitlines()[-1]))
+
+
+def test_what_runs_before_pinning_never_loads_mxnet():
+    modules = NEVER_MXNET + tuple(m for m in _modules() if m.startswith("ssdq.host"))
+    assert not {"mxnet", "gluoncv", "cv2"} & _loaded_after(modules)
+
+
+def test_building_the_parser_loads_nothing_heavy():
+    """The parser side (cli.main, cli.flags, cli.commands, the folders' options modules, and
+    the docs page rendered from it) imports no heavy dependency: the CLI pins threads after
+    parsing, and only then imports the command's implementation (cli.actions)."""
+    parser_side = [m for m in _modules() if m.startswith("ssdq.cli.commands")
+                   or m.endswith(".options")] + ["ssdq.cli.main", "ssdq.cli.docs"]
+    loaded = _loaded_after(parser_side, "from ssdq.cli.docs import render\nrender()")
+    assert not set(NOT_IN_THE_PARSER) & loaded, sorted(set(NOT_IN_THE_PARSER) & loaded)
 
 
 def test_style_checks_pass():

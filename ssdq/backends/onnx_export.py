@@ -34,6 +34,7 @@ import json
 import os
 import tempfile
 
+import mxnet as mx
 import numpy as np
 
 from ssdq.backends.onnx_runner import FORMAT_VERSION, METADATA_KEY, read_metadata
@@ -123,8 +124,6 @@ def _source_checkpoint(ckpt):
 
 def _export_network(ckpt):
     """``mx.onnx.export_model`` of the network up to the raw predictions, batch dimension free."""
-    import mxnet as mx
-
     onnx = require("onnx", "ssdq export onnx")
 
     net = network_symbol(ckpt.symbol)
@@ -346,8 +345,6 @@ def insert_qdq(model, arg_params, quantization, per_channel=True):
 
 def _anchors(ckpt):
     """The anchors the box decoder reads, (1, N, 4) centre format in input pixels."""
-    import mxnet as mx
-
     tail = graph_tail(ckpt.symbol)
     shape = tuple(ckpt.meta.get("input", {}).get("shape", (1, 3, 300, 300)))
     anchors = ckpt.symbol.get_internals()[tail["anchors"]]

@@ -36,7 +36,7 @@ def runtime_info(backends=BACKENDS):
     info = {}
     for name in backends:
         if name == "mxnet":
-            continue  # host.environment covers MXNet and its oneDNN
+            continue  # the environment record holds MXNet's own (mxnet_backend.runtime_info)
         try:
             check_installed([name])
             info[name] = remote.runtime_info(name)

@@ -22,13 +22,19 @@ preprocessing baked in gets the resized 0..255 images, NHWC), cut from one pool 
 """
 import dataclasses
 import gc
+import json
 import os
+import re
 import time
 
+import mxnet as mx
 import numpy as np
+from tqdm import tqdm
 
+from ssdq.backends import mxnet_backend
 from ssdq.backends.remote import Standalone, close_workers
 from ssdq.backends.runners import check_installed, prepare, runtime_info, supports
+from ssdq.bench.options import DEFAULT_BATCH_SIZES, PRECISIONS, SCOPES
 from ssdq.bench.profile import markdown as profile_markdown
 from ssdq.bench.profile import profile_ops
 from ssdq.data.loader import iterate_batches
@@ -48,12 +54,10 @@ from ssdq.model.graph import deployed_weights_mb, quantized_conv_nodes
 from ssdq.model.ssd import feature_convs, keep_ratios, pruned_zoo_ssd, random_zoo_ssd
 from ssdq.model.tail import graph_tail
 from ssdq.optional import MissingRuntimeError
-from ssdq.quant.quantize import CalibOptions, quantize
+from ssdq.quant.options import CalibOptions
+from ssdq.quant.quantize import quantize
 from ssdq.timing import PeakRss, Stopwatch, latency_percentiles, summarize, timed
 
-PRECISIONS = ("fp32", "fp32_unfused", "bf16", "int8")
-SCOPES = ("network", "end_to_end", "end_to_end_gluoncv", "eval_loop")
-DEFAULT_BATCH_SIZES = (1, 8, 32)
 SPEEDUP_BATCH_SIZE = 8
 
 
@@ -245,8 +249,6 @@ def bench_model(name, fp32_ckpt, int8_ckpt, images, precisions=PRECISIONS, scope
     as ``fp32_pruned`` and ``int8_pruned``. Every record names its ``backend``; a backend runs
     the precisions and scopes its module declares (``backends.supports``).
     """
-    from tqdm import tqdm
-
     graphs = graphs_of(fp32_ckpt, int8_ckpt, precisions, extra_int8, pruned)
     groups = [[Case({"model": name, "backend": backend, "precision": label, "scope": scope,
                      "batch_size": batch_size}, ckpt, precision)
@@ -272,9 +274,6 @@ def profile_model(name, fp32_ckpt, int8_ckpt, images, precisions, scopes, batch_
     """Per-operator profiles (``profile.profile_ops``, MXNet's profiler) of each graph and scope
     but the eval loop, at one batch size; a graph that cannot run is left out, as its bench
     record says."""
-    import mxnet as mx
-    from tqdm import tqdm
-
     batch = _batch(images, batch_size)
     cases = [(label, precision, s, ckpt)
              for s in scopes if s != "eval_loop"
@@ -340,8 +339,6 @@ def zoo_checkpoints(name, sample_set, model_dir="model", progress=True, widths_f
 def _cached_matches(prefix, source):
     """Whether the checkpoint at ``prefix`` exists and was built from ``source`` (its meta holds
     the same model, widths, ...)."""
-    import json
-
     meta_file = checkpoint_files(prefix)["meta"]
     if not os.path.isfile(meta_file):
         return False
@@ -432,7 +429,8 @@ def benchmark(checkpoints, image_set, precisions=PRECISIONS, scopes=SCOPES,
         "models": models, "records": records,
         "speedup": by_model.get(next(iter(models)), {}) if models else {},
         "speedup_by_model": by_model, "speedup_batch_size": batch,
-        "environment": dict(environment_report(), runtimes=runtime_info(backends)),
+        "environment": dict(environment_report(mxnet_backend.runtime_info()),
+                            runtimes=runtime_info(backends)),
     }
     close_workers()  # the runtimes' worker processes: everything is timed and recorded
     bench["runtime_threads"] = runtime_threads(records)
@@ -454,8 +452,6 @@ def bench_checkpoints(pairs, extra_specs=(), classes=None, params_file=None):
     """Load what ``ssdq bench`` was given: (fp32, int8) pairs and ``LABEL=PREFIX`` extra int8
     graphs. ``params_file`` binds a graph that has no weights of its own; an extra int8 graph
     without weights binds to the first fp32 checkpoint's. -> (pairs, {label: Checkpoint})."""
-    import re
-
     def weights_for(prefix, fallback=None):
         own = checkpoint_files(resolve_prefix(prefix))["params"]
         return None if os.path.isfile(own) else (params_file or fallback)

@@ -22,7 +22,12 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+from tqdm import tqdm
+
+from ssdq.backends import mxnet_backend
 from ssdq.bench.harness import _batch
+from ssdq.bench.options import MODES
 from ssdq.data.loader import iterate_batches
 from ssdq.errors import SsdqError
 from ssdq.fileio import utc_now, write_json, write_text
@@ -32,7 +37,6 @@ from ssdq.host.topology import check_node, format_cpu_list, parse_node, read_top
 from ssdq.model.checkpoint import checkpoint_files, resolve_prefix
 from ssdq.timing import nearest_rank_latency_ms
 
-MODES = ("latency", "throughput")
 LATENCY_CORES = 4
 READY_TIMEOUT_S = 3600
 
@@ -256,9 +260,6 @@ def bench_instances(plan, prefix, precision, scope, images, warmup=2, repeats=5,
                     model=None, progress=True):
     """Run ``rounds`` x (one instance on all the plan's cores, then the plan's instances); return
     the bench dict (``instances``, ``total``, ``single_instance``, ``rounds``, environment)."""
-    import numpy as np
-    from tqdm import tqdm
-
     if warmup < 0 or repeats < 1 or rounds < 1:
         raise SsdqError("a multi-instance bench needs --warmup >= 0, --repeats >= 1, --rounds >= 1")
     log_dir = os.path.join(out_dir, "%s-instances" % label)
@@ -317,7 +318,7 @@ def bench_instances(plan, prefix, precision, scope, images, warmup=2, repeats=5,
                     "instances_images_per_sec": [x["images_per_sec"] for x in p[0]]}
                    for s, p in zip(single_rounds, per_round)],
         "logs": log_dir,
-        "environment": environment_report(),
+        "environment": environment_report(mxnet_backend.runtime_info()),
     }
 
 

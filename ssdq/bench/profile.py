@@ -14,6 +14,8 @@ import json
 import os
 import tempfile
 
+import mxnet as mx
+
 BULK_EXEC_VARIABLE = "MXNET_EXEC_BULK_EXEC_INFERENCE"
 
 
@@ -35,8 +37,6 @@ def profile_ops(make_predictor, data, runs=3, warmup=1):
 
     ``data``: an NDArray batch. Returns ``{"total_ms", "runs", "ops": [{"op", "ms", "calls",
     "share_pct"}]}``, slowest operator first; times are MXNet's (operator start to end)."""
-    import mxnet as mx
-
     with _unbulked():
         predictor = make_predictor()
     for _ in range(max(1, warmup)):  # oneDNN creates primitives and reorders weights here

@@ -1,6 +1,7 @@
 """Every flag of the command line, defined once.
 
-Flags that travel together are the fields of an options dataclass (``ssdq.options``), turned into
+Flags that travel together are the fields of an options dataclass (``ssdq.options``; each folder
+keeps its own in its ``options`` module, which imports nothing heavy), turned into
 flags by ``add_options`` with the field's default and help; a command reads them back with
 ``OptionsClass.from_args(args)``. Single flags that several commands share (``--model-prefix``,
 ``--split``, ...) are defined once in ``FLAGS`` and added with ``add``. The groups:
@@ -12,7 +13,8 @@ flags by ``add_options`` with the field's default and help; a command reads them
 - ``checkpoints without a -meta.json``: ``--classes`` (and ``--params``);
 - ``scale-out (Ray)``: ``ScaleoutOptions``.
 
-Nothing here imports mxnet: building the parser must not load it (threads are pinned first).
+Nothing here imports mxnet, numpy or cv2: building the parser must not load them (threads are
+pinned first).
 """
 import argparse
 import dataclasses
@@ -20,13 +22,12 @@ import inspect
 import sys
 
 from ssdq.backends import BACKENDS
-from ssdq.data.loader import DEFAULT_BATCH_SIZE
-from ssdq.data.source import DataOptions
+from ssdq.data.options import DEFAULT_BATCH_SIZE, DataOptions
 from ssdq.host.cpus import pin_threads
 from ssdq.host.mempolicy import MEMBIND_MODES
-from ssdq.model.checkpoint import CONVERTED_PREFIX, QUANTIZED_PREFIX
-from ssdq.quant.quantize import CalibOptions
-from ssdq.scaleout.engine import ScaleoutOptions
+from ssdq.model.options import CONVERTED_PREFIX, QUANTIZED_PREFIX
+from ssdq.quant.options import CalibOptions
+from ssdq.scaleout.options import ScaleoutOptions
 
 PIN_DEFAULTS = {name: p.default for name, p in inspect.signature(pin_threads).parameters.items()}
 

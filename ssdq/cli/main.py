@@ -1,10 +1,14 @@
-"""The command line: ``ssdq COMMAND ...``, one module a command (``cli/commands``).
+"""The command line: ``ssdq COMMAND ...``, each command's flags in ``cli/commands`` and what it
+does in ``cli/actions``.
 
 ``main()`` builds the parser from the command table, parses, pins threads where the command runs
-a network (before anything imports mxnet: nothing in the parser does), and dispatches to the
-command's ``run``. A ``SsdqError`` becomes one line on stderr and exit status 2; Ctrl-C exits 130.
+a network, and only then imports the command's implementation (``action_of``) and calls its
+``run``. The library imports mxnet at its top, so the rule "threads are pinned before MXNet
+loads" is kept here, where the process starts: nothing the parser imports loads it. A
+``SsdqError`` becomes one line on stderr and exit status 2; Ctrl-C exits 130.
 """
 import argparse
+import importlib
 import os
 import sys
 import warnings
@@ -16,6 +20,8 @@ from ssdq.cli.commands import COMMANDS
 from ssdq.errors import SsdqError, SsdqNote, SsdqWarning
 from ssdq.host import cpus, environment
 from ssdq.options import at_least
+
+ACTIONS = "ssdq.cli.actions"
 
 
 @dataclass
@@ -68,7 +74,14 @@ def _run(args):
         os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
         threads = cpus.pin_threads(args.cores, args.threads, args.numa_node, args.membind,
                                    args.strict)
-    return command.run(args, Context(threads, flags.show_progress(args)))
+    return action_of(command).run(args, Context(threads, flags.show_progress(args)))
+
+
+def action_of(command):
+    """The module that runs ``command``: ``cli/actions/`` holds it under the name of its
+    ``cli/commands/`` module. Importing it loads the library (mxnet included), so ``_run`` calls
+    this only after pinning."""
+    return importlib.import_module("%s.%s" % (ACTIONS, command.__name__.rpartition(".")[2]))
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

@@ -7,6 +7,7 @@ model name) renames it. A class the model lacks is ignored with a note if it has
 (labelme's ``_background_``) and is an error otherwise; model classes the dataset lacks are not
 scored (their detections are dropped before scoring).
 """
+import difflib
 import warnings
 from dataclasses import dataclass
 
@@ -107,8 +108,6 @@ def match_classes(dataset, model_classes):
 
 def _closest(name, model_classes):
     """The model class ``name`` most likely means ('potted plant' -> 'pottedplant'), or None."""
-    import difflib
-
     def key(text):
         return "".join(ch for ch in text.lower() if ch.isalnum())
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from pycocotools.coco import COCO
 
 from ssdq.data.classmap import load_class_map
 from ssdq.errors import SsdqError, SsdqNote, SsdqWarning
@@ -188,8 +189,6 @@ def load_coco_file(ann_file, image_dir, split, root=None, require_images=True):
     recorded in ``describe()`` as ``orphan_annotations`` / ``unknown_category_annotations``.
     A box of zero or negative width or height is left out of the records with a warning
     (``degenerate_boxes``); COCO scoring keeps it, as pycocotools does: no detection matches it."""
-    from pycocotools.coco import COCO
-
     data = read_json(ann_file, "annotation file")
     if not isinstance(data, dict):
         raise SsdqError("annotation file %s is not a COCO instances file" % ann_file)

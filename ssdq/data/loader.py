@@ -15,9 +15,6 @@ from ssdq.data.dataset import read_record_image
 from ssdq.data.transforms import preprocess
 from ssdq.host.cpus import take_pinned_cores
 
-# GluonCV's SSD eval script and the Intel recipe run batches of 64 images
-DEFAULT_BATCH_SIZE = 64
-
 
 def iterate_batches(dataset, batch_size, num_workers=1, transform=preprocess):
     """Yield (array, records) for every image of ``dataset``, in order. ``transform`` turns a

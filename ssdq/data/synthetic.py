@@ -14,6 +14,7 @@ evaluation ignores rather than counting as a miss.
 Layout (COCO's): ``ROOT/annotations/instances_{split}.json`` and ``ROOT/{split}/<id:012d>.jpg``.
 """
 import datetime
+import json
 import multiprocessing
 import os
 
@@ -21,6 +22,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ssdq.data.options import DEFAULT_ROOT, DEFAULT_SEED, DEFAULT_SPLITS
 from ssdq.fileio import atomic_dir, write_json
 
 # Non-contiguous ids, as in COCO, so that no code can confuse a category id with a class index.
@@ -34,11 +36,6 @@ CATEGORIES = [
 ]
 CLASSES = tuple(c["name"] for c in CATEGORIES)
 
-DEFAULT_ROOT = os.path.join("data", "synthetic")
-# dev: model selection, early stopping and fine-tuning checkpoints; val: the reported tables,
-# which no training step looks at
-DEFAULT_SPLITS = {"train": 2500, "dev": 500, "val": 500}
-DEFAULT_SEED = 2024
 # Image ids of different splits never collide.
 SPLIT_ID_OFFSET = {"train": 1, "val": 1_000_000, "test": 2_000_000, "dev": 4_000_000}
 MIN_VISIBLE_FRACTION = 1.0 / 3.0
@@ -263,7 +260,6 @@ def hash_split(split):
 
 def split_is_current(root, split, num_images, seed):
     """True if ``root`` already holds this exact split (same seed and size), images included."""
-    import json
     ann_path = os.path.join(root, "annotations", "instances_%s.json" % split)
     try:
         with open(ann_path) as f:

@@ -6,7 +6,8 @@ The images go through ``eval.loop.detect`` on a runner of the checkpoint's backe
 """
 from ssdq.backends.runners import prepare
 from ssdq.data.classmap import match_classes
-from ssdq.data.loader import DEFAULT_BATCH_SIZE, iterate_batches
+from ssdq.data.loader import iterate_batches
+from ssdq.data.options import DEFAULT_BATCH_SIZE
 from ssdq.eval.loop import detect
 from ssdq.eval.metrics import evaluator_for
 from ssdq.eval.sharded import sharded_detect

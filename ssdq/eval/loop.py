@@ -10,7 +10,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ssdq.backends.runners import prepare
-from ssdq.data.loader import DEFAULT_BATCH_SIZE, iterate_batches
+from ssdq.data.loader import iterate_batches
+from ssdq.data.options import DEFAULT_BATCH_SIZE
 from ssdq.data.transforms import INPUT_SIZE, preprocess
 from ssdq.eval.metrics import evaluator_for
 from ssdq.timing import Stopwatch, per_second, timed_call

@@ -24,6 +24,8 @@ import contextlib
 import io
 
 import numpy as np
+from gluoncv.utils.metrics.voc_detection import VOC07MApMetric, VOCMApMetric
+from pycocotools.cocoeval import COCOeval
 
 from ssdq.data.classmap import match_classes
 from ssdq.data.transforms import INPUT_SIZE
@@ -156,8 +158,6 @@ def _ground_truth_counts(dataset, image_ids, cat_ids):
 
 
 def _cocoeval(coco, detections, image_ids, cat_ids):
-    from pycocotools.cocoeval import COCOeval
-
     summary = io.StringIO()
     with contextlib.redirect_stdout(summary):
         results = coco.loadRes(detections)
@@ -172,8 +172,6 @@ def _cocoeval(coco, detections, image_ids, cat_ids):
 
 class VOC07Evaluator:
     def __init__(self, dataset, match=None, iou_thresh=0.5):
-        from gluoncv.utils.metrics.voc_detection import VOC07MApMetric, VOCMApMetric
-
         self.dataset = dataset
         self.match = match if match is not None else match_classes(dataset, dataset.classes)
         self._dataset_index = self.match.model_to_dataset

@@ -14,9 +14,12 @@ Facts this module relies on (mxnet 1.9.1 wheel):
 """
 import contextlib
 import copy
+import glob
 import os
 import re
 import sys
+
+import psutil
 
 from ssdq.errors import SsdqError
 from ssdq.host.mempolicy import MEMBIND_MODES, bind_memory
@@ -115,8 +118,6 @@ def parse_cores(spec, allowed):
 def physical_cores(allowed=None, sysfs_root="/sys"):
     """One logical CPU per physical core among ``allowed`` (default: the current affinity),
     from the siblings ``topology.read_topology`` reads; without sysfs, ``allowed`` as it is."""
-    import psutil
-
     allowed = sorted(allowed if allowed is not None else psutil.Process().cpu_affinity())
     return read_topology(sysfs_root, allowed_cpus=allowed).physical_cores(allowed)
 
@@ -171,8 +172,6 @@ def pin_threads(cores=None, threads=None, numa_node=None, membind="bind", strict
     Bad ``cores`` / ``threads`` raise SsdqError before anything is changed.
     """
     global _pinned
-    import psutil
-
     if threads is not None:
         threads = _parse_threads(threads)
     if membind not in MEMBIND_MODES:
@@ -278,8 +277,6 @@ def pin_threads(cores=None, threads=None, numa_node=None, membind="bind", strict
 
 def read_thread_placement(pid="self"):
     """[{"tid", "name", "cpus"}] for every thread of ``pid``, from /proc/PID/task/*/status."""
-    import glob
-
     threads = []
     for status in sorted(glob.glob("/proc/%s/task/*/status" % pid)):
         try:

@@ -1,17 +1,15 @@
 """The environment record for reports: CPU and ISA, the cores and OpenMP runtime really in use,
-versions. ``environment_report`` is called after mxnet is imported.
-
-oneDNN (v2.4.4) is linked into libmxnet statically and ``dnnl_version`` is not exported, so its
-version is read from the ``dnnl_verbose,info,oneDNN vX.Y.Z`` line of a tiny DNNL_VERBOSE=1
-subprocess (once per process); a build that exports ``dnnl_version`` is read through ctypes.
+versions. ``environment_report`` is called after mxnet is imported, with MXNet's own record
+(``backends.mxnet_backend.runtime_info``: its version, build features and oneDNN): nothing in
+``host`` loads MXNet, since pinning runs before it loads.
 """
-import functools
 import os
 import platform
 import re
-import subprocess
-import sys
 from importlib import metadata
+
+import psutil
+from threadpoolctl import threadpool_info
 
 from ssdq import __version__
 from ssdq.errors import SsdqError
@@ -21,8 +19,6 @@ from ssdq.host.topology import format_cpu_list, read_file, read_topology
 
 NUMPY_LIMIT = (1, 24)
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
-MXNET_FEATURES = ("MKLDNN", "OPENMP", "BLAS_OPEN", "BLAS_MKL", "BLAS_ATLAS", "BLAS_APPLE",
-                  "LAPACK", "INT64_TENSOR_SIZE", "CUDA", "DEBUG")
 INTEL_OPENMP_PREFIXES = ("libiomp", "libomp")
 
 
@@ -58,8 +54,6 @@ def _cpuinfo():
 
 def _thread_affinities():
     """(main thread's affinity, union over all threads of the process), via psutil."""
-    import psutil
-
     proc = psutil.Process()
     main = sorted(proc.cpu_affinity())
     union = set(main)
@@ -71,74 +65,7 @@ def _thread_affinities():
     return main, sorted(union)
 
 
-def _libmxnet_path():
-    import mxnet
-
-    lib = getattr(getattr(mxnet, "base", None), "_LIB", None)
-    path = getattr(lib, "_name", None)
-    if path and os.path.exists(path):
-        return path
-    path = os.path.join(os.path.dirname(mxnet.__file__), "libmxnet.so")
-    return path if os.path.exists(path) else None
-
-
-_VERBOSE_PROBE = """
-import mxnet as mx
-x = mx.nd.ones((1, 1, 4, 4))
-mx.nd.Convolution(x, mx.nd.ones((1, 1, 1, 1)), kernel=(1, 1), num_filter=1,
-                  no_bias=True).wait_to_read()
-"""
-
-
-@functools.lru_cache(maxsize=None)
-def onednn_info():
-    """oneDNN version (and, from verbose mode, the ISA it dispatches to); cached per process."""
-    import ctypes
-
-    info = {"version": None, "commit": None, "isa": None, "method": None, "error": None}
-    path = _libmxnet_path()
-    try:
-        fn = ctypes.CDLL(path).dnnl_version if path else None
-    except (OSError, AttributeError):
-        fn = None
-    if fn is not None:
-        class DnnlVersion(ctypes.Structure):
-            _fields_ = [("major", ctypes.c_int), ("minor", ctypes.c_int),
-                        ("patch", ctypes.c_int), ("hash", ctypes.c_char_p)]
-
-        fn.restype = ctypes.POINTER(DnnlVersion)
-        v = fn().contents
-        info.update(version="%d.%d.%d" % (v.major, v.minor, v.patch),
-                    commit=(v.hash or b"").decode() or None, method="ctypes dnnl_version")
-        return info
-
-    env = dict(os.environ, DNNL_VERBOSE="1", MKLDNN_VERBOSE="1", MXNET_MKLDNN_ENABLED="1",
-               OMP_NUM_THREADS="1")
-    for name in THREAD_VARS[1:]:
-        env.pop(name, None)  # our affinity may be narrower than the places they name
-    info["method"] = "DNNL_VERBOSE=1 subprocess"
-    try:
-        out = subprocess.run([sys.executable, "-c", _VERBOSE_PROBE], env=env, timeout=120,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             universal_newlines=True).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        info["error"] = "verbose probe failed: %s" % exc
-        return info
-    match = re.search(r"(?:dnnl|onednn|mkldnn)_verbose,info,(?:oneDNN|DNNL|MKL-DNN) "
-                      r"v(\d+\.\d+\.\d+)(?: \(commit ([0-9a-f]+)\))?", out)
-    isa = re.search(r"(?:dnnl|onednn|mkldnn)_verbose,info,cpu,isa:(.*)", out)
-    if match:
-        info.update(version=match.group(1), commit=match.group(2))
-    else:
-        info["error"] = "no oneDNN version line in verbose output: %s" % out.strip()[-200:]
-    if isa:
-        info["isa"] = isa.group(1).strip()
-    return info
-
-
 def _runtimes():
-    from threadpoolctl import threadpool_info
-
     openmp, blas = [], []
     for lib in threadpool_info():
         entry = {k: lib.get(k) for k in ("prefix", "filepath", "version", "num_threads")}
@@ -164,17 +91,13 @@ def numa_record():
             "pages_per_node": pages["pages"], "pages_per_node_error": pages["error"]}
 
 
-def environment_report():
-    """What the run really used; call after mxnet is imported (it imports mxnet itself)."""
-    import mxnet
-    import numpy
-    import psutil
-
+def environment_report(mxnet_info):
+    """What the run really used; call after mxnet is imported, with ``mxnet_info`` its own record
+    (``backends.mxnet_backend.runtime_info()``)."""
     model, isa = _cpuinfo()
     main_affinity, cores_used = _thread_affinities()
     openmp, blas = _runtimes()
-    features = mxnet.runtime.Features()
-    onednn = dict(onednn_info())
+    onednn = dict(mxnet_info["onednn"])
     return {
         "ssdq_version": __version__,
         "cpu_model": model,
@@ -188,12 +111,11 @@ def environment_report():
         "kmp_variables_effective": any((lib["prefix"] or "").startswith(INTEL_OPENMP_PREFIXES)
                                        for lib in openmp),
         "blas_runtimes": blas,
-        "versions": {"python": platform.python_version(), "mxnet": mxnet.__version__,
-                     "numpy": numpy.__version__, "gluoncv": _dist_version("gluoncv"),
+        "versions": {"python": platform.python_version(), "mxnet": mxnet_info["version"],
+                     "numpy": _dist_version("numpy"), "gluoncv": _dist_version("gluoncv"),
                      "oneDNN": onednn["version"]},
         "onednn": onednn,
-        "mxnet_features": {name: features.is_enabled(name) for name in MXNET_FEATURES
-                           if name in features},
+        "mxnet_features": dict(mxnet_info["features"]),
         "pinning": pinning(),
         "numa": numa_record(),
     }
@@ -204,7 +126,7 @@ def _yes(value):
 
 
 def format_environment(report):
-    """A few human lines (Markdown bullets) summarising ``environment_report()``."""
+    """A few human lines (Markdown bullets) summarising ``environment_report``'s record."""
     isa, threads, versions = report["isa"], report["threads"], report["versions"]
     amx = [isa.get("amx_tile"), isa.get("amx_int8"), isa.get("amx_bf16")]
     amx_text = "?" if None in amx else ("yes" if all(amx) else ("partial" if any(amx) else "no"))

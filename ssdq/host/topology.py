@@ -13,6 +13,8 @@ import dataclasses
 import os
 import re
 
+import psutil
+
 from ssdq.errors import SsdqError
 
 
@@ -155,8 +157,6 @@ def read_topology(sysfs_root="/sys", status_path="/proc/self/status", allowed_cp
     if allowed_cpus is None:
         allowed_cpus = status_cpus
     if allowed_cpus is None:
-        import psutil
-
         allowed_cpus = psutil.Process().cpu_affinity()
     allowed_cpus = sorted(set(allowed_cpus))
     node_dir = os.path.join(sysfs_root, "devices", "system", "node")

@@ -14,24 +14,24 @@ shipped int8 symbols with ``params_file``) loads too: ``model.meta.infer_meta`` 
 meta from the graph, the class names come from ``classes`` (``coco``, ``voc`` or a file), and the
 checkpoint says so (``meta_inferred``) wherever it is used. Nothing is written beside it.
 """
+import collections
 import contextlib
 import errno
 import fcntl
 import hashlib
+import importlib.util
 import os
 from dataclasses import dataclass, field
+
+import mxnet as mx
 
 from ssdq.data.transforms import InputFormat
 from ssdq.errors import SsdqError, first_line
 from ssdq.fileio import atomic_path, read_json, write_json
 from ssdq.model.meta import class_list, infer_meta
+from ssdq.model.options import MODEL_DIR
 
 EPOCH = 0
-MODEL_DIR = "model"
-# where the recipe's stages write (relative to the working directory, on purpose: a run's
-# outputs land in the folder it runs in)
-CONVERTED_PREFIX = os.path.join(MODEL_DIR, "converted")
-QUANTIZED_PREFIX = os.path.join(MODEL_DIR, "quantized")
 
 
 def checkpoint_files(prefix):
@@ -58,8 +58,6 @@ def resolve_prefix(prefix):
 def gluoncv_shipped_dir():
     """gluoncv/model_zoo/quantized of the installed gluoncv (its int8 symbols), without
     importing gluoncv; None if it is not installed."""
-    import importlib.util
-
     spec = importlib.util.find_spec("gluoncv")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -116,8 +114,6 @@ def load_checkpoint(prefix, classes=None, params_file=None):
     ``classes``: ``coco``, ``voc`` or a file of names, for a checkpoint without a meta file.
     ``params_file``: weights to bind instead of ``PREFIX-0000.params`` (GluonCV's shipped int8
     symbols come without any; they bind to the fp32 checkpoint's)."""
-    import mxnet as mx
-
     if isinstance(prefix, Checkpoint):
         return prefix
     prefix = resolve_prefix(prefix)
@@ -205,8 +201,6 @@ def bind_names(symbol, arg_params, aux_params, params_path):
 
 def _block_prefix(names):
     """The first name part most weights share (``ssd0_``), or None."""
-    import collections
-
     heads = collections.Counter(n.split("_", 1)[0] + "_" for n in names if "_" in n)
     if not heads:
         return None
@@ -254,8 +248,6 @@ def writing(prefix):
 
 def save_checkpoint(prefix, symbol, arg_params, aux_params, meta):
     """Write the three files of ``prefix`` (meta last, with the others' sha256) under its lock."""
-    import mxnet as mx
-
     files = checkpoint_files(prefix)
     with writing(prefix):
         # an old meta stays until the new one lands: if this run is killed halfway, its hashes

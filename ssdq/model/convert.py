@@ -10,6 +10,9 @@ carries none of them.
 """
 import os
 import tempfile
+from importlib.metadata import PackageNotFoundError, version
+
+import mxnet as mx
 
 from ssdq.data.transforms import INPUT_SIZE, MEAN, STD
 from ssdq.errors import SsdqError
@@ -77,8 +80,6 @@ def bn_free_reference(ckpt):
     the convolutions that read it becomes ones, frozen (the convolutions hold it, so a format
     in the loop sees the weights as deployed), and the anchor tables are the network's own
     constants."""
-    import mxnet as mx
-
     divisor = ckpt.meta.get("width_divisor", REFERENCE_WIDTH_DIVISOR)
     net = reference_ssd(ckpt.classes, width_divisor=divisor, batch_norm=False)
     net.initialize(ctx=mx.cpu())
@@ -108,8 +109,6 @@ def export_checkpoint(net, source, out_prefix, with_batchnorm=False):
     """Export a Gluon SSD with weights as a checkpoint; ``source`` goes into its meta.
     ``with_batchnorm``: keep the weights before folding too (``PREFIX-bn.params``, for
     ``network_from``), and the architecture (``widths``, ``num_scales``) in the meta."""
-    import mxnet as mx
-
     extra = {}
     if with_batchnorm:
         os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
@@ -146,8 +145,6 @@ def export_checkpoint(net, source, out_prefix, with_batchnorm=False):
 
 
 def _version(package):
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(package)
     except PackageNotFoundError:

@@ -20,6 +20,7 @@
 
 Arrays are numpy in, MXNet out; the graph is edited as JSON (``model.graph``).
 """
+import mxnet as mx
 import numpy as np
 
 from ssdq.errors import SsdqError
@@ -28,8 +29,6 @@ from ssdq.model.graph import Graph
 
 def fold(symbol, arg_params, aux_params, data_shape):
     """All three folds; -> (symbol, args, auxs, what was folded)."""
-    import mxnet as mx
-
     args = {k: v.asnumpy() for k, v in arg_params.items()}
     auxs = {k: v.asnumpy() for k, v in aux_params.items()}
     graph = Graph(symbol)

@@ -10,6 +10,8 @@ import collections
 import json
 import re
 
+import mxnet as mx
+
 # Quantized convolutions as MXNet 1.9.1's oneDNN backend (``_sg_mkldnn_conv`` with
 # ``quantized=true``) and MXNet 1.5's ``quantize_model`` (``_contrib_quantized_conv``) write them.
 CONV_OPS = ("Convolution", "_sg_mkldnn_conv", "_contrib_quantized_conv")
@@ -111,8 +113,6 @@ class Graph:
 
     def to_symbol(self):
         """The (possibly edited) graph as an MXNet symbol; ``arg_nodes`` recomputed."""
-        import mxnet as mx
-
         nodes = self.json["nodes"]  # an edit may have replaced the list
         self.json["arg_nodes"] = [i for i, n in enumerate(nodes) if n["op"] == "null"]
         self.json.pop("node_row_ptr", None)

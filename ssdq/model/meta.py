@@ -20,6 +20,8 @@ ssdq needs except the class names:
 import json
 import os
 
+from gluoncv.data import COCODetection, VOCDetection
+
 from ssdq.data.transforms import INPUT_SIZE, MEAN, STD
 from ssdq.errors import SsdqError, first_line
 from ssdq.model.graph import Graph
@@ -31,8 +33,6 @@ CLASS_LISTS = ("coco", "voc")
 def class_list(spec):
     """``coco``/``voc`` (GluonCV's zoo class lists) or a text file, one name per line."""
     if spec in CLASS_LISTS:
-        from gluoncv.data import COCODetection, VOCDetection
-
         return tuple({"coco": COCODetection, "voc": VOCDetection}[spec].CLASSES)
     if not os.path.isfile(spec):
         raise SsdqError("--classes %s: not coco, voc or a file of class names" % spec)

@@ -13,6 +13,9 @@ it holds rather than a padded full batch.
 The input is what the checkpoint's ``input_format`` says: NCHW normalised for ssdq's own
 checkpoints, NHWC 0..255 for a graph with GluonCV's preprocessing baked in.
 """
+import mxnet as mx
+from mxnet.contrib import amp
+
 from ssdq.errors import SsdqError
 from ssdq.model.tail import fast_detection_symbol, graph_tail, network_symbol
 
@@ -21,8 +24,6 @@ TAILS = ("fast", "graph", "none")
 
 class Predictor:
     def __init__(self, checkpoint, batch_size, fuse_fp32=True, tail="fast", bf16=False):
-        import mxnet as mx
-
         if tail not in TAILS:
             raise SsdqError("unknown tail %r (one of %s)" % (tail, ", ".join(TAILS)))
         self.input_format = checkpoint.input_format
@@ -37,8 +38,6 @@ class Predictor:
         self.tail = tail
         if bf16:
             checkpoint.require_fp32("make bf16 from")
-            from mxnet.contrib import amp
-
             symbol, arg_params, aux_params = amp.convert_model(
                 symbol, arg_params, aux_params, target_dtype="bfloat16")
             self.graph = "bf16"

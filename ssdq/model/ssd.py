@@ -6,8 +6,12 @@ input) with every channel count divided by ``width_divisor`` and a BatchNorm aft
 convolution, which lets a thin network train from scratch. Export folds those BatchNorms into the
 convolutions (see ``model.convert``), so the deployed graph has the zoo model's op sequence.
 """
-
-import functools
+import mxnet as mx
+import numpy as np
+from gluoncv import model_zoo
+from gluoncv.model_zoo.ssd.ssd import SSD
+from gluoncv.model_zoo.ssd.vgg_atrous import Normalize, VGGAtrousExtractor, extra_spec, vgg_spec
+from mxnet.gluon import HybridBlock, nn
 
 from ssdq.errors import SsdqError, first_line
 
@@ -20,71 +24,62 @@ SSD300_RATIOS = [[1, 2, 0.5]] + [[1, 2, 0.5, 3, 1.0 / 3]] * 3 + [[1, 2, 0.5]] * 
 SSD300_STEPS = [8, 16, 32, 64, 100, 300]
 
 
-@functools.lru_cache(maxsize=None)
-def _thin_extractor_class():
-    """gluoncv's VGGAtrousExtractor with all widths (fc6/fc7 included) divided by ``divisor``
-    (built on first use: defining it imports mxnet and gluoncv, which must wait until threads
-    are pinned).
+class ThinVGGAtrousExtractor(VGGAtrousExtractor):
+    """gluoncv's VGGAtrousExtractor with all widths (fc6/fc7 included) divided by ``divisor``.
 
     gluoncv hard-codes 1024 channels for the dilated fc6/fc7, so the layers are built here; the
     forward pass is gluoncv's own (inherited). ``widths`` (a pruned network) gives every
     convolution's output channels in build order instead, and ``num_extras`` keeps only the
     first extra stages (pruning can drop the last scales).
     """
-    import mxnet as mx
-    from gluoncv.model_zoo.ssd.vgg_atrous import Normalize, VGGAtrousExtractor, extra_spec, vgg_spec
-    from mxnet.gluon import HybridBlock, nn
 
-    class ThinVGGAtrousExtractor(VGGAtrousExtractor):
-        def __init__(self, divisor, batch_norm=True, widths=None, num_extras=4, **kwargs):
-            HybridBlock.__init__(self, **kwargs)  # pylint: disable=non-parent-init-called
-            layers, filters = vgg_spec[16]
-            filters = [max(f // divisor, 4) for f in filters]
-            extras = extra_spec[300][:num_extras]
-            if widths is None:
-                widths = ([f for num, f in zip(layers, filters) for _ in range(num)]
-                          + [1024 // divisor] * 2
-                          + [max(c // divisor, 4) for config in extras for c, _, _, _ in config])
-            widths = iter(widths)
-            self.init = {
-                "weight_initializer": mx.init.Xavier(rnd_type="gaussian", factor_type="out",
-                                                     magnitude=2),
-                "bias_initializer": "zeros",
-            }
+    def __init__(self, divisor, batch_norm=True, widths=None, num_extras=4, **kwargs):
+        HybridBlock.__init__(self, **kwargs)  # pylint: disable=non-parent-init-called
+        layers, filters = vgg_spec[16]
+        filters = [max(f // divisor, 4) for f in filters]
+        extras = extra_spec[300][:num_extras]
+        if widths is None:
+            widths = ([f for num, f in zip(layers, filters) for _ in range(num)]
+                      + [1024 // divisor] * 2
+                      + [max(c // divisor, 4) for config in extras for c, _, _, _ in config])
+        widths = iter(widths)
+        self.init = {
+            "weight_initializer": mx.init.Xavier(rnd_type="gaussian", factor_type="out",
+                                                 magnitude=2),
+            "bias_initializer": "zeros",
+        }
 
-            def conv_block(seq, channels, kernel, stride=1, pad=0, dilation=1):
-                seq.add(nn.Conv2D(channels, kernel, stride, pad, dilation=dilation, **self.init))
-                if batch_norm:
-                    seq.add(nn.BatchNorm())
-                seq.add(nn.Activation("relu"))
+        def conv_block(seq, channels, kernel, stride=1, pad=0, dilation=1):
+            seq.add(nn.Conv2D(channels, kernel, stride, pad, dilation=dilation, **self.init))
+            if batch_norm:
+                seq.add(nn.BatchNorm())
+            seq.add(nn.Activation("relu"))
 
-            with self.name_scope():
-                init_scale = mx.nd.array([0.229, 0.224, 0.225]).reshape((1, 3, 1, 1)) * 255
-                self.init_scale = self.params.get_constant("init_scale", init_scale)
-                self.stages = nn.HybridSequential()
-                stage_widths = []
-                for num in layers:
-                    stage = nn.HybridSequential(prefix="")
-                    with stage.name_scope():
-                        for _ in range(num):
-                            stage_widths.append(next(widths))
-                            conv_block(stage, stage_widths[-1], 3, pad=1)
-                    self.stages.add(stage)
-                stage = nn.HybridSequential(prefix="dilated_")
+        with self.name_scope():
+            init_scale = mx.nd.array([0.229, 0.224, 0.225]).reshape((1, 3, 1, 1)) * 255
+            self.init_scale = self.params.get_constant("init_scale", init_scale)
+            self.stages = nn.HybridSequential()
+            stage_widths = []
+            for num in layers:
+                stage = nn.HybridSequential(prefix="")
                 with stage.name_scope():
-                    conv_block(stage, next(widths), 3, pad=6, dilation=6)
-                    conv_block(stage, next(widths), 1)
+                    for _ in range(num):
+                        stage_widths.append(next(widths))
+                        conv_block(stage, stage_widths[-1], 3, pad=1)
                 self.stages.add(stage)
-                self.norm4 = Normalize(stage_widths[sum(layers[:4]) - 1], 20)  # conv4_3's width
-                self.extras = nn.HybridSequential()
-                for i, config in enumerate(extras):
-                    extra = nn.HybridSequential(prefix="extra%d_" % i)
-                    with extra.name_scope():
-                        for _, kernel, stride, pad in config:
-                            conv_block(extra, next(widths), kernel, stride, pad)
-                    self.extras.add(extra)
-
-    return ThinVGGAtrousExtractor
+            stage = nn.HybridSequential(prefix="dilated_")
+            with stage.name_scope():
+                conv_block(stage, next(widths), 3, pad=6, dilation=6)
+                conv_block(stage, next(widths), 1)
+            self.stages.add(stage)
+            self.norm4 = Normalize(stage_widths[sum(layers[:4]) - 1], 20)  # conv4_3's width
+            self.extras = nn.HybridSequential()
+            for i, config in enumerate(extras):
+                extra = nn.HybridSequential(prefix="extra%d_" % i)
+                with extra.name_scope():
+                    for _, kernel, stride, pad in config:
+                        conv_block(extra, next(widths), kernel, stride, pad)
+                self.extras.add(extra)
 
 
 # the largest feature map of a 300 x 300 input (conv4_3's, 38 x 38): anchors for it and no more
@@ -105,11 +100,9 @@ def reference_ssd(classes, width_divisor=REFERENCE_WIDTH_DIVISOR, batch_norm=Tru
     if not 2 <= num_scales <= len(SSD300_STEPS):
         raise SsdqError("an SSD300 keeps 2 to %d scales, not %d" % (len(SSD300_STEPS), num_scales))
 
-    from gluoncv.model_zoo.ssd.ssd import SSD
-
     def features(**_):
-        return _thin_extractor_class()(width_divisor, batch_norm=batch_norm, widths=widths,
-                                       num_extras=num_scales - 2)
+        return ThinVGGAtrousExtractor(width_divisor, batch_norm=batch_norm, widths=widths,
+                                      num_extras=num_scales - 2)
 
     return SSD(None, 300, features=features, num_filters=None,
                sizes=SSD300_SIZES[:num_scales + 1], ratios=SSD300_RATIOS[:num_scales],
@@ -126,8 +119,6 @@ def pruned_zoo_ssd(name, ratios, num_scales, multiple=1):
     """gluoncv's full-size ``ssd_300_vgg16_atrous_*`` (no BatchNorm) with each feature
     convolution's width scaled by ``ratios`` (of a pruned reference checkpoint), rounded up
     to a ``multiple`` of channels (at most the dense width); uninitialised."""
-    from gluoncv import model_zoo
-
     if not name.startswith("ssd_300_vgg16_atrous_"):
         raise SsdqError("--widths-from applies to the ssd_300_vgg16_atrous_* topology, not %r" % name)
     classes = model_zoo.get_model(name, pretrained=False, pretrained_base=False).classes
@@ -141,8 +132,6 @@ def pruned_zoo_ssd(name, ratios, num_scales, multiple=1):
 
 def feature_convs(net):
     """The feature extractor's Conv2D blocks in build order (what ``widths`` lists)."""
-    from mxnet.gluon import nn
-
     return [block for stage in list(net.features.stages) + list(net.features.extras)
             for block in stage if isinstance(block, nn.Conv2D)]
 
@@ -160,8 +149,6 @@ def keep_ratios(meta):
 
 def zoo_ssd(name, pretrained=True, params_file=None):
     """A gluoncv model-zoo SSD by name, with the zoo's weights or those of ``params_file``."""
-    from gluoncv import model_zoo
-
     if name not in model_zoo.get_model_list():
         raise SsdqError("unknown model name %r (see gluoncv.model_zoo.get_model_list())" % name)
     if not name.startswith("ssd_"):
@@ -177,8 +164,6 @@ def zoo_ssd(name, pretrained=True, params_file=None):
                         "FILE with the weights" % (name, type(exc).__name__)) from None
 
 def load_params(net, params_file):
-    import mxnet as mx
-
     try:
         net.load_parameters(params_file, ctx=mx.cpu(), ignore_extra=False)
     except (mx.base.MXNetError, AssertionError, OSError) as exc:
@@ -201,10 +186,6 @@ def random_zoo_ssd(name, sample_batch, anchor_share=TRAINED_ANCHOR_SHARE, seed=0
     foreground class scoring above 0.01. ``net``: an uninitialised network to use instead of
     the zoo's (a pruned variant of it). Returns (net, the share reached).
     """
-    import mxnet as mx
-    import numpy as np
-    from gluoncv import model_zoo
-
     if name not in model_zoo.get_model_list() or not name.startswith("ssd_"):
         raise SsdqError("unknown SSD model name %r (see gluoncv.model_zoo.get_model_list())" % name)
     mx.random.seed(seed)

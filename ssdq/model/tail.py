@@ -13,6 +13,8 @@ gather of the chosen anchors' decoded boxes, and ``box_nms`` over those k candid
 ``box_nms`` with ``topk=k`` keeps exactly the k highest valid candidates, so picking them first
 changes nothing but the order among equal scores.
 """
+import mxnet as mx
+
 from ssdq.errors import SsdqError
 from ssdq.model.graph import Graph
 
@@ -107,8 +109,6 @@ def _unfused_box_decoder(graph):
 
 def network_symbol(symbol):
     """The network up to the raw class logits and box offsets (no decoding, no NMS)."""
-    import mxnet as mx
-
     tail = _decodable_tail(symbol)
     internals = symbol.get_internals()
     return mx.sym.Group([internals[tail["cls"]], internals[tail["box"]]])
@@ -125,8 +125,6 @@ def _decodable_tail(symbol):
 def fast_detection_symbol(symbol, data_shape=(1, 3, 300, 300)):
     """``symbol`` with its decoder + NMS tail replaced by the vectorised one; same three outputs
     (class ids, scores, boxes), same detections."""
-    import mxnet as mx
-
     tail = _decodable_tail(symbol)
     internals = symbol.get_internals()
     cls, box, anchors = (internals[tail[k]] for k in ("cls", "box", "anchors"))

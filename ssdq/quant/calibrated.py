@@ -19,14 +19,16 @@ import numpy as np
 
 from ssdq.backends.runners import prepare
 from ssdq.data.classmap import match_classes
-from ssdq.data.loader import DEFAULT_BATCH_SIZE, iterate_batches
+from ssdq.data.loader import iterate_batches
+from ssdq.data.options import DEFAULT_BATCH_SIZE
 from ssdq.eval.loop import score
 from ssdq.model.checkpoint import Checkpoint, load_checkpoint
 from ssdq.model.graph import Graph
 from ssdq.model.layers import list_layers
+from ssdq.quant.options import CalibOptions
 from ssdq.quant.quantize import (
-    CalibOptions,
     build_int8,
+    calib_thresholds,
     calibration_dataset,
     collect_statistics,
     conv_layers,
@@ -69,7 +71,8 @@ class Calibrated:
         """Per-layer ranges in calibration ``mode`` (default: the options'), computed once."""
         mode = mode or self.calib.calib_mode
         if mode not in self._thresholds:
-            self._thresholds[mode] = self.calib.replace(calib_mode=mode).thresholds(self.stats)
+            self._thresholds[mode] = calib_thresholds(self.calib.replace(calib_mode=mode),
+                                                      self.stats)
         return self._thresholds[mode]
 
     def power_of_two_thresholds(self, clip_exponent=None):

@@ -33,6 +33,11 @@ the plain blocks back they hold the trained weights, ready to export.
 """
 from dataclasses import dataclass
 
+import mxnet as mx
+from gluoncv.model_zoo.ssd.vgg_atrous import Normalize
+from mxnet import gluon
+from mxnet.gluon import nn
+
 from ssdq.errors import SsdqError
 
 
@@ -78,99 +83,93 @@ def fake_quant_weight(F, w):
                            scale)
 
 
-def _block_class():
-    from mxnet import gluon
+class QuantConv(gluon.HybridBlock):
+    """A convolution (+ folded BatchNorm, + ReLU) between fake-quantized tensors.
 
-    class QuantConv(gluon.HybridBlock):
-        """A convolution (+ folded BatchNorm, + ReLU) between fake-quantized tensors.
+    A quantized tensor travels between blocks on its integer grid (``x * s``, not ``x``):
+    the block that writes it folds its scale ``s`` into its weights and bias, the blocks
+    that read it fold ``1 / s`` into theirs (max pooling and L2 normalisation, between
+    them, do not mind a positive factor). The same function as rescaling every activation
+    twice, and its gradients, at the cost of rescaling the (small) weights: MXNet's
+    broadcast ops against a (1,) range took three quarters of a QAT step on the
+    activations. ``in_mode``: ``"quantize"`` (this block puts its real input on the grid:
+    the image, L2Norm's output), ``"grid"`` (it arrives on the grid) or None (real, fp32).
+    ``real_output``: divide the scale back out (the heads, which the loss reads)."""
 
-        A quantized tensor travels between blocks on its integer grid (``x * s``, not ``x``):
-        the block that writes it folds its scale ``s`` into its weights and bias, the blocks
-        that read it fold ``1 / s`` into theirs (max pooling and L2 normalisation, between
-        them, do not mind a positive factor). The same function as rescaling every activation
-        twice, and its gradients, at the cost of rescaling the (small) weights: MXNet's
-        broadcast ops against a (1,) range took three quarters of a QAT step on the
-        activations. ``in_mode``: ``"quantize"`` (this block puts its real input on the grid:
-        the image, L2Norm's output), ``"grid"`` (it arrives on the grid) or None (real, fp32).
-        ``real_output``: divide the scale back out (the heads, which the loss reads)."""
+    def __init__(self, conv, batchnorm=None, relu=False, weights_int8=True, in_point=None,
+                 out_point=None, in_scale=None, in_threshold=None, in_mode=None,
+                 out_threshold=None, real_output=False):
+        super().__init__(prefix=conv.prefix + "qat_")
+        self._conv_kwargs = {k: v for k, v in conv._kwargs.items() if k != "no_bias"}
+        self._relu, self._weights_int8 = relu, weights_int8
+        self._in, self._out, self._in_mode = in_point, out_point, in_mode
+        self._real_output = real_output
+        self._eps = batchnorm._kwargs["eps"] if batchnorm is not None else None
+        self._has_bn, self._has_scale = batchnorm is not None, in_scale is not None
+        self.weight, self.bias = conv.weight, conv.bias
+        if batchnorm is not None:
+            self.gamma, self.beta = batchnorm.gamma, batchnorm.beta
+            self.running_mean, self.running_var = (batchnorm.running_mean,
+                                                   batchnorm.running_var)
+        if in_scale is not None:
+            self.in_scale = in_scale
+        if in_mode is not None:
+            self.in_threshold = in_threshold  # shared with the writer, or other readers
+        if out_point is not None and out_point.kind != "clip":  # a clip is a constant
+            self.out_threshold = out_threshold
+        # the parameters are the original blocks' and the ranges: collected here too, so
+        # that training, saving and loading see them
+        self.params.update({v.name: v for k, v in self._reg_params.items()})
 
-        def __init__(self, conv, batchnorm=None, relu=False, weights_int8=True, in_point=None,
-                     out_point=None, in_scale=None, in_threshold=None, in_mode=None,
-                     out_threshold=None, real_output=False):
-            super().__init__(prefix=conv.prefix + "qat_")
-            self._conv_kwargs = {k: v for k, v in conv._kwargs.items() if k != "no_bias"}
-            self._relu, self._weights_int8 = relu, weights_int8
-            self._in, self._out, self._in_mode = in_point, out_point, in_mode
-            self._real_output = real_output
-            self._eps = batchnorm._kwargs["eps"] if batchnorm is not None else None
-            self._has_bn, self._has_scale = batchnorm is not None, in_scale is not None
-            self.weight, self.bias = conv.weight, conv.bias
-            if batchnorm is not None:
-                self.gamma, self.beta = batchnorm.gamma, batchnorm.beta
-                self.running_mean, self.running_var = (batchnorm.running_mean,
-                                                       batchnorm.running_var)
-            if in_scale is not None:
-                self.in_scale = in_scale
-            if in_mode is not None:
-                self.in_threshold = in_threshold  # shared with the writer, or other readers
-            if out_point is not None and out_point.kind != "clip":  # a clip is a constant
-                self.out_threshold = out_threshold
-            # the parameters are the original blocks' and the ranges: collected here too, so
-            # that training, saving and loading see them
-            self.params.update({v.name: v for k, v in self._reg_params.items()})
-
-        def hybrid_forward(self, F, x, weight, bias, **p):
-            if self._has_bn:
-                s = p["gamma"] / F.sqrt(p["running_var"] + self._eps)
-                weight = F.broadcast_mul(weight, F.reshape(s, shape=(-1, 1, 1, 1)))
-                bias = (bias - p["running_mean"]) * s + p["beta"]
-            if self._has_scale:  # L2Norm's scale, folded into the heads that read it
-                weight = F.broadcast_mul(weight, F.reshape(p["in_scale"], shape=(1, -1, 1, 1)))
-            if self._weights_int8:
-                weight = fake_quant_weight(F, weight)
-            factor = None  # the scalar the weights are multiplied by: s_out / s_in
-            if self._in_mode is not None:
-                s_in = grid_scale(F, p["in_threshold"], self._in)
-                if self._in_mode == "quantize":
-                    x = to_grid(F, F.broadcast_mul(x, F.reshape(s_in, shape=(1, 1, 1, 1))),
-                                self._in)
-                factor = 1.0 / s_in
-            gridded = self._out is not None and self._out.kind != "clip"
-            if gridded:
-                s_out = grid_scale(F, p["out_threshold"], self._out)
-                factor = s_out if factor is None else factor * s_out
-                bias = F.broadcast_mul(bias, s_out)
-            if factor is not None:
-                weight = F.broadcast_mul(weight, F.reshape(factor, shape=(1, 1, 1, 1)))
-            y = F.Convolution(x, weight, bias, no_bias=False, **self._conv_kwargs)
-            if gridded:
-                y = to_grid(F, y, self._out, relu=self._relu)
-                if self._real_output:
-                    y = F.broadcast_div(y, F.reshape(s_out, shape=(1, 1, 1, 1)))
-                return y
-            if self._relu:
-                y = F.relu(y)
-            if self._out is not None:  # a fixed clip (the clipping paper's training)
-                t = self._out.threshold
-                y = F.clip(y, -t if self._out.signed else 0.0, t)
+    def hybrid_forward(self, F, x, weight, bias, **p):
+        if self._has_bn:
+            s = p["gamma"] / F.sqrt(p["running_var"] + self._eps)
+            weight = F.broadcast_mul(weight, F.reshape(s, shape=(-1, 1, 1, 1)))
+            bias = (bias - p["running_mean"]) * s + p["beta"]
+        if self._has_scale:  # L2Norm's scale, folded into the heads that read it
+            weight = F.broadcast_mul(weight, F.reshape(p["in_scale"], shape=(1, -1, 1, 1)))
+        if self._weights_int8:
+            weight = fake_quant_weight(F, weight)
+        factor = None  # the scalar the weights are multiplied by: s_out / s_in
+        if self._in_mode is not None:
+            s_in = grid_scale(F, p["in_threshold"], self._in)
+            if self._in_mode == "quantize":
+                x = to_grid(F, F.broadcast_mul(x, F.reshape(s_in, shape=(1, 1, 1, 1))),
+                            self._in)
+            factor = 1.0 / s_in
+        gridded = self._out is not None and self._out.kind != "clip"
+        if gridded:
+            s_out = grid_scale(F, p["out_threshold"], self._out)
+            factor = s_out if factor is None else factor * s_out
+            bias = F.broadcast_mul(bias, s_out)
+        if factor is not None:
+            weight = F.broadcast_mul(weight, F.reshape(factor, shape=(1, 1, 1, 1)))
+        y = F.Convolution(x, weight, bias, no_bias=False, **self._conv_kwargs)
+        if gridded:
+            y = to_grid(F, y, self._out, relu=self._relu)
+            if self._real_output:
+                y = F.broadcast_div(y, F.reshape(s_out, shape=(1, 1, 1, 1)))
             return y
+        if self._relu:
+            y = F.relu(y)
+        if self._out is not None:  # a fixed clip (the clipping paper's training)
+            t = self._out.threshold
+            y = F.clip(y, -t if self._out.signed else 0.0, t)
+        return y
 
-    class L2Only(gluon.HybridBlock):
-        """gluoncv's Normalize without its scale (the heads reading it hold the scale)."""
 
-        def __init__(self, normalize):
-            super().__init__(prefix=normalize.prefix + "qat_")
-            self._eps = normalize.eps
+class L2Only(gluon.HybridBlock):
+    """gluoncv's Normalize without its scale (the heads reading it hold the scale)."""
 
-        def hybrid_forward(self, F, x):
-            return F.L2Normalization(x, mode="channel", eps=self._eps)
+    def __init__(self, normalize):
+        super().__init__(prefix=normalize.prefix + "qat_")
+        self._eps = normalize.eps
 
-    return QuantConv, L2Only
+    def hybrid_forward(self, F, x):
+        return F.L2Normalization(x, mode="channel", eps=self._eps)
 
 
 def _constant(value):
-    import mxnet as mx
-
     return mx.init.Constant(float(value))
 
 
@@ -189,8 +188,6 @@ def _replace_child(parent, name, block):
 
 
 def _parameter(name, point):
-    import mxnet as mx
-
     param = mx.gluon.Parameter(name, shape=(1,), init=_constant(point.threshold))
     param.initialize()
     if point.kind == "clip":  # a fixed clip, not a trained range
@@ -205,10 +202,6 @@ def quantize_network(net, layers):
     the grid arrives there)}}, one entry per convolution. -> ({key: threshold Parameter} of
     every range, the call that restores the plain network, whose blocks hold the same, trained,
     parameters)."""
-    from gluoncv.model_zoo.ssd.vgg_atrous import Normalize
-    from mxnet.gluon import nn
-
-    quant_conv, l2_only = _block_class()
     features = net.features
     ranges = {}  # one Parameter a tensor, shared by its writer and its readers
 
@@ -252,18 +245,18 @@ def quantize_network(net, layers):
             in_mode = "grid"
             in_threshold, in_point = on_grid[step["reads"]]
         out = step["out"]
-        q = quant_conv(conv, bn, relu=head is None, weights_int8=step["weights_int8"],
-                       in_point=in_point, out_point=out, in_mode=in_mode,
-                       in_threshold=in_threshold,
-                       out_threshold=ranges[out.key] if out is not None else None,
-                       in_scale=norm.scale if head == 0 and norm is not None else None,
-                       real_output=head is not None)
+        q = QuantConv(conv, bn, relu=head is None, weights_int8=step["weights_int8"],
+                      in_point=in_point, out_point=out, in_mode=in_mode,
+                      in_threshold=in_threshold,
+                      out_threshold=ranges[out.key] if out is not None else None,
+                      in_scale=norm.scale if head == 0 and norm is not None else None,
+                      real_output=head is not None)
         undo.append(_replace_child(parent, name, q))
         for later, other in after:  # its BatchNorm and ReLU are in it now
             if isinstance(other, (nn.BatchNorm, nn.Activation)):
                 undo.append(_replace_child(parent, later, nn.HybridLambda(lambda F, x: x)))
     if norm is not None:
-        undo.append(_replace_child(features, "norm4", l2_only(norm)))
+        undo.append(_replace_child(features, "norm4", L2Only(norm)))
     net.hybridize(active=False)  # a graph traced before the rewrite must not be reused
 
     def restore():

@@ -15,7 +15,6 @@ The trained BatchNorm weights are saved too (``PREFIX-fp32-bn.params``, the netw
 architecture in the meta's ``widths``/``num_scales``) so that ``model.convert.network_from``
 (``ssdq prune``, ``ssdq qat --params``) can train on, or prune by, the gammas QAT trained.
 """
-import dataclasses
 import os
 import tempfile
 import time
@@ -25,15 +24,11 @@ from ssdq.fileio import write_json
 from ssdq.model.checkpoint import load_checkpoint
 from ssdq.model.convert import export_checkpoint
 from ssdq.model.layers import list_layers
-from ssdq.model.weights import REFERENCE_WEIGHTS
-from ssdq.options import Options, at_least, option
 from ssdq.quant.calibrated import Calibrated, range_keys
 from ssdq.quant.fakequant import ActPoint, quantize_network
-from ssdq.quant.quantize import CalibOptions, build_int8, first_last_preset, save_int8
+from ssdq.quant.options import CalibOptions, QatOptions
+from ssdq.quant.quantize import build_int8, first_last_preset, save_int8
 from ssdq.train.loop import (
-    FINETUNE_BATCH_SIZE,
-    FINETUNE_LR,
-    SELECTION_SPLIT,
     EvalHook,
     fit,
     warmup_for,
@@ -41,29 +36,6 @@ from ssdq.train.loop import (
 
 # the real int8 graph scores within this of the fake-quantized network (the simulator check)
 CHECK_TOLERANCE = 0.15
-
-
-@dataclasses.dataclass
-class QatOptions(Options):
-    """What ``ssdq qat`` trains, for how long, and which layers stay fp32."""
-
-    params: str = option(REFERENCE_WEIGHTS, "BatchNorm weights to train: a file of the reference "
-                         "model's (default: the shipped ones) or the prefix of a checkpoint "
-                         "ssdq prune or ssdq qat wrote", metavar="FILE|PREFIX")
-    epochs: int = option(2, "epochs on the train split")
-    lr: float = option(FINETUNE_LR, "Adam's peak learning rate (cosine decay), for the weights "
-                       "and the ranges")
-    seed: int = option(0, "seed of the data order and augmentation")
-    train_images: int = option(None, "first N train images (default: all)")
-    train_batch_size: int = option(FINETUNE_BATCH_SIZE, "training batch size")
-    first_last_fp32: bool = option(False, "keep the first convolution and the prediction heads "
-                                   "in fp32 (the pruning study's rule)", action="store_true")
-    select_split: str = option(SELECTION_SPLIT, "split whose (fake-quantized) mAP picks the kept "
-                               "epoch ('none': the last)")
-
-    def check(self):
-        at_least(self, "epochs", minimum=0)
-        at_least(self, "train_images", "train_batch_size")
 
 
 def plan_layers(symbol, calibrated, first_last_fp32=False):

@@ -14,64 +14,45 @@ and layers whose names contain ``flatten`` or ``concat`` (the prediction heads' 
 left in fp32. Calibration uses a split other than the one evaluated.
 """
 import contextlib
-import dataclasses
+import ctypes
 import logging
 import os
 import sys
 
+import mxnet as mx
 import numpy as np
+from mxnet.base import NDArrayHandle, py_str
+from mxnet.contrib.quantization import (
+    _get_optimal_thresholds,
+    _LayerHistogramCollector,
+    calib_graph,
+    quantize_graph,
+)
+from mxnet.ndarray import NDArray
 from tqdm import tqdm
 
-from ssdq.data.loader import DEFAULT_BATCH_SIZE, iterate_batches
+from ssdq.data.loader import iterate_batches
+from ssdq.data.options import DEFAULT_BATCH_SIZE
+from ssdq.data.source import open_data
 from ssdq.errors import SsdqError
 from ssdq.fileio import read_json, utc_now, write_json
 from ssdq.model.checkpoint import load_checkpoint, save_checkpoint, writing
 from ssdq.model.graph import Graph, quantized_conv_nodes
-from ssdq.options import Options, option
+from ssdq.quant.options import CALIB_MODES, DEFAULT_EXCLUDE_MATCH, PRESETS, CalibOptions
 
 log = logging.getLogger("ssdq.quantize")
-CALIB_MODES = ("naive", "entropy", "percentile", "mse")
-DEFAULT_EXCLUDE_MATCH = ("flatten", "concat")
-PRESETS = ("first-last",)
 
 
-@dataclasses.dataclass
-class CalibOptions(Options):
-    """How an fp32 checkpoint is calibrated: on which images, and how ranges are chosen."""
-
-    calib_mode: str = option("naive", "how each layer's range is chosen from the statistics",
-                             choices=CALIB_MODES)
-    num_calib_batches: int = option(5, "calibration batches of --batch-size images")
-    calib_split: str = option("train", "split to calibrate on (not the eval split)")
-    calib_annotations: str = option(None, "calibrate on this COCO file's images (default: "
-                                    "--annotations' if given)", metavar="FILE")
-    calib_images: str = option(None, "the folder of --calib-annotations' images", metavar="DIR")
-    percentile: float = option(99.99, "for --calib-mode percentile: the percentile of |x| kept")
-    exclude_match: tuple = option(DEFAULT_EXCLUDE_MATCH, "leave in fp32 every layer whose name "
-                                  "contains one of these", nargs="*")
-
-    def thresholds(self, stats, quantized_dtype="auto"):
-        """Per-layer (min, max) ranges of ``collect_statistics`` output in this mode."""
-        return thresholds_for(stats, self.calib_mode, quantized_dtype, self.percentile)
-
-    def open(self, data, progress=False):
-        """The calibration images: ``--calib-annotations``, else ``--annotations``' file, else
-        ``calib_split`` of ``data``'s root. Only images are read, so no class map applies."""
-        if self.calib_images and not self.calib_annotations:
-            raise SsdqError("--calib-images DIR needs --calib-annotations FILE (the COCO file "
-                            "describing them)")
-        if self.calib_annotations:
-            data = data.replace(annotations=self.calib_annotations, images=self.calib_images)
-        return data.replace(class_map=None).open(self.calib_split, progress)
-
-    def describe(self, calib_set, batch_size):
-        """What a checkpoint's meta and a report record of the calibration."""
-        out = {"mode": self.calib_mode, "batches": self.num_calib_batches,
-               "batch_size": batch_size, "images": len(calib_set),
-               "dataset": calib_set.describe()}
-        if self.calib_mode == "percentile":
-            out["percentile"] = self.percentile
-        return out
+def open_calibration_set(calib, data, progress=False):
+    """The calibration images ``calib`` (``CalibOptions``) name: ``--calib-annotations``, else
+    ``--annotations``' file, else ``calib_split`` of ``data``'s root (``DataOptions``). Only
+    images are read, so no class map applies."""
+    if calib.calib_images and not calib.calib_annotations:
+        raise SsdqError("--calib-images DIR needs --calib-annotations FILE (the COCO file "
+                        "describing them)")
+    if calib.calib_annotations:
+        data = data.replace(annotations=calib.calib_annotations, images=calib.calib_images)
+    return open_data(data.replace(class_map=None), calib.calib_split, progress)
 
 
 def calibration_dataset(dataset, num_batches, batch_size):
@@ -157,9 +138,6 @@ def collect_statistics(fused, ckpt, calib_set, batch_size, excluded=(), exclude_
     Returns {layer: (hist, edges, min, max, abs max)} (MXNet's histogram format, 8001 bins
     over [-abs max, abs max]); every calibration method works from these statistics.
     """
-    import mxnet as mx
-    from mxnet.contrib.quantization import _LayerHistogramCollector, quantize_graph
-
     with mxnet_logs_muted():
         _, _, _, collector = quantize_graph(
             fused, ckpt.arg_params, ckpt.aux_params, ctx=mx.cpu(),
@@ -183,11 +161,6 @@ def _freeing(collector):
     input and output of every node and leaves freeing it to the callback, but its collectors
     return before wrapping the ones they do not collect: every calibration pass leaked them,
     and a study that quantizes a dozen variants ran out of memory."""
-    import ctypes
-
-    from mxnet.base import NDArrayHandle, py_str
-    from mxnet.ndarray import NDArray
-
     def collect(name, handle):
         if py_str(name) in collector.include_layer:
             collector.collect(name, handle)  # wraps the handle itself: freed with its NDArray
@@ -195,6 +168,12 @@ def _freeing(collector):
             NDArray(ctypes.cast(handle, NDArrayHandle), writable=False)  # freed right here
 
     return collect
+
+
+def calib_thresholds(calib, stats, quantized_dtype="auto"):
+    """Per-layer (min, max) ranges of ``collect_statistics`` output as ``calib``
+    (``CalibOptions``) says: its mode, and its percentile."""
+    return thresholds_for(stats, calib.calib_mode, quantized_dtype, calib.percentile)
 
 
 def thresholds_for(stats, mode, quantized_dtype="auto", percentile=CalibOptions.percentile):
@@ -205,8 +184,6 @@ def thresholds_for(stats, mode, quantized_dtype="auto", percentile=CalibOptions.
     rounding plus clipping over the observed distribution. A layer whose output is never
     negative gets an unsigned range (0, t), as MXNet's ``auto`` dtype does.
     """
-    from mxnet.contrib.quantization import _get_optimal_thresholds
-
     if mode not in CALIB_MODES:
         raise SsdqError("unknown calibration mode %r (one of %s)" % (mode, ", ".join(CALIB_MODES)))
     if mode == "entropy":
@@ -258,9 +235,6 @@ def _mse_threshold(counts, centers, levels, candidates=256):
 def build_int8(ckpt, fused, thresholds, excluded=(), exclude_ops=(), quantized_dtype="auto",
                quantize_mode="smart"):
     """Quantize the fused graph with fixed per-layer ranges; no data needed. -> (sym, args, auxs)."""
-    import mxnet as mx
-    from mxnet.contrib.quantization import calib_graph, quantize_graph
-
     with mxnet_logs_muted():
         qsym, _, _, _ = quantize_graph(
             fused, ckpt.arg_params, ckpt.aux_params, ctx=mx.cpu(),
@@ -304,7 +278,7 @@ def quantize(fp32_prefix, out_prefix, calib_set, calib=None, batch_size=DEFAULT_
     if not stats:
         raise SsdqError("calibration collected no layer statistics: nothing is quantizable "
                         "with these exclusions")
-    thresholds = calib.thresholds(stats, quantized_dtype)
+    thresholds = calib_thresholds(calib, stats, quantized_dtype)
     graph = build_int8(ckpt, fused, thresholds, excluded, exclude_ops, quantized_dtype,
                        quantize_mode)
     return save_int8(out_prefix, ckpt, graph, thresholds, {

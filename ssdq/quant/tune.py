@@ -10,27 +10,18 @@ enforces the trial and time limits and saves the choice: a checkpoint plus a rec
 ``ssdq quantize --recipe`` turns back into the same graph. Every variant is rebuilt from one
 calibration pass (``Calibrated``).
 """
-import dataclasses
 import os
 import time
 
 from ssdq.backends.runners import prepare
 from ssdq.eval.metrics import relative_drop_pct
 from ssdq.fileio import markdown_table, write_artifacts, write_json
-from ssdq.options import Options, option
 from ssdq.quant.calibrated import calibrated_for
-from ssdq.quant.quantize import CALIB_MODES, save_int8
+from ssdq.quant.options import CALIB_MODES, TuneOptions
+from ssdq.quant.quantize import save_int8
 from ssdq.scaleout.engine import LocalEngine, ray_block
 from ssdq.scaleout.sweep import run_sweeps
 from ssdq.timing import time_forward
-
-
-@dataclasses.dataclass
-class TuneOptions(Options):
-    max_relative_drop: float = option(0.5, "budget: int8 mAP within this many percent "
-                                      "(relative) of fp32")
-    max_trials: int = option(40, "stop after this many trials with the best found")
-    time_limit: float = option(1800, "stop after this many seconds with the best found")
 
 
 def within_budget(fp32_map, int8_map, max_relative_drop):

@@ -10,21 +10,24 @@ With Ray, trials run on actors (``TrialWorker``), one per ``cpus_per_task`` CPUs
 cluster. Ray reserves CPUs by count but does not say which, so each worker claims a free slot of
 ``cpus_per_task`` physical cores on its host (a lock file held for the worker's life) and pins
 its OpenMP threads to them with ssdq's own pinning, before mxnet is imported in that process:
-two trials on one host never share cores. A trial that raises or whose worker dies is retried
-once (on a fresh worker if it died); a second failure is reported in its result, never dropped.
+two trials on one host never share cores. The worker is built from this module, which imports
+nothing that loads mxnet; a trial's function (and its module, which imports mxnet at its top)
+reaches the worker as an argument of its first ``run``, after the constructor has pinned. A
+trial that raises or whose worker dies is retried once (on a fresh worker if it died); a second
+failure is reported in its result, never dropped.
 """
-import dataclasses
+import fcntl
 import os
 import socket
 import time
 import traceback
 
+import psutil
 from tqdm import tqdm
 
 from ssdq.errors import SsdqError, first_line
 from ssdq.host import cpus
 from ssdq.host.cpus import physical_cores, pinning, read_thread_placement
-from ssdq.options import Options, option
 
 SLOT_DIR = os.path.join("/tmp", "ssdq-ray-core-slots")
 MAX_ATTEMPTS = 2
@@ -66,8 +69,6 @@ def claim_core_slot(cpus_per_task, slot_dir=SLOT_DIR):
     Returns (cores, lock file object); the lock lives as long as the file object (the worker
     process). Returns (None, None) when every slot is taken.
     """
-    import fcntl
-
     cores = physical_cores()
     os.makedirs(slot_dir, exist_ok=True)
     for i in range(len(cores) // cpus_per_task):
@@ -224,8 +225,6 @@ def _init_local_ray(ray, init):
     libgomp binds the main thread to the first pinned core when mxnet loads, and Ray's
     processes inherit the affinity of the thread that starts them, so the main thread is given
     back all pinned cores while Ray starts (its workers then claim their own cores)."""
-    import psutil
-
     pinned = pinning()
     cores = pinned["cores"] if pinned else physical_cores()
     main = psutil.Process()
@@ -237,26 +236,13 @@ def _init_local_ray(ray, init):
         main.cpu_affinity(saved)
 
 
-@dataclasses.dataclass
-class ScaleoutOptions(Options):
-    """Where a command's trials run: here one after another, or as Ray tasks."""
-
-    ray: str = option(None, "run trials as Ray tasks: alone, a Ray started on this machine; with "
-                      "an address (auto, HOST:PORT), a cluster started with `ray start`",
-                      nargs="?", const="local", metavar="ADDRESS")
-    cpus_per_task: int = option(1, "CPUs (pinned cores and OpenMP threads) each Ray task gets")
-
-    def engine(self):
-        """The engine these options name (close it when done)."""
-        return make_engine(self.ray, self.cpus_per_task)
-
-
-def make_engine(ray_address=None, cpus_per_task=1):
-    """``ray_address``: None for the local serial engine, "local" for a Ray started here, or a
-    cluster address (``auto``, ``HOST:PORT``)."""
-    if ray_address is None:
+def make_engine(options):
+    """The engine ``options`` (``ScaleoutOptions``) name (close it when done): the local serial
+    engine without ``ray``; with ``ray`` "local", a Ray started here, else the cluster at that
+    address (``auto``, ``HOST:PORT``)."""
+    if options.ray is None:
         return LocalEngine()
-    return RayEngine(None if ray_address == "local" else ray_address, cpus_per_task)
+    return RayEngine(None if options.ray == "local" else options.ray, options.cpus_per_task)
 
 
 def ray_block(engine, results, wall_s):

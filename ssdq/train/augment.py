@@ -7,7 +7,10 @@ zoom-out: the synthetic objects already span 32-320 pixels), each image drawn fr
 import random
 
 import cv2
+import mxnet as mx
 import numpy as np
+from gluoncv.data.transforms.experimental.bbox import random_crop_with_constraints
+from gluoncv.nn.bbox import BBoxCenterToCorner
 
 from ssdq.data.dataset import read_image
 from ssdq.data.transforms import INPUT_SIZE, normalize
@@ -32,8 +35,6 @@ class AugmentedDetection:
 
 def augment(rec, seed, i):
     """One training sample of record ``rec``: (CHW float32 image, padded targets)."""
-    from gluoncv.data.transforms.experimental.bbox import random_crop_with_constraints
-
     rng = np.random.default_rng((seed, i, random.getrandbits(32)))
     img = read_image(rec.path)
     keep = ~rec.ignore
@@ -85,16 +86,12 @@ class TargetAssigner:
     EPS = 1e-12
 
     def __init__(self, anchors):
-        from gluoncv.nn.bbox import BBoxCenterToCorner
-
         self._corners = BBoxCenterToCorner(split=False)(anchors.reshape((-1, 4)))
         corners = self._corners.asnumpy()
         self._anchor_wh = corners[:, 2:] - corners[:, :2]
         self._anchor_xy = corners[:, :2] + self._anchor_wh * 0.5
 
     def __call__(self, targets):
-        import mxnet as mx
-
         gt_boxes = targets[:, :, :4]
         # MXNet's IoU, so that matching reads the very numbers gluoncv's does
         ious = mx.nd.contrib.box_iou(self._corners, gt_boxes).asnumpy().transpose(1, 0, 2)

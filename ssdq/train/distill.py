@@ -17,6 +17,9 @@ in ``max`` mode) has the first anchors of the teacher's: the teacher's outputs a
 """
 import os
 
+from mxnet import autograd, nd
+from mxnet.gluon import nn
+
 from ssdq.errors import SsdqError
 from ssdq.model import weights
 from ssdq.model.checkpoint import load_checkpoint
@@ -33,8 +36,6 @@ def load_teacher(source=None):
     written with its BatchNorm weights (``ssdq prune``/``ssdq qat``) or any fp32 checkpoint of
     the reference topology (BatchNorm folded); None: the shipped dense reference. -> (net, what
     it is, for the run record)."""
-    from mxnet.gluon import nn
-
     source = source or weights.REFERENCE_WEIGHTS
     if os.path.isfile(source) or _has_bn_params(source):
         net, _ = network_from(source)
@@ -85,8 +86,6 @@ class DistillHook(HookBase):
 
     def loss_terms(self, data, cls_preds, box_preds, cls_targets):
         """Per-image distillation loss (B,) to add to the ground-truth loss (recorded)."""
-        from mxnet import autograd, nd
-
         with autograd.pause(train_mode=True):
             t_cls, t_box, _ = self.teacher(data)
         anchors = cls_preds.shape[1]

@@ -28,7 +28,10 @@ import logging
 import random
 import time
 
+import mxnet as mx
 import numpy as np
+from gluoncv.loss import SSDMultiBoxLoss
+from mxnet import autograd, gluon
 from tqdm import tqdm
 
 from ssdq.data.transforms import INPUT_SIZE
@@ -36,16 +39,9 @@ from ssdq.eval.loop import detect
 from ssdq.eval.metrics import evaluator_for
 from ssdq.fileio import atomic_path
 from ssdq.train.augment import AugmentedDetection, TargetAssigner
+from ssdq.train.options import FINETUNE_BATCH_SIZE, FINETUNE_LR
 
 log = logging.getLogger("ssdq.train")
-# Adam's peak rate for every fine-tuning (formats, pruning, the fp32 controls): high enough for
-# power-of-two weights, whose levels are a factor of two apart, to move between levels (at 2e-4
-# they stalled; docs/results.md, "Number formats")
-FINETUNE_LR = 1e-3
-FINETUNE_BATCH_SIZE = 16
-# the split every choice made during training is made on (the kept epoch, early stopping); the
-# tables report val, which no training step looks at
-SELECTION_SPLIT = "dev"
 
 
 class HookBase:
@@ -161,10 +157,6 @@ def fit(net, train_set, epochs, batch_size=FINETUNE_BATCH_SIZE, lr=FINETUNE_LR, 
     ``seed`` (None: leave the generators as they are) seeds Python's, numpy's and MXNet's
     generators first; ``nonfinite_file``: where a skipped batch with a non-finite loss is saved
     for inspection."""
-    import mxnet as mx
-    from gluoncv.loss import SSDMultiBoxLoss
-    from mxnet import autograd, gluon
-
     if seed is not None:
         random.seed(seed)
         np.random.seed(seed)
@@ -308,8 +300,6 @@ class EvalHook(HookBase):
 
 def gluon_forward(net):
     """A Gluon SSD as the evaluation loop's forward: numpy batch -> numpy (ids, scores, boxes)."""
-    import mxnet as mx
-
     def forward(batch):
         ids, scores, boxes = net(mx.nd.array(batch))
         return ids.asnumpy(), scores.asnumpy(), boxes.asnumpy()

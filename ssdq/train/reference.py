@@ -9,9 +9,12 @@ is the command line, and adds network slimming's sparsity penalty as a hook when
 """
 import os
 
+import mxnet as mx
+
 from ssdq.data.dataset import open_dataset
 from ssdq.model.ssd import reference_ssd
-from ssdq.train.loop import SELECTION_SPLIT, EvalHook, fit
+from ssdq.train.loop import EvalHook, fit
+from ssdq.train.options import SELECTION_SPLIT
 
 
 def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, seed=0,
@@ -24,8 +27,6 @@ def train_reference(data_root, out_params, epochs=20, batch_size=32, lr=1e-3, se
     ``init_params`` starts from earlier weights (a second stage) instead of from scratch;
     ``hooks``: more training hooks (``compress.pruning.sparsity.SparsityHook``; a sparsity
     stage keeps its last epoch, the sparsest, not its best)."""
-    import mxnet as mx
-
     mx.random.seed(seed)  # the initialisation of a run from scratch
     train_set = open_dataset(data_root, "train")
     dev_set = open_dataset(data_root, SELECTION_SPLIT).subset(dev_images)

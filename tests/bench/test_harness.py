@@ -168,14 +168,16 @@ def test_speedups_compare_extra_int8_graphs():
 def test_pruned_variant_is_timed_in_turns_and_gets_its_speedups(fp32_prefix, int8_prefix, tiny_data,
                                                                  tmp_path):
     from ssdq.bench.harness import bench_model, speedups
-    from ssdq.compress.pruning.slimming import PruneOptions, prune
+    from ssdq.compress.pruning.options import PruneOptions
+    from ssdq.compress.pruning.slimming import prune
     from ssdq.data.dataset import open_dataset
     from ssdq.data.loader import iterate_batches
     from ssdq.data.transforms import resize
     from ssdq.model.checkpoint import load_checkpoint
     from ssdq.model.ssd import feature_convs, keep_ratios, pruned_zoo_ssd
     from ssdq.model.weights import REFERENCE_WEIGHTS
-    from ssdq.quant.quantize import CalibOptions, quantize
+    from ssdq.quant.options import CalibOptions
+    from ssdq.quant.quantize import quantize
 
     calib = open_dataset(tiny_data, "train")
     pruned_fp32, recipe = prune(str(tmp_path / "pruned"), PruneOptions(REFERENCE_WEIGHTS, 50, mode="max",

@@ -38,9 +38,9 @@ def _command_parsers():
 
 
 def _consumed(module, seen=None):
-    """Names the command module reads off ``args``: ``args.X``, ``getattr(args, "X")``, the
-    fields of ``Options`` classes it builds with ``X.from_args(args)``, and the same in the
-    command modules it borrows helpers from."""
+    """Names the command's module (its parser side or its action) reads off ``args``:
+    ``args.X``, ``getattr(args, "X")``, the fields of ``Options`` classes it builds with
+    ``X.from_args(args)``, and the same in the command modules it borrows helpers from."""
     seen = seen if seen is not None else set()
     if module.__name__ in seen:
         return set()
@@ -60,7 +60,7 @@ def _consumed(module, seen=None):
                 cls = _resolve(module, func.value)  # None: through a table (_resolve_dynamic)
                 names |= {f.name for f in dataclasses.fields(cls)} if cls else set()
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
-                "ssdq.cli.commands."):
+                ("ssdq.cli.commands.", "ssdq.cli.actions.")):
             names |= _consumed(importlib.import_module(node.module), seen)
     return names
 
@@ -94,7 +94,8 @@ def _resolve_dynamic(module):
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.NAME)
 def test_every_flag_of_a_command_is_read_by_it(command):
     offered = _dests(_command_parsers()[command.NAME])
-    consumed = _consumed(command) | _resolve_dynamic(command) | MAIN_CONSUMES
+    consumed = _consumed(command) | _consumed(main.action_of(command)) | \
+        _resolve_dynamic(command) | MAIN_CONSUMES
     ignored = sorted(offered - consumed)
     assert not ignored, "ssdq %s offers flags it never reads: %s" % (command.NAME, ignored)
 

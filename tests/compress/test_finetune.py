@@ -10,7 +10,8 @@ from helpers import assert_clean_error, run_cli
 
 @pytest.fixture(scope="module")
 def pow2_run(fp32_prefix, tiny_data, tmp_path_factory):
-    from ssdq.compress.formats.finetune import FinetuneOptions, finetune_and_save
+    from ssdq.compress.formats.finetune import finetune_and_save
+    from ssdq.compress.formats.options import FinetuneOptions
     from ssdq.data.dataset import open_dataset
 
     out = str(tmp_path_factory.mktemp("ft") / "pow2")
@@ -67,7 +68,8 @@ def test_the_kept_epoch_is_chosen_on_dev_and_scored_once_on_val(pow2_run, fp32_p
 
 
 def test_selection_on_the_reported_split_is_refused(fp32_prefix, tiny_data, tmp_path):
-    from ssdq.compress.formats.finetune import FinetuneOptions, finetune
+    from ssdq.compress.formats.finetune import finetune
+    from ssdq.compress.formats.options import FinetuneOptions
     from ssdq.data.dataset import open_dataset
     from ssdq.errors import SsdqError
 

@@ -4,10 +4,11 @@ import os
 
 import pytest
 
-from ssdq.compress.formats.study import BitwidthOptions, ClipOptions, Pow2Options, run_study
-from ssdq.data.source import DataOptions
+from ssdq.compress.formats.options import BitwidthOptions, ClipOptions, Pow2Options
+from ssdq.compress.formats.study import run_study
+from ssdq.data.options import DataOptions
 from ssdq.errors import SsdqError
-from ssdq.quant.quantize import CalibOptions
+from ssdq.quant.options import CalibOptions
 
 from helpers import assert_clean_error, run_cli
 

@@ -4,12 +4,13 @@ import os
 
 import pytest
 
-from ssdq.compress.pruning.study import PruneStudyOptions, make_variants, run_study
+from ssdq.compress.pruning.options import PruneStudyOptions
+from ssdq.compress.pruning.study import make_variants, run_study
 from ssdq.compress.pruning.study import qat_int8 as qat_int8_prefix
-from ssdq.data.source import DataOptions
+from ssdq.data.options import DataOptions
 from ssdq.errors import SsdqError
 from ssdq.model.weights import REFERENCE_WEIGHTS
-from ssdq.quant.quantize import CalibOptions
+from ssdq.quant.options import CalibOptions
 
 HEADER = ("| model | params | size MB | compression | latency ms (batch 1) | img/s (batch 8) "
           "| mAP | fp32 control | layers |")

@@ -10,7 +10,7 @@ from ssdq.model.layers import list_layers
 def simulator(fp32_prefix, tiny_data):
     from ssdq.compress.formats.simulate import Simulator
     from ssdq.data.dataset import open_dataset
-    from ssdq.quant.quantize import CalibOptions
+    from ssdq.quant.options import CalibOptions
 
     return Simulator(fp32_prefix, open_dataset(tiny_data, "train"),
                      open_dataset(tiny_data, "val").subset(8), CalibOptions(num_calib_batches=2),

@@ -5,8 +5,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from ssdq.compress.pruning.options import PruneOptions
 from ssdq.compress.pruning.slimming import (
-    PruneOptions,
     apply_recipe,
     deployed_params,
     plan_for_params_share,

@@ -68,8 +68,8 @@ def test_the_penalty_reaches_the_gammas_of_a_network_qat_rewrote(tiny_data, tmp_
     Parameters; a hook given the network before that still finds, costs and shrinks them."""
     from ssdq.data.dataset import open_dataset
     from ssdq.model.convert import network_from
-    from ssdq.quant.qat import QatOptions, qat
-    from ssdq.quant.quantize import CalibOptions
+    from ssdq.quant.options import CalibOptions, QatOptions
+    from ssdq.quant.qat import qat
 
     net, source = network_from(REFERENCE_WEIGHTS)
     before = {g.name: np.abs(g.data().asnumpy()) for g in _gammas_of(net)}

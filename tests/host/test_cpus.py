@@ -46,6 +46,7 @@ first = cpus.pin_threads(cores=[0], threads=1)
 out["first"] = first
 out["second_equal"] = cpus.pin_threads(cores=[0], threads=1) == first
 import mxnet, psutil, threadpoolctl
+from ssdq.backends import mxnet_backend
 x = mxnet.nd.ones((128, 128))
 mxnet.nd.dot(x, x).wait_to_read()
 out["threadpool"] = threadpoolctl.threadpool_info()
@@ -64,10 +65,10 @@ def counted_run(*args, **kwargs):
     spawned.append(args[0])
     return run(*args, **kwargs)
 subprocess.run = counted_run
-report = environment.environment_report()
+report = environment.environment_report(mxnet_backend.runtime_info())
 out["first_report_spawned"] = list(spawned)
 del spawned[:]
-again = environment.environment_report()
+again = environment.environment_report(mxnet_backend.runtime_info())
 out["second_report_spawned"] = list(spawned)
 subprocess.run = run
 out["report"] = report

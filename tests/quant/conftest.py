@@ -5,7 +5,7 @@ import pytest
 from ssdq.data.dataset import open_dataset
 from ssdq.model.checkpoint import load_checkpoint, save_checkpoint
 from ssdq.quant.calibrated import Calibrated
-from ssdq.quant.quantize import CalibOptions
+from ssdq.quant.options import CalibOptions
 
 HARD_CONV = "ssd0_convpredictor0_conv0_fwd"  # class head on the 38x38 map, most anchors
 

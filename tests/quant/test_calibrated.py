@@ -5,7 +5,8 @@ import pytest
 from ssdq.data.dataset import open_dataset
 from ssdq.model.checkpoint import load_checkpoint
 from ssdq.quant.calibrated import Calibrated, agreement, calibrated_for
-from ssdq.quant.quantize import CalibOptions
+from ssdq.quant.options import CalibOptions
+from ssdq.quant.quantize import calib_thresholds
 
 
 def test_agreement_measures():
@@ -40,8 +41,8 @@ def test_variants_of_a_plain_export_calibrate_and_score(tiny_data, tmp_path):
 def test_thresholds_follow_the_percentile_asked_for(variants):
     """--percentile reaches the ranges: 99.9 clips tighter than 99.99 (a flag that was once
     accepted and ignored)."""
-    ptight = variants.calib.replace(calib_mode="percentile", percentile=99.9).thresholds(variants.stats)
-    ploose = variants.calib.replace(calib_mode="percentile", percentile=99.99).thresholds(variants.stats)
+    ptight = calib_thresholds(variants.calib.replace(calib_mode="percentile", percentile=99.9), variants.stats)
+    ploose = calib_thresholds(variants.calib.replace(calib_mode="percentile", percentile=99.99), variants.stats)
     assert all(ptight[k][1] <= ploose[k][1] for k in ptight)
     assert sum(ptight[k][1] < ploose[k][1] for k in ptight) > len(ptight) / 2
 

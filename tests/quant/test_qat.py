@@ -12,8 +12,8 @@ def qat_run(tiny_data, tmp_path_factory):
     from ssdq.data.dataset import open_dataset
     from ssdq.model.convert import network_from
     from ssdq.model.weights import REFERENCE_WEIGHTS
-    from ssdq.quant.qat import QatOptions, qat
-    from ssdq.quant.quantize import CalibOptions
+    from ssdq.quant.options import CalibOptions, QatOptions
+    from ssdq.quant.qat import qat
 
     out = str(tmp_path_factory.mktemp("qat") / "not-yet" / "qat")  # the folder is made
     net, source = network_from(REFERENCE_WEIGHTS)
@@ -69,8 +69,8 @@ def test_gradients_reach_every_trained_range(tiny_data, tmp_path):
     from ssdq.model.weights import REFERENCE_WEIGHTS
     from ssdq.quant.calibrated import Calibrated
     from ssdq.quant.fakequant import quantize_network
+    from ssdq.quant.options import CalibOptions
     from ssdq.quant.qat import plan_layers
-    from ssdq.quant.quantize import CalibOptions
 
     net, source = network_from(REFERENCE_WEIGHTS)
     data = open_dataset(tiny_data, "train")
@@ -200,8 +200,9 @@ def test_the_fake_quantized_network_computes_what_the_int8_graph_computes(tiny_d
     from ssdq.model.weights import REFERENCE_WEIGHTS
     from ssdq.quant.calibrated import Calibrated
     from ssdq.quant.fakequant import quantize_network
+    from ssdq.quant.options import CalibOptions
     from ssdq.quant.qat import plan_layers
-    from ssdq.quant.quantize import CalibOptions, build_int8, save_int8
+    from ssdq.quant.quantize import build_int8, save_int8
 
     net, source = network_from(REFERENCE_WEIGHTS)
     data = open_dataset(tiny_data, "train")

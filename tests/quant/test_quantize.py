@@ -10,7 +10,8 @@ from ssdq.errors import SsdqError
 from ssdq.model.checkpoint import load_checkpoint
 from ssdq.model.graph import Graph, quantized_conv_nodes
 from ssdq.model.predictor import Predictor
-from ssdq.quant.quantize import CalibOptions, quantize
+from ssdq.quant.options import CalibOptions
+from ssdq.quant.quantize import quantize
 
 
 def test_int8_graph_runs_quantized_convolutions(int8_prefix):

@@ -5,8 +5,9 @@ import os
 
 from ssdq.model.checkpoint import load_checkpoint
 from ssdq.model.graph import quantized_conv_nodes
+from ssdq.quant.options import TuneOptions
 from ssdq.quant.quantize import quantize_from_recipe
-from ssdq.quant.tune import TuneOptions, tune
+from ssdq.quant.tune import tune
 
 from helpers import run_cli
 

@@ -72,7 +72,7 @@ def test_ray_retries_a_failed_or_lost_trial_once_then_reports_it(ray_engine, tmp
 def test_sensitivity_on_ray_gives_the_serial_report(fp32_prefix, tiny_data, ray_engine):
     from ssdq.data.dataset import open_dataset
     from ssdq.quant.calibrated import Calibrated
-    from ssdq.quant.quantize import CalibOptions
+    from ssdq.quant.options import CalibOptions
     from ssdq.quant.sensitivity import analyse
 
     variants = Calibrated(fp32_prefix, open_dataset(tiny_data, "train"),
@@ -99,8 +99,8 @@ def test_sensitivity_on_ray_gives_the_serial_report(fp32_prefix, tiny_data, ray_
 def test_tune_in_parallel_waves_makes_the_serial_choices(fp32_prefix, tiny_data, tmp_path):
     from ssdq.data.dataset import open_dataset
     from ssdq.quant.calibrated import Calibrated
-    from ssdq.quant.quantize import CalibOptions
-    from ssdq.quant.tune import TuneOptions, tune
+    from ssdq.quant.options import CalibOptions, TuneOptions
+    from ssdq.quant.tune import tune
 
     class Waves(LocalEngine):
         parallelism = 3  # runs serially, but the tuner plans waves of three steps
@@ -147,9 +147,10 @@ def _without(report, *keys):
 @needs_two_cpus
 def test_bitwidth_study_on_ray_gives_the_serial_report(fp32_prefix, tiny_data, ray_engine,
                                                        tmp_path):
-    from ssdq.compress.formats.study import BitwidthOptions, run_study
-    from ssdq.data.source import DataOptions
-    from ssdq.quant.quantize import CalibOptions
+    from ssdq.compress.formats.options import BitwidthOptions
+    from ssdq.compress.formats.study import run_study
+    from ssdq.data.options import DataOptions
+    from ssdq.quant.options import CalibOptions
 
     def run(out, engine=None):
         options = BitwidthOptions(model_prefix=fp32_prefix, eval_images=16,
@@ -180,10 +181,11 @@ def test_bitwidth_study_on_ray_gives_the_serial_report(fp32_prefix, tiny_data, r
 
 
 def test_prune_study_on_ray_scores_like_the_serial_run(tiny_data, ray_engine, tmp_path):
-    from ssdq.compress.pruning.study import PruneStudyOptions, run_study
-    from ssdq.data.source import DataOptions
+    from ssdq.compress.pruning.options import PruneStudyOptions
+    from ssdq.compress.pruning.study import run_study
+    from ssdq.data.options import DataOptions
     from ssdq.model.weights import REFERENCE_WEIGHTS
-    from ssdq.quant.quantize import CalibOptions
+    from ssdq.quant.options import CalibOptions
 
     def run(out, engine=None):
         options = PruneStudyOptions(sparse_params=REFERENCE_WEIGHTS,

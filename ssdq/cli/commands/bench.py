@@ -1,20 +1,7 @@
 """ssdq bench: img/s by precision, scope and batch size, timed in turns -> reports/bench.{json,md,png};
 with --instances/--cores-per-instance/--mode, the multi-instance benchmark Intel's launchers run."""
-from ssdq.bench.harness import (
-    DEFAULT_BATCH_SIZES,
-    PRECISIONS,
-    SCOPES,
-    bench_checkpoints,
-    benchmark,
-    markdown,
-    write_bench,
-    zoo_checkpoints,
-)
-from ssdq.bench.multi_instance import MODES, run_bench
-from ssdq.bench.multi_instance import markdown as multi_markdown
+from ssdq.bench.options import DEFAULT_BATCH_SIZES, MODES, PRECISIONS, SCOPES
 from ssdq.cli import flags
-from ssdq.data.source import DataOptions
-from ssdq.errors import SsdqError
 
 NAME = "bench"
 HELP = "img/s by precision, scope and batch size -> reports/bench.{json,md,png}"
@@ -66,45 +53,3 @@ def add_arguments(parser):
                    help="explicit cores of each instance, e.g. 0-3 4-7")
     g.add_argument("--rounds", type=int, default=1,
                    help="times to run (one instance on all the cores, then the N) in turns")
-
-
-def run(args, context):
-    image_set = DataOptions.from_args(args).open(args.split, context.progress)
-    pruned = None
-    if args.widths_from and not args.zoo:
-        raise SsdqError("--widths-from needs --zoo (it shapes the zoo architecture)")
-    if args.zoo:
-        pairs = [zoo_checkpoints(args.zoo, image_set, progress=context.progress)]
-        if args.widths_from:
-            pruned = zoo_checkpoints(args.zoo, image_set, progress=context.progress,
-                                     widths_from=args.widths_from,
-                                     widths_multiple=args.widths_multiple)
-    else:
-        pairs = [(args.model_prefix, args.int8_prefix)]
-    if any(v is not None for v in (args.instances, args.cores_per_instance, args.mode,
-                                   args.instance_cores)):
-        given = [flag for flag, value, default in (
-            ("--backends", args.backends, ["mxnet"]), ("--extra-int8", args.extra_int8, []),
-            ("--widths-from", args.widths_from, None), ("--profile", args.profile, False),
-            ("--classes", args.classes, None), ("--params", args.params, None))
-            if value != default]
-        if given:
-            raise SsdqError("a multi-instance bench runs one MXNet graph per instance; %s "
-                            "applies to the in-process bench (drop --instances, "
-                            "--cores-per-instance, --mode and --instance-cores)" % given[0])
-        bench, paths = run_bench(
-            image_set, *pairs[0], args.precisions, args.scopes, args.batch_sizes, args.instances,
-            args.cores_per_instance, args.mode, args.numa_node, args.instance_cores, args.warmup,
-            args.repeats, args.rounds, args.membind, args.strict, args.out, args.zoo,
-            context.progress)
-        print(multi_markdown(bench))
-        print("wrote %s" % ", ".join(paths))
-        return
-    pairs, extra = bench_checkpoints(pairs, args.extra_int8, args.classes, args.params)
-    bench = benchmark(pairs, image_set, args.precisions, args.scopes, args.batch_sizes,
-                      args.warmup, args.repeats, args.eval_images, args.num_workers,
-                      context.progress, profile=args.profile, extra_int8=extra,
-                      backends=args.backends, pruned=pruned)
-    paths = write_bench(bench, args.out)
-    print(markdown(bench))
-    print("wrote %s" % ", ".join(paths))

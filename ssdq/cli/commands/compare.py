@@ -1,5 +1,4 @@
 """ssdq compare: the CI gate: fail if a report or bench regressed against a baseline."""
-from ssdq.report.compare import compare
 
 NAME = "compare"
 HELP = "CI gate: fail if a report regressed against a baseline"
@@ -18,10 +17,3 @@ def add_arguments(parser):
     parser.add_argument("--min-throughput", type=float,
                         help="multi-instance bench: minimum total img/s (all images / common "
                         "wall time)")
-
-
-def run(args, context):
-    ok, lines = compare(args.report, args.baseline, args.max_map_drop, args.min_speedup,
-                        args.min_network_speedup, args.min_throughput)
-    print("\n".join(lines))
-    return 0 if ok else 1

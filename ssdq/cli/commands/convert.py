@@ -1,8 +1,7 @@
 """ssdq convert: a Gluon SSD (the embedded reference, or a gluoncv zoo model) -> a symbolic
 checkpoint with BatchNorm folded into the convolutions."""
 from ssdq.cli import flags
-from ssdq.model.checkpoint import CONVERTED_PREFIX
-from ssdq.model.convert import convert
+from ssdq.model.options import CONVERTED_PREFIX
 
 NAME = "convert"
 HELP = "Gluon SSD -> symbolic checkpoint"
@@ -17,7 +16,3 @@ def add_arguments(parser):
     flags.add(parser, "--params", help="weights file to load instead of the zoo's/reference's")
     parser.add_argument("--out", "--model-prefix", dest="out", default=CONVERTED_PREFIX,
                         help="checkpoint prefix to write")
-
-
-def run(args, context):
-    print("wrote %s" % convert(args.out, model=args.model, params_file=args.params))

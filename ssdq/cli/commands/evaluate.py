@@ -2,12 +2,6 @@
 forward pass at the batch size it ran."""
 from ssdq.backends import BACKENDS
 from ssdq.cli import flags
-from ssdq.data.source import DataOptions
-from ssdq.errors import SsdqError
-from ssdq.eval.evaluate import evaluate_checkpoint, format_result
-from ssdq.fileio import write_json
-from ssdq.model.checkpoint import load_checkpoint, resolve_prefix
-from ssdq.scaleout.engine import ScaleoutOptions
 
 NAME = "eval"
 HELP = "evaluate a checkpoint"
@@ -29,22 +23,3 @@ def add_arguments(parser):
     parser.add_argument("--no-speed", action="store_true",
                         help="skip timing the forward pass after scoring (the speed line)")
     parser.add_argument("--out", help="also write the result as JSON here")
-
-
-def run(args, context):
-    if args.shards < 1:
-        raise SsdqError("--shards must be at least 1")
-    ckpt = load_checkpoint(resolve_prefix(args.model_prefix), args.classes, args.params)
-    dataset = DataOptions.from_args(args).open(args.split, context.progress)
-    scaleout = ScaleoutOptions.from_args(args)
-    engine = scaleout.engine() if scaleout.ray or args.shards > 1 else None
-    try:
-        result = evaluate_checkpoint(ckpt, dataset, args.batch_size, args.num_workers,
-                                     context.progress, speed_repeats=0 if args.no_speed else 5,
-                                     shards=args.shards, engine=engine, backend=args.backend)
-    finally:
-        if engine is not None:
-            engine.close()
-    print(format_result(result))
-    if args.out:
-        write_json(args.out, dict(result, threads=context.threads))

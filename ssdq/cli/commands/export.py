@@ -1,8 +1,7 @@
 """ssdq export onnx: a checkpoint as ONNX: fp32, or int8 as a QDQ model carrying ssdq's own
 calibration (PREFIX-calib.json)."""
-from ssdq.backends.onnx_export import export_onnx
 from ssdq.cli import flags
-from ssdq.model.checkpoint import QUANTIZED_PREFIX
+from ssdq.model.options import QUANTIZED_PREFIX
 
 NAME = "export"
 HELP = "a checkpoint in another runtime's format"
@@ -19,7 +18,3 @@ def add_arguments(parser):
     e.add_argument("--per-tensor", action="store_true",
                    help="one weight scale per tensor instead of per output channel (MXNet's "
                         "oneDNN convolution uses per-channel weight scales)")
-
-
-def run(args, context):
-    print("wrote %s" % export_onnx(args.model_prefix, args.out, per_channel=not args.per_tensor))

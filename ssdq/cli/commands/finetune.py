@@ -1,13 +1,9 @@
 """ssdq finetune: fine-tune an fp32 checkpoint with a weight number format in the loop
 (simulated: straight-through estimator), the kept epoch chosen on the dev split and scored once
 on the eval split."""
-import json
 
 from ssdq.cli import flags
-from ssdq.compress.formats.finetune import FinetuneOptions, default_out, finetune_and_save
-from ssdq.compress.formats.number_format import NumberFormat
-from ssdq.data.source import DataOptions
-from ssdq.options import at_least
+from ssdq.compress.formats.options import FinetuneOptions
 
 NAME = "finetune"
 HELP = "fine-tune with a weight number format in the loop (simulated)"
@@ -29,26 +25,3 @@ def add_arguments(parser):
               help="images of --split scored (and of --select-split)")
     flags.add(parser, "--model-prefix")
     parser.add_argument("--out", help="checkpoint prefix (default model/finetuned-FORMAT[-lqL])")
-
-
-def run(args, context):
-    NumberFormat(args.number_format)  # a bad spec fails before any data is read
-    at_least(args, "eval_images")
-    options = FinetuneOptions.from_args(args)
-    data = DataOptions.from_args(args)
-    train_set = data.open("train", context.progress)
-    eval_set = data.open(args.split, context.progress).subset(args.eval_images)
-    select_set = data.open(options.select_split, context.progress).subset(args.eval_images) \
-        if options.selects() else None
-    out = args.out or default_out(args.number_format, options.lq_lambda,
-                                  activation_clip=options.activation_clip)
-    run_record = finetune_and_save(args.model_prefix, out, train_set, eval_set,
-                                   args.number_format, options, select_set=select_set,
-                                   num_workers=args.num_workers, eval_batch_size=args.batch_size,
-                                   progress=context.progress)
-    for entry in run_record["history"]:
-        print(json.dumps(entry))
-    split = run_record["eval_split"]
-    print("kept epoch %d: %s mAP %.2f" % (run_record["kept_epoch"], split,
-                                          run_record["%s_map" % split]))
-    print("wrote %s (and %s-finetune.json)" % (out, out))

@@ -1,6 +1,5 @@
 """ssdq lowrank: truncated SVD of fc6/fc7 (or any convolution) in an fp32 checkpoint."""
 from ssdq.cli import flags
-from ssdq.compress.pruning.lowrank import lowrank
 
 NAME = "lowrank"
 HELP = "truncated SVD of fc6/fc7 in a checkpoint"
@@ -16,12 +15,3 @@ def add_arguments(parser):
     rank.add_argument("--rank", type=int)
     rank.add_argument("--energy", type=float, help="keep this share of the singular-value energy")
     parser.add_argument("--out", default="model/lowrank", help="checkpoint prefix to write")
-
-
-def run(args, context):
-    prefix, summary = lowrank(args.model_prefix, args.out, args.layers, args.rank, args.energy)
-    for layer, s in summary.items():
-        print("%s: rank %d of %d, energy %.4f, params %d -> %d" % (
-            layer, s["rank"], s["full_rank"], s["energy_kept"], s["params_before"],
-            s["params_after"]))
-    print("wrote %s" % prefix)

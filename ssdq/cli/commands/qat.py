@@ -2,11 +2,7 @@
 graph of its trained weights and ranges (PREFIX), its fp32 checkpoint (PREFIX-fp32) and the
 record of the run (PREFIX-qat.json)."""
 from ssdq.cli import flags
-from ssdq.data.source import DataOptions
-from ssdq.model.convert import network_from
-from ssdq.options import at_least
-from ssdq.quant.qat import QatOptions, qat
-from ssdq.quant.quantize import CalibOptions
+from ssdq.quant.options import CalibOptions, QatOptions
 
 NAME = "qat"
 HELP = "quantization-aware training -> a oneDNN int8 checkpoint of the trained weights"
@@ -25,18 +21,3 @@ def add_arguments(parser):
     flags.add(parser, "--eval-images", default=500,
               help="images of --split scored (and of --select-split)")
     parser.add_argument("--out", default="model/qat", help="int8 checkpoint prefix to write")
-
-
-def run(args, context):
-    at_least(args, "eval_images")
-    options = QatOptions.from_args(args)
-    options.check()
-    data, calib = DataOptions.from_args(args), CalibOptions.from_args(args)
-    net, source = network_from(options.params)
-    select_set = data.open(options.select_split, context.progress).subset(args.eval_images) \
-        if options.select_split != "none" else None
-    qat(args.out, net, source, data.open("train", context.progress), calib.open(data),
-        data.open(args.split, context.progress).subset(args.eval_images), options, calib,
-        select_set=select_set, batch_size=args.batch_size, num_workers=args.num_workers,
-        progress=context.progress)
-    print("wrote %s (int8), %s-fp32, %s-qat.json" % (args.out, args.out, args.out))

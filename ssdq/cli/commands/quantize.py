@@ -1,10 +1,8 @@
 """ssdq quantize: calibrate an fp32 checkpoint and write its oneDNN int8 graph (or rebuild the
 graph a ``ssdq tune`` recipe describes, without data)."""
 from ssdq.cli import flags
-from ssdq.data.source import DataOptions
-from ssdq.errors import SsdqError
-from ssdq.model.checkpoint import QUANTIZED_PREFIX, load_checkpoint
-from ssdq.quant.quantize import PRESETS, CalibOptions, quantize, quantize_from_recipe
+from ssdq.model.options import QUANTIZED_PREFIX
+from ssdq.quant.options import PRESETS
 
 NAME = "quantize"
 HELP = "calibrate and quantize to int8"
@@ -27,25 +25,3 @@ def add_arguments(parser):
                         "in fp32")
     parser.add_argument("--recipe", help="rebuild the graph a `ssdq tune` recipe describes "
                         "(its ranges and fp32 layers: no calibration)")
-
-
-def run(args, context):
-    fp32 = load_checkpoint(args.model_prefix, args.classes)
-    data, calib = DataOptions.from_args(args), CalibOptions.from_args(args)
-    if args.recipe:
-        given = [name for name, value, default in (
-            ("--calib-* / --percentile / --exclude-match", calib.to_dict(),
-             CalibOptions().to_dict()),
-            ("--data-root / --annotations / ...", data.to_dict(), DataOptions().to_dict()),
-            ("--exclude-layers", args.exclude_layers, []), ("--exclude-ops", args.exclude_ops, []),
-            ("--preset", args.preset, None)) if value != default]
-        if given:
-            raise SsdqError("--recipe rebuilds the recipe's own graph (its ranges and fp32 "
-                            "layers, no calibration); drop %s" % ", ".join(given))
-        print("wrote %s" % quantize_from_recipe(fp32, args.out, args.recipe))
-        return
-    quantize(fp32, args.out, calib.open(data, context.progress), calib,
-             batch_size=args.batch_size, num_workers=args.num_workers,
-             exclude_layers=args.exclude_layers, exclude_ops=args.exclude_ops,
-             preset=args.preset, progress=context.progress)
-    print("wrote %s" % args.out)

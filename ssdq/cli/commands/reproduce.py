@@ -1,9 +1,6 @@
 """ssdq reproduce: the Intel recipe in one command: convert, calibrate and quantize, evaluate
 fp32 and int8, time them in turns, and write reports/report.{json,md}."""
 from ssdq.cli import flags
-from ssdq.data.source import DataOptions
-from ssdq.quant.quantize import CalibOptions
-from ssdq.reproduce import reproduce
 
 NAME = "reproduce"
 HELP = "convert, quantize, evaluate fp32 and int8, write the report"
@@ -21,11 +18,3 @@ def add_arguments(parser):
     flags.add(parser, "--backends", default=[],
               help="also evaluate and time fp32 and int8 on these runtimes (report.json "
               "backends.NAME)")
-
-
-def run(args, context):
-    reproduce(model=args.model, params_file=args.params, data=DataOptions.from_args(args),
-              calib=CalibOptions.from_args(args), eval_split=args.split,
-              batch_size=args.batch_size, num_workers=args.num_workers,
-              model_dir=args.model_dir, out_dir=args.out_dir, threads=context.threads,
-              progress=context.progress, backends=args.backends)

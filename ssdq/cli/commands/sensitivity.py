@@ -1,13 +1,6 @@
 """ssdq sensitivity: rank the convolutions by how much running them in int8 costs (mAP and a
 label-free prediction SNR), from one calibration pass."""
 from ssdq.cli import flags
-from ssdq.data.source import DataOptions
-from ssdq.model.checkpoint import load_checkpoint
-from ssdq.options import at_least
-from ssdq.quant import sensitivity
-from ssdq.quant.calibrated import Calibrated
-from ssdq.quant.quantize import CalibOptions
-from ssdq.scaleout.engine import ScaleoutOptions
 
 NAME = "sensitivity"
 HELP = "rank layers by how much int8 costs them"
@@ -28,28 +21,3 @@ def accuracy_arguments(parser, calib_skip=()):
     flags.checkpoint(parser)
     flags.scaleout(parser)
     flags.add(parser, "--model-prefix", "--split", "--eval-images", "--out-dir")
-
-
-def calibrated(args, context, **calib_overrides):
-    """The ``Calibrated`` fp32 model the flags describe (one calibration pass)."""
-    at_least(args, "eval_images")
-    data, calib = DataOptions.from_args(args), CalibOptions.from_args(args, **calib_overrides)
-    eval_set = data.open(args.split, context.progress)
-    if args.eval_images:
-        eval_set = eval_set.subset(args.eval_images)
-    return Calibrated(load_checkpoint(args.model_prefix, args.classes),
-                      calib.open(data, context.progress), eval_set, calib, args.batch_size,
-                      args.num_workers, context.progress)
-
-
-def run(args, context):
-    variants = calibrated(args, context)
-    engine = ScaleoutOptions.from_args(args).engine()
-    try:
-        report = sensitivity.analyse(variants, with_map=not args.no_map,
-                                     progress=context.progress, engine=engine)
-    finally:
-        engine.close()
-    paths = sensitivity.write(report, args.out_dir)
-    print(sensitivity.markdown_table(report, top=10))
-    print("wrote %s" % ", ".join(paths))

@@ -1,12 +1,8 @@
 """ssdq study KIND: the compression studies: low-bit formats (simulated, checked against the real
 int8 path) and pruning + low-rank + W8A8 (real oneDNN int8) -> reports/study-KIND.{json,md,png}."""
 from ssdq.cli import flags
-from ssdq.compress.formats.study import BitwidthOptions, ClipOptions, Pow2Options, run_study
-from ssdq.compress.pruning.study import PruneStudyOptions
-from ssdq.compress.pruning.study import run_study as run_prune_study
-from ssdq.data.source import DataOptions
-from ssdq.quant.quantize import CalibOptions
-from ssdq.scaleout.engine import ScaleoutOptions
+from ssdq.compress.formats.options import BitwidthOptions, ClipOptions, Pow2Options
+from ssdq.compress.pruning.options import PruneStudyOptions
 
 NAME = "study"
 HELP = ("compression studies (low-bit formats simulated, pruning with real int8) -> "
@@ -30,21 +26,3 @@ def add_arguments(parser):
         flags.quant(p, skip=() if kind == "prune" else FORMAT_STUDIES_SKIP)
         flags.scaleout(p)
         flags.add_options(p, options, "study")
-
-
-def run(args, context):
-    data, calib = DataOptions.from_args(args), CalibOptions.from_args(args)
-    engine = ScaleoutOptions.from_args(args).engine()
-    try:
-        if args.study == "prune":
-            run_prune_study(PruneStudyOptions.from_args(args), data, calib, args.batch_size,
-                            args.num_workers, context.progress, engine=engine)
-        else:
-            options = dict(KINDS_BY_NAME)[args.study].from_args(args)
-            run_study(args.study, options, data, calib, args.batch_size, args.num_workers,
-                      context.threads, context.progress, engine)
-    finally:
-        engine.close()
-
-
-KINDS_BY_NAME = [(kind, options) for kind, _, options in KINDS]

@@ -17,56 +17,24 @@ are exactly in the format. ``dfp:32`` (no rounding to speak of) is the fp32 cont
 schedule without a format (``CONTROL_FORMAT``).
 """
 import contextlib
-import dataclasses
 import os
 import time
 
+import mxnet as mx
 import numpy as np
 
 from ssdq.compress.formats.number_format import NumberFormat
+from ssdq.compress.formats.options import FinetuneOptions
 from ssdq.data.classmap import match_classes
 from ssdq.errors import SsdqError
 from ssdq.fileio import write_json
 from ssdq.model.checkpoint import load_checkpoint
 from ssdq.model.convert import bn_free_reference, export_checkpoint
 from ssdq.model.layers import list_layers, select_layers
-from ssdq.options import Options, option
 from ssdq.quant.fakequant import clip_plan, quantize_network
-from ssdq.train.loop import (
-    FINETUNE_BATCH_SIZE,
-    FINETUNE_LR,
-    SELECTION_SPLIT,
-    EvalHook,
-    HookBase,
-    fit,
-    warmup_for,
-)
+from ssdq.train.loop import EvalHook, HookBase, fit, warmup_for
 
 CONTROL_FORMAT = "dfp:32"
-
-
-@dataclasses.dataclass
-class FinetuneOptions(Options):
-    """The schedule of a fine-tuning with a number format in the loop."""
-
-    epochs: int = option(1, "epochs on the train split")
-    lq_lambda: float = option(0.0, "weight of lambda*sum((w-C(w))^2), the clipping paper's Lq")
-    train_images: int = option(None, "first N train images (default: all)")
-    lr: float = option(FINETUNE_LR, "Adam's peak learning rate (cosine decay)")
-    seed: int = option(0, "seed of the data order and augmentation")
-    layers: tuple = option(("all",), "groups (all conv fc heads first last), names or regexes",
-                           nargs="+")
-    fc_layers: tuple = option((), "convolutions to treat as FC (fc6 fc7)", nargs="*")
-    train_batch_size: int = option(FINETUNE_BATCH_SIZE, "training batch size")
-    select_split: str = option(SELECTION_SPLIT, "split whose mAP picks the kept epoch ('none': "
-                               "keep the last epoch)")
-    activation_clip: int = option(None, "clip every convolution's output to [-2^J, 2^J] in the "
-                                  "forward pass, as the clipping paper trains (default: no "
-                                  "clip)", metavar="J")
-
-    def selects(self):
-        """Whether an epoch is chosen on a selection split (else the last is kept)."""
-        return self.select_split not in (None, "none")
 
 
 class FormatInTheLoop(HookBase):
@@ -127,8 +95,6 @@ class FormatInTheLoop(HookBase):
 
     def swap_in(self):
         """Put rounded weights in place (keeping the fp32 ones); return them."""
-        import mxnet as mx
-
         rounded = self.rounded()
         self._shadow = {}
         for param, _ in self.params:
@@ -143,8 +109,6 @@ class FormatInTheLoop(HookBase):
 
     def add_lq_gradient(self, rounded, lq_lambda):
         """grad += 2 * lambda * (w - C(w)); returns the Lq term's value."""
-        import mxnet as mx
-
         total = 0.0
         for param, _ in self.params:
             diff = param.data().asnumpy() - rounded[param.name]

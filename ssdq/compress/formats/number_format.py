@@ -24,6 +24,7 @@ Rounding is to nearest with halves away from zero: ``sign(x) * floor(|x| * scale
 import math
 from dataclasses import dataclass
 
+import mxnet as mx
 import numpy as np
 
 from ssdq.errors import SsdqError
@@ -66,8 +67,6 @@ class Grid:
         return (q / scale).astype(np.float32)
 
     def symbol(self, sym):
-        import mxnet as mx
-
         if self.scale is None:
             return mx.sym.clip(sym, float(self.qmin), float(self.qmax))
         if np.ndim(self.scale) != 0:
@@ -92,8 +91,6 @@ class Pow2Grid:
         return (np.sign(x) * 2.0 ** shift).astype(np.float32)
 
     def symbol(self, sym):
-        import mxnet as mx
-
         mag = mx.sym.clip(mx.sym.abs(sym), 2.0 ** self.lo, 2.0 ** self.hi)
         shift = mx.sym.clip(mx.sym.round(mx.sym.log2(mag)), float(self.lo), float(self.hi))
         return mx.sym.sign(sym) * mx.sym.pow(2.0, shift)

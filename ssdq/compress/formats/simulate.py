@@ -19,6 +19,7 @@ at scale ``s_w[c] * s_x``, and the output requantized to the layer's calibrated 
 import time
 from dataclasses import dataclass
 
+import mxnet as mx
 import numpy as np
 
 from ssdq.compress.formats.number_format import Grid, parse
@@ -98,8 +99,6 @@ def _assign(all_layers, pairs, calib_mode):
 
 def simulate(ckpt, variant, calibrated=None):
     """Return (fp32 Checkpoint with rounded params and rounding ops, per-layer description)."""
-    import mxnet as mx
-
     all_layers = list_layers(ckpt.symbol, variant.fc_layers)
     w_layers = _assign(all_layers, variant.weights, variant.calib_mode)
     a_layers = _assign(all_layers, variant.activations, variant.calib_mode)
@@ -176,8 +175,6 @@ def _brief(describe):
 
 def insert_rounding(symbol, input_grids, output_grids):
     """Splice each grid's rounding ops before a layer's data input / after its output."""
-    import mxnet as mx
-
     graph = Graph(symbol)
     nodes = graph.nodes
     new_nodes, new_id, redirect = [], {}, {}

@@ -22,75 +22,27 @@ once, without a calibration pass. The studies' logic stays here: which variants,
 sweeps' stop rule (speculative waves read back in order, ``scaleout.sweep``), the choices made
 from the results; fine-tuning runs here too.
 """
-import dataclasses
 import os
 import time
 
-from ssdq.compress.formats.finetune import (
-    CONTROL_FORMAT,
-    FinetuneOptions,
-    default_out,
-    finetune_and_save,
-)
+from ssdq.compress.formats.finetune import CONTROL_FORMAT, default_out, finetune_and_save
+from ssdq.compress.formats.options import FinetuneOptions
 from ssdq.compress.formats.simulate import Simulator, Variant
-from ssdq.data.loader import DEFAULT_BATCH_SIZE
-from ssdq.data.source import DataOptions
+from ssdq.data.options import DEFAULT_BATCH_SIZE, DataOptions
+from ssdq.data.source import open_data
 from ssdq.errors import SsdqError
 from ssdq.fileio import figure, markdown_table, read_json, write_artifacts
-from ssdq.model.checkpoint import CONVERTED_PREFIX, load_checkpoint, resolve_prefix
+from ssdq.model.checkpoint import load_checkpoint, resolve_prefix
 from ssdq.model.layers import list_layers, select_layers
-from ssdq.options import Options, at_least, option
 from ssdq.quant.calibrated import calibrated_for
-from ssdq.quant.quantize import CalibOptions
+from ssdq.quant.options import CalibOptions
+from ssdq.quant.quantize import open_calibration_set
 from ssdq.scaleout.engine import LocalEngine, ray_block, where_ran
 from ssdq.scaleout.sweep import run_sweeps
-from ssdq.train.loop import FINETUNE_LR, SELECTION_SPLIT
+from ssdq.train.options import FINETUNE_LR
 
 SIMULATED = "simulated (fake-quant in fp32)"
 METRIC = "mAP@[.5:.95], percent"
-
-
-@dataclasses.dataclass
-class StudyOptions(Options):
-    """What every format study takes: the checkpoint, the images scored, where results go, and
-    the fine-tuning of the format that fails."""
-
-    model_prefix: str = option(CONVERTED_PREFIX, "the fp32 checkpoint studied")
-    split: str = option("val", "split to score on")
-    eval_images: int = option(None, "score on the first N images (default: all)")
-    out_dir: str = option("reports", "where study-KIND.{json,md,png} go")
-    fc_layers: tuple = option((), "convolutions to treat as FC (fc6 fc7)", nargs="*")
-    train_images: int = option(None, "fine-tuning: first N train images")
-    model_dir: str = option("model", "where fine-tuned checkpoints are cached")
-    finetune_epochs: int = option(0, "fine-tune the failing format this many epochs")
-    select_split: str = option(SELECTION_SPLIT, "fine-tuning: split whose mAP picks the kept "
-                               "epoch ('none': the last)")
-
-    def check(self):
-        at_least(self, "eval_images", "train_images")
-        at_least(self, "finetune_epochs", minimum=0)
-
-
-@dataclasses.dataclass
-class BitwidthOptions(StudyOptions):
-    error_margin: float = option(2.0, "points of mAP a width may cost to pass")
-    bits: tuple = option((16, 8, 4, 2, 1), "widths to sweep", nargs="+", type=int)
-
-
-@dataclasses.dataclass
-class Pow2Options(StudyOptions):
-    formats: tuple = option(("pow2:-15:0", "pow2:-10:5", "pow2:-8:0"), "power-of-two weight "
-                            "formats (exponent ranges) to compare", nargs="+")
-    activation_format: str = option("dfp:8", "activation rounding of the rows with it")
-    finetune_format: str = option("pow2:-10:5", "the format fine-tuned")
-    finetune_epochs: int = option(3, "fine-tune --finetune-format this many epochs")
-
-
-@dataclasses.dataclass
-class ClipOptions(StudyOptions):
-    lq_lambda: float = option(1e-3, "the Lq term of the fine-tuned row with it")
-    error_margin: float = option(0.5, "points of mAP a clip may cost to be chosen")
-    finetune_epochs: int = option(1, "fine-tune int8 in the chosen clips this many epochs")
 
 
 def run_study(kind, options, data=None, calib=None, batch_size=DEFAULT_BATCH_SIZE,
@@ -139,12 +91,13 @@ class StudyContext:
                             "oneDNN's default do); drop --calib-mode")
         self.options, self.calib, self.progress = options, calib, progress
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.eval_set = data.open(options.split, progress)
+        self.eval_set = open_data(data, options.split, progress)
         if options.eval_images:
             self.eval_set = self.eval_set.subset(options.eval_images)
-        self.calib_set = calib.open(data, progress)
+        self.calib_set = open_calibration_set(calib, data, progress)
         # fine-tuning learns the model's class indices: the root's own split, not a user file
-        self.train_set = DataOptions(data.data_root, data.dataset_format).open(calib.calib_split)
+        self.train_set = open_data(DataOptions(data.data_root, data.dataset_format),
+                                   calib.calib_split)
         self.simulator = self._simulator(resolve_prefix(options.model_prefix))
         self._data, self._select_set = data, None
         self._finetuned = {}
@@ -203,8 +156,9 @@ class StudyContext:
     def select_set(self):
         """The split fine-tunings pick their kept epoch on (the data root's dev), or None."""
         if self._select_set is None and self.options.select_split not in (None, "none"):
-            self._select_set = DataOptions(self._data.data_root, self._data.dataset_format) \
-                .open(self.options.select_split, self.progress)
+            self._select_set = open_data(
+                DataOptions(self._data.data_root, self._data.dataset_format),
+                self.options.select_split, self.progress)
         return self._select_set
 
     def finetuned(self, fmt_spec, epochs, lq_lambda=0.0, activation_clip=None):

@@ -6,6 +6,7 @@ by two: the same kernel (stride, pad, dilation) to R channels with weights sqrt(
 (3x3 dilated) a 3x3 dilated to R channels then a 1x1. The graph is edited as JSON, like BN
 folding in ``model.convert``, so it works on any fp32 checkpoint, pruned ones included.
 """
+import mxnet as mx
 import numpy as np
 
 from ssdq.errors import SsdqError
@@ -42,8 +43,6 @@ def factorize(weight, rank):
 
 def lowrank(fp32_prefix, out_prefix, layers=("fc7", "fc6"), rank=None, energy=None):
     """Write ``out_prefix`` with each named convolution split in two; return (prefix, summary)."""
-    import mxnet as mx
-
     ckpt = load_checkpoint(fp32_prefix).require_fp32("factorize")
     graph = Graph(ckpt.symbol)
     args = {k: v.asnumpy() for k, v in ckpt.arg_params.items()}

@@ -14,10 +14,11 @@ lowest |gamma| of all, so ``ssdq prune --params-share`` at the final budget (sam
 and channel multiple) removes exactly them, and since a masked channel contributes nothing the
 pruned network computes what the masked one did (``tests/compress/test_progressive.py``).
 """
+import mxnet as mx
 import numpy as np
 
+from ssdq.compress.pruning.options import CHANNEL_MULTIPLE
 from ssdq.compress.pruning.slimming import (
-    CHANNEL_MULTIPLE,
     _blocks_by_name,
     plan_for_params_share,
     prunable_layers,
@@ -49,8 +50,6 @@ def masked_channels(net, recipe):
 
 def apply_mask(net, removed):
     """Zero the gamma and beta of every removed channel (in place)."""
-    import mxnet as mx
-
     blocks = _blocks_by_name(net)
     for name, idx in removed.items():
         for param in (blocks[name].gamma, blocks[name].beta):

@@ -10,30 +10,26 @@ ordinary SSD built with those per-layer widths, and each removed channel's const
 fold is exact where the consumer's window lies inside the image; at zero-padded borders the
 removed channel contributed less, which is the approximation network slimming makes too.
 """
-import dataclasses
+import time
 from dataclasses import dataclass, field
 
+import mxnet as mx
 import numpy as np
+from mxnet.gluon import nn
 
+from ssdq.compress.pruning.options import (
+    PruneOptions,
+    check_settings,
+)
 from ssdq.data.loader import iterate_batches
 from ssdq.errors import SsdqError
 from ssdq.model.convert import export_checkpoint, network_from
 from ssdq.model.graph import Graph
 from ssdq.model.ssd import SHAPE_ONLY_ANCHORS, feature_convs, reference_ssd, round_width
-from ssdq.model.weights import SPARSE_WEIGHTS
-from ssdq.options import Options, at_least, option
-from ssdq.train.loop import FINETUNE_BATCH_SIZE, FINETUNE_LR, SELECTION_SPLIT, EvalHook, fit
+from ssdq.train.loop import EvalHook, fit
+from ssdq.train.options import FINETUNE_BATCH_SIZE
 
 PASS_THROUGH_OPS = ("Activation", "Pooling")  # keep channel i in channel i
-MODES = ("normal", "regular", "max", "regular-max")
-# gamma: network slimming's |gamma|; gamma-per-param: |gamma| per deployed parameter a channel
-# costs, the greedy answer to "keep the most gamma within a parameter budget"
-CRITERIA = ("gamma", "gamma-per-param")
-# oneDNN runs fp32 convolutions on channels blocked by 8 (AVX2) or 16 (AVX-512): a layer of 5 or
-# 37 channels is padded or falls off the blocked kernels, so a pruned network with the
-# threshold's own widths can run slower than the dense one. Kept counts are rounded up to this
-# multiple (docs/results.md, "widths rounded up to multiples of 8", has the timings).
-CHANNEL_MULTIPLE = 8
 
 
 @dataclass
@@ -55,8 +51,6 @@ def _blocks_by_node(net):
 
 
 def _graph(net):
-    import mxnet as mx
-
     out = net(mx.sym.var("data"))
     graph = Graph(mx.sym.Group(list(out)) if isinstance(out, (list, tuple)) else out)
     return graph.nodes, graph.readers
@@ -128,24 +122,6 @@ def _regular_count(kept, width):
     while target < kept:
         target *= 2
     return min(target, width)
-
-
-def check_settings(percent, mode, criterion="gamma", params_share=None, min_keep=0.0,
-                   multiple=1):
-    """Refuse pruning settings that cannot work, before any data or weights are read."""
-    if mode not in MODES:
-        raise SsdqError("unknown pruning mode %r (one of %s)" % (mode, ", ".join(MODES)))
-    if criterion not in CRITERIA:
-        raise SsdqError("unknown pruning criterion %r (one of %s)" % (criterion, ", ".join(CRITERIA)))
-    if not 0 <= percent < 100:
-        raise SsdqError("--percent must be in [0, 100), not %g" % percent)
-    if params_share is not None and not 0 < params_share <= 1:
-        raise SsdqError("--params-share must be in (0, 1], not %g" % params_share)
-    if not 0 <= min_keep <= 1:
-        raise SsdqError("--min-keep must be in [0, 1], not %g" % min_keep)
-    if not isinstance(multiple, int) or multiple < 1:
-        raise SsdqError("--channel-multiple must be a whole number of at least 1, not %s"
-                        % multiple)
 
 
 def channel_costs(net, layers, alive=None, blocks=None):
@@ -258,8 +234,6 @@ def deployed_params(net):
     """Parameters of the Gluon BatchNorm model once exported (BatchNorms folded into the
     convolutions' weights and biases, L2Norm's scale into the heads', ``model.fold``; anchors
     not counted), as ``pruning.study.count_params`` counts a checkpoint's."""
-    from mxnet.gluon import nn
-
     batchnorm = {p.name for b in _blocks_by_node(net).values() if isinstance(b, nn.BatchNorm)
                  for p in b.params.values()}
     return int(sum(p.data().size for p in net.collect_params().values()
@@ -269,8 +243,6 @@ def deployed_params(net):
 
 def recipe_params(net, recipe):
     """``deployed_params`` of the network ``recipe`` makes of ``net``, without copying weights."""
-    import mxnet as mx
-
     pruned = reference_ssd(net.classes, widths=recipe["widths"], num_scales=recipe["num_scales"],
                            anchor_alloc_size=SHAPE_ONLY_ANCHORS)
     pruned.initialize()
@@ -281,8 +253,6 @@ def recipe_params(net, recipe):
 def apply_recipe(net, recipe):
     """A new SSD with the recipe's widths and scales, holding ``net``'s kept weights; the
     constant activation relu(beta) of every removed channel is folded into its readers' biases."""
-    import mxnet as mx
-
     pruned = reference_ssd(net.classes, widths=recipe["widths"], num_scales=recipe["num_scales"])
     pruned.initialize()
     pruned(mx.nd.zeros((1, 3, 300, 300)))  # infer the input channels
@@ -319,9 +289,6 @@ def recalibrate_batchnorm(net, batches):
     """Re-estimate every BatchNorm's running mean/var as the average over ``batches`` (NCHW
     arrays) of the pruned network's own batch statistics. No weight changes: removing channels
     whose gammas are small but not zero shifts the statistics the next BatchNorms expect."""
-    import mxnet as mx
-    from mxnet.gluon import nn
-
     bns = [b for b in _blocks_by_node(net).values() if isinstance(b, nn.BatchNorm)]
     momentum = {bn: bn._kwargs["momentum"] for bn in bns}  # pylint: disable=protected-access
     try:
@@ -335,45 +302,6 @@ def recalibrate_batchnorm(net, batches):
         for bn, m in momentum.items():
             bn._kwargs["momentum"] = m  # pylint: disable=protected-access
     return net
-
-
-@dataclasses.dataclass
-class PruneOptions(Options):
-    """How ``ssdq prune`` thins the reference model: which weights, how many channels, how."""
-
-    params: str = option(SPARSE_WEIGHTS, "weights to prune: a file of the reference model's "
-                         "(default: the shipped sparse-trained ones) or the prefix of a "
-                         "checkpoint ssdq prune or ssdq qat wrote", metavar="FILE|PREFIX")
-    percent: float = option(30.0, "share of all prunable gammas under the global threshold")
-    params_share: float = option(None, "instead of --percent: prune the fewest channels that "
-                                 "leave at most this share of the parameters (e.g. 0.25)")
-    mode: str = option("normal", "normal, regular (widths of 8, 16, 32, ...), max (drop the "
-                       "scales whose gammas all fall), regular-max", choices=MODES)
-    criterion: str = option("gamma", "gamma: network slimming's |gamma|; gamma-per-param: "
-                            "|gamma| per parameter the channel costs (cuts expensive channels "
-                            "first)", choices=CRITERIA)
-    min_keep: float = option(0.0, "every layer keeps at least this share of its channels "
-                             "(default: one)")
-    channel_multiple: int = option(CHANNEL_MULTIPLE, "round every layer's kept channels up to "
-                                   "a multiple of this, so oneDNN's blocked kernels run it "
-                                   "(1: the threshold's counts as they fall)")
-    recalibrate_images: int = option(128, "re-estimate BatchNorm statistics on this many train "
-                                     "images (0: no)")
-    finetune_epochs: int = option(0, "train the pruned network this many epochs on the train "
-                                  "split (Adam, cosine decay) before BatchNorm folding")
-    finetune_lr: float = option(FINETUNE_LR, "the fine-tuning's peak learning rate")
-    select_split: str = option(SELECTION_SPLIT, "the fine-tuning keeps the epoch best on this "
-                               "split ('none': the last)")
-
-    def check(self):
-        """Refuse settings that cannot work, before any data or weights are read."""
-        check_settings(self.percent, self.mode, self.criterion, self.params_share, self.min_keep,
-                       self.channel_multiple)
-        at_least(self, "finetune_epochs", "recalibrate_images", minimum=0)
-
-    @property
-    def needs_train_set(self):
-        return bool(self.recalibrate_images or self.finetune_epochs)
 
 
 def prune(out_prefix, options=None, train_set=None, batch_size=FINETUNE_BATCH_SIZE, seed=0,
@@ -420,8 +348,6 @@ def finetune_pruned(net, train_set, epochs, lr, batch_size, seed=0, progress=Fal
     """Train the pruned Gluon network in place (``train.loop.fit``), keeping the epoch best on
     ``select_set`` (the weights before training compete too; without one, the last epoch);
     returns what the meta records of it."""
-    import time
-
     if train_set is None or len(train_set) < batch_size:
         raise SsdqError("fine-tuning after pruning needs at least one batch of %d train images"
                         % batch_size)
@@ -440,6 +366,4 @@ def finetune_pruned(net, train_set, epochs, lr, batch_size, seed=0, progress=Fal
 
 
 def _convs(net):
-    from mxnet.gluon import nn
-
     return [b for b in _blocks_by_node(net).values() if isinstance(b, nn.Conv2D)]

@@ -7,8 +7,10 @@ pruning by |gamma| later removes channels the network has learnt to do without. 
 costs over the mean (MorphNet's parameter regulariser), re-costed every epoch over the channels
 still alive: expensive channels are pushed to zero harder, for a parameter budget.
 """
+import mxnet as mx
 import numpy as np
 
+from ssdq.compress.pruning.options import WEIGHTINGS
 from ssdq.compress.pruning.slimming import (
     _blocks_by_name,
     channel_costs,
@@ -17,7 +19,6 @@ from ssdq.compress.pruning.slimming import (
 from ssdq.errors import SsdqError
 from ssdq.train.loop import HookBase
 
-WEIGHTINGS = ("uniform", "params")
 ALIVE_GAMMA = 1e-2  # a channel whose |gamma| is under this counts as pruned when costing
 
 
@@ -95,8 +96,6 @@ class SparsityHook(HookBase):
         self.penalties = sparsity_penalties(self.structure, self.sparsity, self.weighting)
 
     def after_backward(self):
-        import mxnet as mx
-
         for gamma, penalty in zip(self.gammas, self.penalties):
             grad = gamma.grad()
             grad += penalty * mx.nd.sign(gamma.data())

@@ -21,12 +21,15 @@ import time
 
 import numpy as np
 
+from ssdq.backends import mxnet_backend
 from ssdq.bench.harness import Case, time_in_turns
 from ssdq.compress.pruning.lowrank import lowrank
-from ssdq.compress.pruning.slimming import CHANNEL_MULTIPLE, CRITERIA, PruneOptions, prune
+from ssdq.compress.pruning.options import PruneStudyOptions
+from ssdq.compress.pruning.slimming import prune
 from ssdq.compress.pruning.sparsity import SparsityHook
-from ssdq.data.loader import DEFAULT_BATCH_SIZE, iterate_batches
-from ssdq.data.source import DataOptions
+from ssdq.data.loader import iterate_batches
+from ssdq.data.options import DEFAULT_BATCH_SIZE, DataOptions
+from ssdq.data.source import open_data
 from ssdq.data.transforms import resize
 from ssdq.errors import SsdqError
 from ssdq.eval.evaluate import evaluate_checkpoint
@@ -37,12 +40,12 @@ from ssdq.host.environment import environment_report
 from ssdq.model.checkpoint import load_checkpoint, sha256
 from ssdq.model.convert import convert, network_from
 from ssdq.model.graph import conv_count, deployed_weights_mb
-from ssdq.model.weights import REFERENCE_WEIGHTS, SPARSE_WEIGHTS, describe
-from ssdq.options import Options, at_least, option
-from ssdq.quant.qat import QatOptions, qat
-from ssdq.quant.quantize import CalibOptions, quantize
+from ssdq.model.weights import REFERENCE_WEIGHTS, describe
+from ssdq.quant.options import CalibOptions
+from ssdq.quant.qat import qat
+from ssdq.quant.quantize import open_calibration_set, quantize
 from ssdq.scaleout.engine import LocalEngine, ray_block, where_ran
-from ssdq.train.loop import FINETUNE_LR, SELECTION_SPLIT
+from ssdq.train.options import FINETUNE_LR
 
 TARGET_PARAMS_SHARE = 0.25
 TARGET_RELATIVE_DROP_PCT = 1.0
@@ -75,99 +78,6 @@ def order_of(name, precision):
                                    and how[1] != "baseline"):
         return None
     return "quantize-prune" if how[0] == "qat-prune-qat" else "prune-quantize"
-
-
-@dataclasses.dataclass
-class PruneStudyOptions(Options):
-    """The rows of ``ssdq study prune``: what they are made from and how, and how they are
-    scored and timed."""
-
-    percent: float = option(30.0, "the pruned rows: share of the prunable gammas pruned")
-    energy: float = option(0.9, "the low-rank rows: share of the singular-value energy kept")
-    params: str = option(None, "dense weights (default: the reference model's)", metavar="FILE")
-    sparse_params: str = option(SPARSE_WEIGHTS, "the sparse-trained weights the rows are "
-                                "pruned from", metavar="FILE")
-    split: str = option("val", "split to score on")
-    eval_images: int = option(None, "score on the first N images (default: all)")
-    repeats: int = option(5, "timed rounds: every row once a round, in turns")
-    recalibrate_images: int = option(128, "pruned rows: re-estimate BatchNorm statistics on "
-                                     "this many train images")
-    finetune_params_share: float = option(0.25, "the fine-tuned row: prune to this share of the "
-                                          "parameters (max mode), then fine-tune")
-    finetune_percent: float = option(None, "the fine-tuned row: prune this share of the "
-                                     "channels instead")
-    finetune_criterion: str = option("gamma", "the fine-tuned row's pruning criterion",
-                                     choices=CRITERIA)
-    finetune_min_keep: float = option(0.0, "the fine-tuned row: every layer keeps at least "
-                                      "this share of its channels")
-    channel_multiple: int = option(CHANNEL_MULTIPLE, "the pruned rows: every layer's kept "
-                                   "channels rounded up to a multiple of this (1: as the "
-                                   "threshold leaves them)")
-    finetune_epochs: int = option(2, "the fine-tuned row's epochs on the train split (0: leave "
-                                  "the row out)")
-    select_split: str = option(SELECTION_SPLIT, "the fine-tunings keep the epoch best on this "
-                               "split ('none': the last)")
-    qat_first_last_fp32: bool = option(False, "the QAT rows keep the first convolution and the "
-                                       "prediction heads in fp32 (the pruning study's rule; "
-                                       "default: int8 everywhere, as the post-training rows)",
-                                       action="store_true")
-    qat_sparsity: float = option(0.2, "quantize-then-prune: the L1 penalty on the prunable "
-                                 "gammas kept on during the first QAT, as in the sparse "
-                                 "model's last stage (params weighting, gammas at 15x the "
-                                 "rate), so pruning by the QAT model's gammas finds the "
-                                 "channels it learnt to do without (0: off)")
-    model_dir: str = option(os.path.join("model", "study-prune"), "where the rows' checkpoints go")
-    out_dir: str = option("reports", "where study-prune.{json,md,png} go")
-
-    def check(self):
-        at_least(self, "eval_images", "repeats")
-        at_least(self, "finetune_epochs", "qat_sparsity", minimum=0)
-        self.pruning("normal").check()
-        self.finetune_pruning().check()
-        for path in (self.params or REFERENCE_WEIGHTS, self.sparse_params):
-            if not os.path.isfile(path):
-                raise SsdqError("weights file not found: %s" % path)
-
-    def pruning(self, mode):
-        """How the rows without fine-tuning are pruned."""
-        return PruneOptions(params=self.sparse_params, percent=self.percent, mode=mode,
-                            channel_multiple=self.channel_multiple,
-                            recalibrate_images=self.recalibrate_images)
-
-    def finetune_pruning(self, finetune=True, params=None):
-        """How the fine-tuned rows are pruned (max mode): to ``finetune_params_share`` of the
-        parameters, or at ``finetune_percent`` of the channels when that is given; then
-        fine-tuned in fp32 unless ``finetune`` is False (the QAT rows train with int8 in the
-        loop instead). ``params``: prune these weights instead of the sparse-trained ones."""
-        by_percent = self.finetune_percent is not None
-        return PruneOptions(params=params or self.sparse_params, mode="max",
-                            percent=self.finetune_percent if by_percent else 0.0,
-                            params_share=None if by_percent else self.finetune_params_share,
-                            criterion=self.finetune_criterion, min_keep=self.finetune_min_keep,
-                            channel_multiple=self.channel_multiple,
-                            recalibrate_images=self.recalibrate_images,
-                            finetune_epochs=self.finetune_epochs if finetune else 0,
-                            finetune_lr=FINETUNE_LR)
-
-    def qat_options(self, params, epochs):
-        """QAT of a row: the fine-tuning's rate and seed, ``epochs`` on the train split."""
-        return QatOptions(params=params, epochs=epochs, lr=FINETUNE_LR,
-                          first_last_fp32=self.qat_first_last_fp32,
-                          select_split=self.select_split)
-
-    def qat_epochs(self):
-        """Quantize-then-prune's split of ``finetune_epochs``: (QAT of the sparse model, QAT of
-        the thinned one), the second at least one epoch."""
-        first = self.finetune_epochs // 2
-        return first, self.finetune_epochs - first
-
-    def control_pruning(self):
-        """The fine-tuned rows' control: the dense weights through the same pipeline (BatchNorm
-        statistics re-estimated, fine-tuned the same epochs at the same rate and seed, the
-        epoch kept on the same split), nothing pruned."""
-        return PruneOptions(params=self.params or REFERENCE_WEIGHTS, percent=0.0,
-                            recalibrate_images=self.recalibrate_images,
-                            finetune_epochs=self.finetune_epochs, finetune_lr=FINETUNE_LR)
 
 
 def count_params(ckpt):
@@ -302,13 +212,13 @@ def run_study(options=None, data=None, calib=None, batch_size=DEFAULT_BATCH_SIZE
     start = time.time()
     options, data, calib = options or PruneStudyOptions(), data or DataOptions(), calib or CalibOptions()
     options.check()
-    eval_set = data.open(options.split, progress)
+    eval_set = open_data(data, options.split, progress)
     if options.eval_images:
         eval_set = eval_set.subset(options.eval_images)
-    calib_set = calib.open(data, progress)
+    calib_set = open_calibration_set(calib, data, progress)
     root = DataOptions(data.data_root, data.dataset_format)
-    train_set = root.open(calib.calib_split)
-    select_set = root.open(options.select_split, progress) \
+    train_set = open_data(root, calib.calib_split)
+    select_set = open_data(root, options.select_split, progress) \
         if options.finetune_epochs and options.select_split != "none" else None
     images = np.concatenate([b for b, _ in iterate_batches(eval_set.subset(min(8, len(eval_set))),
                                                            8, transform=resize)])
@@ -397,7 +307,7 @@ def run_study(options=None, data=None, calib=None, batch_size=DEFAULT_BATCH_SIZE
                    "relative_map_drop_pct_at_most": TARGET_RELATIVE_DROP_PCT,
                    "best": best_row(rows)},
         "rows": rows, "seconds": round(time.time() - start, 1),
-        "environment": environment_report(),
+        "environment": environment_report(mxnet_backend.runtime_info()),
     }
     ray_info = ray_block(engine, scores, scoring_wall_s)
     if ray_info:
