@@ -11,21 +11,27 @@ from ssdq.data.options import DEFAULT_BATCH_SIZE
 from ssdq.eval.loop import detect
 from ssdq.eval.metrics import evaluator_for
 from ssdq.eval.sharded import sharded_detect
+from ssdq.fileio import write_json
 from ssdq.model.checkpoint import checkpoint_size_mb, load_checkpoint
 from ssdq.model.graph import deployed_weights_mb
 from ssdq.scaleout.engine import LocalEngine, ray_block
-from ssdq.timing import Stopwatch, time_forward
+from ssdq.timing import Stopwatch, summarize, time_forward
 
 
 def evaluate_checkpoint(prefix, dataset, batch_size=DEFAULT_BATCH_SIZE, num_workers=1,
-                        progress=True, speed_repeats=5, model_classes=None, shards=1, engine=None,
-                        backend="mxnet"):
+                        progress=True, speed_repeats=None, model_classes=None, shards=1,
+                        engine=None, backend="mxnet", save_detections=None):
     """Score a checkpoint (a prefix or a loaded ``Checkpoint``) on ``dataset`` and time its
     forward pass; return a result dict.
 
     Dataset classes are matched to the model's by name (``data.classmap``); ``model_classes``
-    overrides the checkpoint's list. ``speed_repeats=0`` skips the timing (``reproduce`` times
-    fp32 and int8 in turns instead); the eval loop's own img/s is always in ``eval_loop``.
+    overrides the checkpoint's list. The speed (``speed``, ``images_per_sec``) is by default
+    the median of the eval loop's own full batches through the network (the first left out as
+    a warm-up), which costs nothing more; ``speed_repeats=N`` times N rounds at the batch size
+    after scoring instead, ``0`` leaves the speed out (``reproduce`` times fp32 and int8 in
+    turns instead); the eval loop's own img/s is always in ``eval_loop``.
+    ``save_detections``: write the detections there as a COCO results list under the
+    dataset's own ids (``ssdq score`` reads it).
     ``shards`` > 1 splits the images into shards run by ``engine`` (``scaleout.engine``: here,
     one after another, or as Ray tasks) and scores the merged detections once. ``backend``: the
     runtime it runs on (``backends.BACKENDS``)."""
@@ -36,18 +42,19 @@ def evaluate_checkpoint(prefix, dataset, batch_size=DEFAULT_BATCH_SIZE, num_work
     runner = prepare(backend, ckpt, ckpt.precision, max(1, min(batch_size, len(dataset))),
                      "end_to_end")
     scaleout = {}
+    evaluator = evaluator_for(dataset, match)
     if shards > 1 or engine is not None:
         engine = engine or LocalEngine()
         metrics, timing, ranges, results = sharded_detect(
-            ckpt, dataset, evaluator_for(dataset, match), engine, shards, batch_size, num_workers,
-            progress, backend)
+            ckpt, dataset, evaluator, engine, shards, batch_size, num_workers, progress, backend)
         scaleout = {"shards": [list(r) for r in ranges],
                     "ray": ray_block(engine, results, timing["wall_s"])}
     else:
-        metrics, timing = detect(runner, dataset, evaluator_for(dataset, match), batch_size,
-                                 num_workers, progress,
+        metrics, timing = detect(runner, dataset, evaluator, batch_size, num_workers, progress,
                                  desc="eval %s %s" % (backend, ckpt.precision),
                                  transform=ckpt.input_format)
+    if save_detections:
+        write_json(save_detections, evaluator.results())
     result = {
         "checkpoint": ckpt.prefix, "precision": ckpt.precision, "graph": runner.graph,
         "backend": backend,
@@ -68,9 +75,25 @@ def evaluate_checkpoint(prefix, dataset, batch_size=DEFAULT_BATCH_SIZE, num_work
             speed_batch, _ = next(iterate_batches(dataset.subset(batch_size), batch_size,
                                                   num_workers, ckpt.input_format))
             speed = time_forward(runner, speed_batch, warmup=1, repeats=speed_repeats)
-        speed["seconds"] = round(watch.seconds, 2)
+        speed.update(seconds=round(watch.seconds, 2), source="rounds after scoring")
+    else:
+        speed = None if speed_repeats == 0 else loop_speed(timing.get("batches", ()))
+    if speed:
         result.update(images_per_sec=speed["images_per_sec"], speed=speed)
     return result
+
+
+def loop_speed(batches):
+    """The speed of the network as the eval loop ran it: the median over its full batches (the
+    largest size it ran; the first left out as a warm-up when there are others), or None when
+    no batch was timed."""
+    if not batches:
+        return None
+    size = max(b["images"] for b in batches)
+    full = [b["seconds"] for b in batches if b["images"] == size]
+    timed_batches = full[1:] if len(full) > 1 else full
+    return dict(summarize(size, timed_batches, warmup=len(full) - len(timed_batches)),
+                seconds=0.0, source="eval loop")
 
 
 def format_result(result):
@@ -92,10 +115,17 @@ def format_result(result):
         lines.append("scored on the dataset's %d classes only; detections of the model's other "
                      "%d classes dropped" % (len(result["classes_scored"]),
                                              result["model_classes_not_scored"]))
-    if "speed" in result:
+    speed = result.get("speed")
+    if speed and speed.get("source") == "eval loop":
+        lines.append("%s: %.1f img/s (network + NMS, batch %d, median of the eval loop's %d "
+                     "timed batches, image decoding running beside them; --speed-repeats N "
+                     "times N rounds after scoring, --no-speed drops this line)" % (
+                         result["graph"], result["images_per_sec"], speed["batch_size"],
+                         speed["repeats"]))
+    elif speed:
         lines.append("%s: %.1f img/s (network + NMS, batch %d, median of %d; timed in %.1f s "
                      "after scoring, --no-speed skips it)" % (
-                         result["graph"], result["images_per_sec"], result["speed"]["batch_size"],
-                         result["speed"]["repeats"], result["speed"]["seconds"]))
+                         result["graph"], result["images_per_sec"], speed["batch_size"],
+                         speed["repeats"], speed["seconds"]))
     lines.append("eval loop (JPEG decode included): %.1f img/s" % result["eval_loop_images_per_sec"])
     return "\n".join(lines)

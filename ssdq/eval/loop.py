@@ -36,15 +36,17 @@ def detect(forward, dataset, evaluator, batch_size=64, num_workers=1, progress=T
     ``forward`` takes a float32 numpy batch of ``transform``'d images (NCHW normalised by
     default; a checkpoint's ``input_format`` otherwise) and returns numpy (ids, scores, boxes)
     shaped (N, K, 1), (N, K, 1), (N, K, 4) in network-input pixels; ids are the model's class
-    indices (the evaluator's class match maps them onto the dataset's).
+    indices (the evaluator's class match maps them onto the dataset's). The timing holds the
+    wall time, the time in ``forward`` and each batch's (``batches``).
     """
     evaluator.reset()
-    compute_s, images = 0.0, 0
+    compute_s, images, batch_seconds = 0.0, 0, []
     with Stopwatch() as wall:
         bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress, leave=False)
         for batch, records in iterate_batches(dataset, batch_size, num_workers, transform):
             (ids, scores, boxes), seconds = timed_call(forward, batch)
             compute_s += seconds
+            batch_seconds.append((len(batch), seconds))
             labels_out, scores_out, boxes_out, input_boxes = [], [], [], []
             for k, rec in enumerate(records):
                 keep = (ids[k, :, 0] >= 0) & (scores[k, :, 0] >= score_threshold)
@@ -61,7 +63,8 @@ def detect(forward, dataset, evaluator, batch_size=64, num_workers=1, progress=T
     metrics = evaluator.evaluate()
     timing = {"images": images, "wall_s": wall.seconds, "compute_s": compute_s,
               "images_per_sec": per_second(images, wall.seconds),
-              "network_images_per_sec": per_second(images, compute_s)}
+              "network_images_per_sec": per_second(images, compute_s),
+              "batches": [{"images": n, "seconds": sec} for n, sec in batch_seconds]}
     return metrics, timing
 
 

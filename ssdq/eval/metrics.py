@@ -22,6 +22,7 @@ neither a hit nor a false positive, and missing one is no miss).
 """
 import contextlib
 import io
+import os
 
 import numpy as np
 from gluoncv.utils.metrics.voc_detection import VOC07MApMetric, VOCMApMetric
@@ -184,6 +185,7 @@ class VOC07Evaluator:
     def reset(self):
         self._metric.reset()
         self._all_points.reset()
+        self._results = []
         self._images = 0
         self._ground_truths = {"ground_truths": 0, "ground_truths_ignored": 0}
 
@@ -196,6 +198,11 @@ class VOC07Evaluator:
             self._ground_truths["ground_truths_ignored"] += int((scored & rec.ignore).sum())
             keep = np.array([int(k) in self._dataset_index for k in lab], bool)
             lab = np.array([self._dataset_index[int(k)] for k in np.asarray(lab)[keep]], np.float32)
+            name = os.path.splitext(os.path.basename(rec.path))[0]
+            for c, s, (x1, y1, x2, y2) in zip(lab, np.asarray(sco)[keep], np.asarray(box)[keep]):
+                self._results.append({"image_id": name, "category_id": self.dataset.classes[int(c)],
+                                      "bbox": [float(x1), float(y1), float(x2 - x1),
+                                               float(y2 - y1)], "score": float(s)})
             for metric in (self._metric, self._all_points):
                 metric.update(
                     np.asarray(box, np.float32)[keep][None], lab[None],
@@ -209,6 +216,11 @@ class VOC07Evaluator:
         return {"map": mean, "ap50": mean, "voc07_map": mean, "voc07_map_all_points": all_points,
                 "per_class": per_class, "images": self._images, **self._ground_truths,
                 **self.match.describe()}
+
+    def results(self):
+        """The detections as a COCO results list: image ids are the images' file stems, category
+        ids the class names (a VOC split has no ids of its own; ``ssdq score`` matches both)."""
+        return list(self._results)
 
     @staticmethod
     def _per_class(metric, scored):

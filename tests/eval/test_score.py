@@ -170,3 +170,30 @@ def test_voc07_equals_a_hand_computed_11_point_ap(tmp_path):
     assert result["voc07_map_all_points"] == pytest.approx(100 * (cat_all + 1) / 2, abs=1e-4)
     assert result["images_matched_by"] == "file_name" and result["classes_matched_by"] == "name"
     assert result["ground_truths"] == 3 and result["ground_truths_ignored"] == 1
+
+
+def test_cli_eval_saves_detections_that_ssdq_score_scores_the_same(int8_prefix, tiny_data,
+                                                                    tmp_path):
+    from helpers import assert_clean_error, run_cli
+
+    dets, eval_json = str(tmp_path / "dets.json"), str(tmp_path / "eval.json")
+    proc = run_cli("eval", "--model-prefix", int8_prefix, "--data-root", tiny_data, "--quiet",
+                   "--save-detections", dets, "--out", eval_json, "--batch-size", "16")
+    assert proc.returncode == 0, proc.stderr
+    assert "median of the eval loop's" in proc.stdout  # the speed line costs nothing more
+    evaluated = json.load(open(eval_json))
+    assert evaluated["speed"]["source"] == "eval loop"
+    assert evaluated["speed"]["repeats"] == evaluated["eval_loop"]["images"] // 16 - 1
+    out = str(tmp_path / "reports" / "score.json")
+    proc = run_cli("score", "--detections", dets, "--data-root", tiny_data, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    scored = json.load(open(out))
+    assert scored["map"] == evaluated["map"] and scored["map_gluoncv"] == evaluated["map_gluoncv"]
+    assert os.path.isfile(out[:-len(".json")] + ".md")
+    assert "pycocotools: mAP@[.5:.95] %.3f" % evaluated["map"] in proc.stdout
+    # detections are not needed to have images: the ground truth alone is read
+    bad = _write(tmp_path / "bad.json", {"images": []})
+    assert_clean_error(run_cli("score", "--detections", bad, "--data-root", tiny_data),
+                       "neither a COCO results list")
+    assert_clean_error(run_cli("score", "--detections", str(tmp_path / "missing.json"),
+                               "--data-root", tiny_data), "missing.json")

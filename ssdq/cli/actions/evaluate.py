@@ -18,8 +18,10 @@ def run(args, context):
     engine = make_engine(scaleout) if scaleout.ray or args.shards > 1 else None
     try:
         result = evaluate_checkpoint(ckpt, dataset, args.batch_size, args.num_workers,
-                                     context.progress, speed_repeats=0 if args.no_speed else 5,
-                                     shards=args.shards, engine=engine, backend=args.backend)
+                                     context.progress,
+                                     speed_repeats=0 if args.no_speed else args.speed_repeats,
+                                     shards=args.shards, engine=engine, backend=args.backend,
+                                     save_detections=args.save_detections)
     finally:
         if engine is not None:
             engine.close()

@@ -19,10 +19,11 @@ from ssdq.cli.commands import (
                                qat,
                                quantize,
                                reproduce,
+                               score,
                                sensitivity,
                                study,
                                tune,
 )
 
-COMMANDS = (reproduce, data, convert, quantize, evaluate, bench, compare, sensitivity, tune,
-            export, finetune, qat, study, prune, lowrank)
+COMMANDS = (reproduce, data, convert, quantize, evaluate, score, bench, compare, sensitivity,
+            tune, export, finetune, qat, study, prune, lowrank)

@@ -21,5 +21,12 @@ def add_arguments(parser):
                         help="split the images into N shards (Ray tasks with --ray), merge, "
                         "score once")
     parser.add_argument("--no-speed", action="store_true",
-                        help="skip timing the forward pass after scoring (the speed line)")
+                        help="leave out the speed line")
+    parser.add_argument("--speed-repeats", type=int, default=None, metavar="N",
+                        help="time N rounds of the network at the batch size after scoring "
+                        "(default: the median of the eval loop's own batches, at no extra "
+                        "cost)")
+    parser.add_argument("--save-detections", metavar="FILE",
+                        help="write the detections as a COCO results list (the dataset's image "
+                        "and category ids) for `ssdq score` or other tools")
     parser.add_argument("--out", help="also write the result as JSON here")
