@@ -237,3 +237,16 @@ def test_style_checks_pass():
     proc = subprocess.run([ruff, "check", "ssdq", "scripts", "tests"], cwd=REPO,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_no_test_skips_itself_when_a_runtime_is_missing():
+    """The test extra installs every optional runtime: a test that skipped when one failed to
+    install would keep CI green with its suite unrun, so a missing runtime is an import error."""
+    found = []
+    for base, _, files in os.walk(os.path.join(REPO, "tests")):
+        for name in files:
+            if name.endswith(".py"):
+                text = open(os.path.join(base, name)).read()
+                if "importorskip" in text and name != "test_layout.py":
+                    found.append(name)
+    assert not found, found

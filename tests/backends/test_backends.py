@@ -18,8 +18,6 @@ from ssdq.model.checkpoint import load_checkpoint
 
 from helpers import REPO, assert_clean_error, run_cli
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("openvino")
 OTHERS = ("onnxruntime", "openvino")
 
 

@@ -4,16 +4,15 @@ import os
 import shutil
 
 import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 
 from ssdq.backends.onnx_export import export_onnx, int8_quantization, read_metadata
 from ssdq.errors import SsdqError
 from ssdq.model.checkpoint import checkpoint_files, load_checkpoint
 
 from helpers import assert_clean_error, run_cli
-
-onnx = pytest.importorskip("onnx")
-from onnx import numpy_helper  # noqa: E402
 
 
 def _graph(path):

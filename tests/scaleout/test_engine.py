@@ -8,13 +8,13 @@ import os
 import sys
 
 import pytest
+import ray
 
 from ssdq.eval.sharded import shard_ranges
 from ssdq.scaleout.engine import LocalEngine, TrialFailed
 
 from helpers import needs_two_cpus, run_cli
 
-ray = pytest.importorskip("ray")
 # the trials below are defined in this test module, which Ray's workers cannot import
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
