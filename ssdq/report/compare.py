@@ -6,13 +6,21 @@ Accuracy is compared across reports (int8 mAP
 may not fall more than ``max_map_drop`` points below the baseline's, nor below the same run's
 fp32 by more than that); speed only as the int8/fp32 ratio measured *within* the new run,
 because absolute images/s on a shared machine say more about the neighbours than the code.
+
+A baseline must be of the same model, dataset, split and image count as the new report (read
+from the files themselves: ``identity``), or the gate compares figures that cannot be compared
+(a 6-class embedded model's mAP gating a COCO run): it is refused, unless
+``allow_different_baseline``.
 """
 import json
+import os
 
 from ssdq.errors import SsdqError
 
+IDENTITY = ("model", "dataset", "split", "images")
 
-def load_report(path):
+
+def _read(path):
     try:
         with open(path) as f:
             report = json.load(f)
@@ -22,6 +30,49 @@ def load_report(path):
         raise SsdqError("%s is not valid JSON (%s)" % (path, exc)) from None
     if not isinstance(report, dict):
         raise SsdqError("%s is not an ssdq report or bench file" % path)
+    return report
+
+
+def identity(report):
+    """What a report or bench measured: {model, dataset, split, images}, each None where the
+    file does not say (a file written before ssdq recorded it, a hand-written one)."""
+    bench = report.get("bench") or report
+    models = bench.get("models") if isinstance(bench.get("models"), dict) else {}
+    dataset = report.get("dataset") or (bench.get("settings") or {}).get("images") or {}
+    if not isinstance(dataset, dict):
+        dataset = {}
+    source = dataset.get("annotation_file") or dataset.get("image_list") or dataset.get("root")
+    classes = dataset.get("classes")
+    return {"model": next(iter(models), None),
+            "dataset": None if not (dataset.get("format") or source) else "%s %s (%s classes)" % (
+                dataset.get("format"), os.path.basename(str(source)),
+                len(classes) if classes is not None else "?"),
+            "split": dataset.get("split"), "images": dataset.get("images")}
+
+
+def check_same_run_kind(new_path, new, baseline_path, base):
+    """Refuse a baseline that differs from the new report in model, dataset, split or image
+    count, or that does not say what it measured."""
+    unknown = [k for k in IDENTITY if base[k] is None]
+    if unknown:
+        raise SsdqError("baseline %s does not say its %s, so it cannot be checked to be a run of "
+                        "the same kind as %s: use a report.json written by ssdq reproduce, or "
+                        "pass --allow-different-baseline" % (baseline_path, " and ".join(unknown),
+                                                             new_path))
+    differ = ["%s (%s, baseline %s)" % (k, new[k], base[k]) for k in IDENTITY
+              if new[k] is not None and new[k] != base[k]]
+    if differ:
+        raise SsdqError("baseline %s is of another %s than %s: compare like with like, or pass "
+                        "--allow-different-baseline" % (baseline_path, "; ".join(differ),
+                                                        new_path))
+
+
+def load_report(path):
+    """The gate's figures of a report or bench file (see ``compare``)."""
+    return _figures(path, _read(path))
+
+
+def _figures(path, report):
     figures = {}
     total = report.get("total")
     if isinstance(total, dict) and isinstance(report.get("instances"), list):  # multi-instance
@@ -48,10 +99,17 @@ def load_report(path):
 
 
 def compare(new_path, baseline_path=None, max_map_drop=0.5, min_speedup=None,
-            min_network_speedup=None, min_throughput=None):
+            min_network_speedup=None, min_throughput=None, allow_different_baseline=False):
     """Return (ok, lines): one line per figure checked, saying whether it regressed."""
-    new = load_report(new_path)
-    base = load_report(baseline_path) if baseline_path else {}
+    new_report = _read(new_path)
+    new = _figures(new_path, new_report)
+    base = {}
+    if baseline_path:
+        base_report = _read(baseline_path)
+        base = _figures(baseline_path, base_report)
+        if not allow_different_baseline:
+            check_same_run_kind(new_path, identity(new_report), baseline_path,
+                                identity(base_report))
     checks = []
     if "int8_map" in new:
         checks.append(("int8 mAP vs this run's fp32", new["fp32_map"] - new["int8_map"], max_map_drop))

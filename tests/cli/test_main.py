@@ -98,9 +98,13 @@ def test_bad_recipe_file(tmp_path, fp32_prefix):
                                "--out", str(tmp_path / "q")), "not an ssdq tune recipe")
 
 
-def _report(path, fp32, int8, speedup):
+def _report(path, fp32, int8, speedup, split="val"):
     path.write_text(json.dumps({"fp32": {"map": fp32}, "int8": {"map": int8},
-                                "comparison": {"speedup": speedup}}))
+                                "comparison": {"speedup": speedup},
+                                "dataset": {"format": "coco", "split": split, "images": 500,
+                                            "annotation_file": "/x/instances_%s.json" % split,
+                                            "classes": ["a", "b"]},
+                                "bench": {"models": {"m": {}}}}))
     return str(path)
 
 
@@ -115,6 +119,10 @@ def test_compare_gate(tmp_path):
     failed = [l for l in proc.stdout.splitlines() if l.startswith("FAIL")]
     assert any("baseline int8" in l for l in failed) and any("speed-up" in l for l in failed)
     assert_clean_error(run_cli("compare", str(tmp_path / "none.json")), "cannot read")
+    other = _report(tmp_path / "other.json", 50.0, 49.8, 1.5, split="dev")
+    assert_clean_error(run_cli("compare", good, "--baseline", other), "another split")
+    proc = run_cli("compare", good, "--baseline", other, "--allow-different-baseline")
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_compare_gate_on_a_bench_file(tmp_path):

@@ -14,6 +14,9 @@ def add_arguments(parser):
                         "new run)")
     parser.add_argument("--min-network-speedup", type=float,
                         help="minimum network-only int8/fp32 ratio (needs a bench in the file)")
+    parser.add_argument("--allow-different-baseline", action="store_true",
+                        help="compare with a baseline of another model, dataset, split or "
+                        "image count (refused by default)")
     parser.add_argument("--min-throughput", type=float,
                         help="multi-instance bench: minimum total img/s (all images / common "
                         "wall time)")
