@@ -120,7 +120,7 @@ def test_compare_gate(tmp_path):
     assert any("baseline int8" in l for l in failed) and any("speed-up" in l for l in failed)
     assert_clean_error(run_cli("compare", str(tmp_path / "none.json")), "cannot read")
     other = _report(tmp_path / "other.json", 50.0, 49.8, 1.5, split="dev")
-    assert_clean_error(run_cli("compare", good, "--baseline", other), "another split")
+    assert_clean_error(run_cli("compare", good, "--baseline", other), "split (val, baseline dev)")
     proc = run_cli("compare", good, "--baseline", other, "--allow-different-baseline")
     assert proc.returncode == 0, proc.stderr
 
