@@ -79,27 +79,41 @@ from ssdq.bench.harness import benchmark
 from ssdq.data.dataset import open_dataset
 bench = benchmark([(sys.argv[1], sys.argv[2])], open_dataset(sys.argv[3], "val"),
                   precisions=("fp32", "int8"), scopes=("network",), batch_sizes=(16,),
-                  warmup=2, repeats=7, progress=False,
+                  warmup=2, repeats=15, progress=False,
                   backends=("mxnet", "onnxruntime", "openvino"))
 print("@@" + json.dumps({"records": bench["records"], "fastest": bench["fastest_int8"]}))
 """
 
 
-def test_other_runtimes_run_at_their_own_speed_in_ssdq(fp32_prefix, int8_prefix, tiny_data):
-    """After MXNet has run in ssdq's process (pinned, two cores), each runtime's figure and the
-    same model timed alone in a fresh process, in turns: within 10%. Batch 16: on this thin
-    model a batch of 8 takes OpenVINO int8 about 24 ms, of which the message each way and the
-    outputs' copy into shared memory take about 1.3 ms."""
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("one CPU: the thread-placement loss this guards against cannot show")
+def _speed_run(fp32_prefix, int8_prefix, tiny_data):
     proc = subprocess.run([sys.executable, "-c", SPEED, fp32_prefix, int8_prefix, tiny_data],
                           capture_output=True, text=True, cwd=REPO,
                           env=dict(os.environ, PYTHONPATH=REPO), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.split("@@", 1)[1])
-    for r in out["records"]:
-        if r["backend"] in OTHERS:
-            assert r["in_process_vs_standalone"] >= 0.9, r
-            assert "libmxnet" not in r["graph"]
+    return json.loads(proc.stdout.split("@@", 1)[1])
+
+
+def _slower(out):
+    """The records of other runtimes under 0.9 of their own speed, and a fastest-int8 choice the
+    standalone figures contradict."""
+    slow = [r for r in out["records"] if r["backend"] in OTHERS
+            and r["in_process_vs_standalone"] < 0.9]
     fastest = next(iter(out["fastest"].values()))
-    assert fastest["agrees_with_standalone"], fastest
+    return slow + ([fastest] if not fastest["agrees_with_standalone"] else [])
+
+
+def test_other_runtimes_run_at_their_own_speed_in_ssdq(fp32_prefix, int8_prefix, tiny_data):
+    """After MXNet has run in ssdq's process (pinned, two cores), each runtime's figure and the
+    same model timed alone in a fresh process, in turns: within 10%, and the fastest int8
+    runtime is the one the standalone figures name. Batch 16: on this thin model a batch of 8
+    takes OpenVINO int8 about 24 ms, of which the message each way and the outputs' copy into
+    shared memory take about 1.3 ms. A shared host can slow one turn more than the other: a run
+    that misses is measured once more, and the second run decides (a loss of ssdq's own, like
+    the half speed OpenVINO had beside MXNet, misses both)."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: the thread-placement loss this guards against cannot show")
+    out = _speed_run(fp32_prefix, int8_prefix, tiny_data)
+    if _slower(out):
+        out = _speed_run(fp32_prefix, int8_prefix, tiny_data)
+    assert not _slower(out), _slower(out)
+    assert all("without MXNet" in r["graph"] for r in out["records"] if r["backend"] in OTHERS)
