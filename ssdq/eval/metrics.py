@@ -30,12 +30,7 @@ from pycocotools.cocoeval import COCOeval
 
 from ssdq.data.classmap import match_classes
 from ssdq.data.transforms import INPUT_SIZE
-
-
-def relative_drop_pct(baseline, value):
-    """How far ``value`` falls below ``baseline``, in percent of the baseline (0 when the
-    baseline is 0): the measure every mAP budget and target is written in."""
-    return 100.0 * (baseline - value) / baseline if baseline else 0.0
+from ssdq.eval.criterion import relative_drop_pct  # noqa: F401  (its old home)
 
 
 def gluoncv_coco_boxes(boxes, width=None, height=None, input_size=INPUT_SIZE):

@@ -3,8 +3,8 @@
 Works on ``report.json`` (``ssdq reproduce``) and on ``bench.json`` (``ssdq bench``, speed only;
 a multi-instance bench: its placement read back, and total img/s with ``--min-throughput``).
 Accuracy is compared across reports (int8 mAP
-may not fall more than ``max_map_drop`` points below the baseline's, nor below the same run's
-fp32 by more than that); speed only as the int8/fp32 ratio measured *within* the new run,
+may not fall further than ``max_map_drop``, an ``eval.criterion.Criterion`` in points or percent,
+below the baseline's, nor below the same run's fp32); speed only as the int8/fp32 ratio measured *within* the new run,
 because absolute images/s on a shared machine say more about the neighbours than the code.
 
 A baseline must be of the same model, dataset, split and image count as the new report (read
@@ -16,6 +16,7 @@ import json
 import os
 
 from ssdq.errors import SsdqError
+from ssdq.eval.criterion import Criterion
 
 IDENTITY = ("model", "dataset", "split", "images")
 
@@ -110,19 +111,21 @@ def compare(new_path, baseline_path=None, max_map_drop=0.5, min_speedup=None,
         if not allow_different_baseline:
             check_same_run_kind(new_path, identity(new_report), baseline_path,
                                 identity(base_report))
+    criterion = Criterion.parse(max_map_drop)
     checks = []
     if "int8_map" in new:
-        checks.append(("int8 mAP vs this run's fp32", new["fp32_map"] - new["int8_map"], max_map_drop))
+        checks.append(("int8 mAP vs this run's fp32", new["fp32_map"], new["int8_map"]))
         for name in ("int8", "fp32"):
             if "%s_map" % name in base:
-                checks.append(("%s mAP vs baseline %s" % (name, name),
-                               base["%s_map" % name] - new["%s_map" % name], max_map_drop))
+                checks.append(("%s mAP vs baseline %s" % (name, name), base["%s_map" % name],
+                               new["%s_map" % name]))
     lines, ok = [], True
-    for name, drop, limit in checks:
-        passed = drop <= limit
+    for name, baseline, value in checks:
+        passed = criterion.met(baseline, value)
         ok &= passed
-        lines.append("%s %s: dropped %.3f points (limit %.3f)" % ("ok  " if passed else "FAIL", name,
-                                                                 drop, limit))
+        lines.append("%s %s: dropped %s (limit %s)" % (
+            "ok  " if passed else "FAIL", name, criterion.format_drop(baseline, value),
+            criterion.describe()))
     for key, minimum, label in (("end_to_end_int8_vs_fp32", min_speedup, "end-to-end"),
                                 ("network_int8_vs_fp32", min_network_speedup, "network")):
         if minimum is None:
