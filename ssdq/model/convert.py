@@ -8,11 +8,13 @@ anchor tables are cut to their feature maps, and the per-channel input and L2Nor
 the convolutions that read them, so the deployed fp32 graph, and the int8 graph made from it,
 carries none of them.
 """
+import hashlib
 import os
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 
 import mxnet as mx
+from gluoncv.model_zoo import model_store
 
 from ssdq.data.transforms import INPUT_SIZE, MEAN, STD
 from ssdq.errors import SsdqError
@@ -46,7 +48,19 @@ def build_gluon_model(model=DEFAULT_ZOO_MODEL, params_file=None):
     if params_file is not None and not os.path.isfile(params_file):
         raise SsdqError("weights file not found: %s" % params_file)
     net = zoo_ssd(model, params_file=params_file)
-    return net, {"model": model, "weights": params_file or "gluoncv model zoo (pretrained=True)"}
+    if params_file is None:
+        return net, {"model": model, "weights": "gluoncv model zoo (pretrained=True)"}
+    # a file's SHA-1 beside the model store's says whether it holds the zoo's weights
+    return net, {"model": model, "weights": params_file, "weights_sha1": _sha1(params_file),
+                 "zoo_sha1": model_store._model_sha1.get(model)}  # pylint: disable=protected-access
+
+
+def _sha1(path):
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def convert(out_prefix, model=DEFAULT_ZOO_MODEL, params_file=None):
